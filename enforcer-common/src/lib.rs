@@ -1,0 +1,330 @@
+//! Types shared by warden's eBPF programs and its userspace: the layout of every pinned map's
+//! keys and values, event records, and the constants both sides must agree on.
+//!
+//! Everything here is `#[repr(C)]`, fixed-size and free of padding surprises (explicit `_pad`
+//! fields), because the kernel sees raw bytes. Changing a layout here changes the pinned map
+//! layout: bump [`MAP_LAYOUT_VERSION`].
+#![no_std]
+
+/// Version of the pinned map layout. A daemon refuses to adopt pins of another version.
+pub const MAP_LAYOUT_VERSION: u32 = 1;
+
+/// Number of syscall numbers a profile bitmap covers. x86_64 and aarch64 numbers are all below
+/// 512; any number at or above it (x32 numbers have bit 30 set) is outside every allow-list.
+pub const SYSCALL_BITMAP_BITS: usize = 512;
+pub const SYSCALL_BITMAP_WORDS: usize = SYSCALL_BITMAP_BITS / 64;
+
+/// Port ranges one network rule chain may hold (see [`PortRules`]).
+pub const MAX_PORT_RULES: usize = 32;
+
+/// Nesting depth of confined cgroups followed by the inherit logic (a sanity bound).
+pub const MAX_CGROUP_DEPTH: u32 = 64;
+
+/// Enforcement mode of a confined cgroup.
+pub mod mode {
+    /// Deny and report.
+    pub const ENFORCE: u8 = 1;
+    /// Allow, report what enforce would deny.
+    pub const COMPLAIN: u8 = 2;
+    /// Allow everything, record what is done.
+    pub const LEARN: u8 = 3;
+}
+
+/// Flags of a [`CgroupPolicy`].
+pub mod cgroup_flags {
+    /// The entry was created by the kernel for a cgroup made below a confined one; its policy is
+    /// the one of `root_cgroup`'s entry (looked up at every decision, so profile swaps and
+    /// releases of the root apply to descendants at once).
+    pub const INHERITED: u8 = 1;
+}
+
+/// Flags of a [`ProfileHeader`]: which layers the profile restricts. An absent section in the
+/// profile means the layer is not restricted, so its flag is clear.
+pub mod profile_flags {
+    pub const SYSCALLS: u32 = 1 << 0;
+    /// Syscalls outside the allow-list are only logged, never killed (`"default": "log"`).
+    pub const SYSCALLS_LOG_ONLY: u32 = 1 << 1;
+    pub const CONNECT: u32 = 1 << 2;
+    pub const BIND: u32 = 1 << 3;
+    /// Socket families are restricted to `families` (a bitmap of AF_* numbers).
+    pub const FAMILIES: u32 = 1 << 4;
+    /// SOCK_RAW inet sockets are allowed (only meaningful with FAMILIES).
+    pub const RAW_SOCKETS: u32 = 1 << 5;
+}
+
+/// Kinds of attempts, used in events and counters.
+pub mod kind {
+    pub const SYSCALL: u8 = 0;
+    pub const CONNECT: u8 = 1;
+    pub const SENDMSG: u8 = 2;
+    pub const BIND: u8 = 3;
+    pub const SOCKET: u8 = 4;
+    /// A syscall made through the 32-bit compat entry (int 0x80 / ia32): numbers mean other
+    /// calls there, so a confined process may not use it at all.
+    pub const COMPAT_SYSCALL: u8 = 5;
+    pub const COUNT: usize = 6;
+}
+
+/// Verdict recorded in an event.
+pub mod verdict {
+    pub const ALLOWED: u8 = 0;
+    pub const DENIED: u8 = 1;
+    /// Complain mode: enforce would have denied; the attempt went ahead.
+    pub const WOULD_DENY: u8 = 2;
+    /// Learn mode: the attempt was recorded.
+    pub const LEARNED: u8 = 3;
+}
+
+/// Value of the `CGROUPS` map, keyed by cgroup2 id (u64).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupPolicy {
+    /// Compiled profile (one per profile version) this cgroup is held to.
+    pub profile_id: u32,
+    /// One of [`mode`].
+    pub mode: u8,
+    /// [`cgroup_flags`].
+    pub flags: u8,
+    pub _pad: [u8; 2],
+    /// For an inherited entry: the confined ancestor whose policy applies. For a root entry:
+    /// its own id.
+    pub root_cgroup: u64,
+}
+
+/// Value of the `PROFILES` map, keyed by profile id (u32): what the per-syscall path and the
+/// socket-creation path need, in one lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProfileHeader {
+    /// [`profile_flags`].
+    pub flags: u32,
+    pub _pad: u32,
+    /// Allowed socket families: bit N set = AF number N allowed (N < 64).
+    pub families: u64,
+    /// Allowed syscalls: bit N of word N/64 = syscall number N (native arch numbers).
+    pub syscalls: [u64; SYSCALL_BITMAP_WORDS],
+}
+
+impl Default for ProfileHeader {
+    fn default() -> Self {
+        Self { flags: 0, _pad: 0, families: 0, syscalls: [0; SYSCALL_BITMAP_WORDS] }
+    }
+}
+
+/// Protocol selector of a [`PortRule`].
+pub mod proto {
+    pub const ANY: u8 = 0;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+}
+
+/// One allowed port range for one protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortRule {
+    pub lo: u16,
+    pub hi: u16,
+    /// One of [`proto`].
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of the connect LPM tries and of the `BIND` map: every port range allowed for an
+/// address. Userspace folds the rules of all CIDRs containing a prefix into that prefix's
+/// value, so the longest-prefix match alone answers "which ports may this address be reached
+/// on" with one trie lookup and at most [`MAX_PORT_RULES`] comparisons.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRules {
+    pub count: u32,
+    pub _pad: u32,
+    pub rules: [PortRule; MAX_PORT_RULES],
+}
+
+impl Default for PortRules {
+    fn default() -> Self {
+        Self { count: 0, _pad: 0, rules: [PortRule::default(); MAX_PORT_RULES] }
+    }
+}
+
+impl PortRules {
+    /// Whether `port` with protocol `proto` (IPPROTO_*) is allowed. Shared by the eBPF programs
+    /// and the userspace tests so both judge identically.
+    #[inline(always)]
+    pub fn allows(&self, proto: u8, port: u16) -> bool {
+        let n = if (self.count as usize) < MAX_PORT_RULES { self.count as usize } else { MAX_PORT_RULES };
+        let mut i = 0;
+        while i < MAX_PORT_RULES {
+            if i >= n {
+                break;
+            }
+            let r = &self.rules[i];
+            if (r.proto == proto::ANY || r.proto == proto) && port >= r.lo && port <= r.hi {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+/// Key data of the IPv4 connect trie: profile id (big endian, so it is a prefix) + address.
+/// The LPM prefix length counts the 32 profile-id bits plus the CIDR's bits.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Net4Key {
+    pub profile_id_be: [u8; 4],
+    pub addr: [u8; 4],
+}
+
+/// Key data of the IPv6 connect trie.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Net6Key {
+    pub profile_id_be: [u8; 4],
+    pub addr: [u8; 16],
+}
+
+/// Value of the userspace-only `PROFILE_META` map, keyed by profile id: lets a restarted daemon
+/// know which profile version an id holds (pinned state is the only state).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProfileMeta {
+    /// SHA-256 of the compiled profile: the version.
+    pub hash: [u8; 32],
+    /// Profile name, NUL padded.
+    pub name: [u8; 64],
+}
+
+impl Default for ProfileMeta {
+    fn default() -> Self {
+        Self { hash: [0; 32], name: [0; 64] }
+    }
+}
+
+/// Value of the `COUNTERS` per-CPU map, keyed by the root cgroup id: exact per-kind counts of
+/// violations (denied in enforce, would-deny in complain), kept even when events are dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub violations: [u64; kind::COUNT],
+    /// Events not delivered: rate limit reached or ring buffer full.
+    pub events_dropped: u64,
+    pub events_sent: u64,
+}
+
+/// Value of the `RATE` map, keyed by root cgroup id: a fixed one-second window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateWindow {
+    pub window_start_ns: u64,
+    pub sent: u64,
+}
+
+/// Value of the `WARDEN_LEARN_SC` map, keyed by root cgroup id: syscalls seen in learn mode,
+/// one byte per syscall number so the kernel sets an entry with a plain store (no
+/// read-modify-write that two CPUs could race on and lose a bit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallSet {
+    pub seen: [u8; SYSCALL_BITMAP_BITS],
+}
+
+impl Default for SyscallSet {
+    fn default() -> Self {
+        Self { seen: [0; SYSCALL_BITMAP_BITS] }
+    }
+}
+
+/// Record in the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The cgroup the process was in.
+    pub cgroup_id: u64,
+    /// The confined cgroup whose policy applied (differs for descendants).
+    pub root_cgroup: u64,
+    pub ktime_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub profile_id: u32,
+    /// Syscall number (SYSCALL, COMPAT_SYSCALL), or IPPROTO_* for network kinds.
+    pub nr: u32,
+    pub kind: u8,
+    pub verdict: u8,
+    pub mode: u8,
+    pub _pad: u8,
+    /// AF_* of the attempt (network kinds).
+    pub family: u16,
+    /// Host byte order port (network kinds); socket type for SOCKET.
+    pub port: u16,
+    /// IPv4 in the first four bytes, or IPv6.
+    pub addr: [u8; 16],
+    pub comm: [u8; 16],
+}
+
+/// Offsets into kernel structs, read from the running kernel's BTF by userspace and handed to
+/// the programs as read-only globals (Rust eBPF has no CO-RE). Names are the global symbols.
+pub mod globals {
+    /// `struct cgroup` -> `kn` (struct kernfs_node *).
+    pub const CGROUP_KN: &str = "OFF_CGROUP_KN";
+    /// `struct kernfs_node` -> `id` (u64).
+    pub const KERNFS_NODE_ID: &str = "OFF_KERNFS_NODE_ID";
+    /// `struct cgroup` -> `self.parent` (struct cgroup_subsys_state *; `self` is a cgroup's css,
+    /// so the parent css pointer is the parent cgroup).
+    pub const CGROUP_PARENT: &str = "OFF_CGROUP_PARENT";
+    /// `struct cgroup` -> `root` (struct cgroup_root *).
+    pub const CGROUP_ROOT: &str = "OFF_CGROUP_ROOT";
+    /// `struct cgroup_root` -> `hierarchy_id` (int). cgroup2 is hierarchy 0.
+    pub const CGROUP_ROOT_HIERARCHY_ID: &str = "OFF_CGROUP_ROOT_HIERARCHY_ID";
+    /// `struct task_struct` -> `thread_info.status` (x86: TS_COMPAT marks a 32-bit syscall).
+    pub const TASK_TI_STATUS: &str = "OFF_TASK_TI_STATUS";
+    /// Events per second per confined cgroup before events are dropped (counted).
+    pub const EVENT_RATE_LIMIT: &str = "EVENT_RATE_LIMIT";
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all types are repr(C), Copy, and valid for any bit pattern.
+    unsafe impl aya::Pod for CgroupPolicy {}
+    unsafe impl aya::Pod for ProfileHeader {}
+    unsafe impl aya::Pod for PortRules {}
+    unsafe impl aya::Pod for Net4Key {}
+    unsafe impl aya::Pod for Net6Key {}
+    unsafe impl aya::Pod for ProfileMeta {}
+    unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for RateWindow {}
+    unsafe impl aya::Pod for SyscallSet {}
+    unsafe impl aya::Pod for Event {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(size_of::<CgroupPolicy>(), 16);
+        assert_eq!(size_of::<ProfileHeader>(), 16 + 8 * SYSCALL_BITMAP_WORDS);
+        assert_eq!(size_of::<PortRule>(), 8);
+        assert_eq!(size_of::<PortRules>(), 8 + 8 * MAX_PORT_RULES);
+        assert_eq!(size_of::<Net4Key>(), 8);
+        assert_eq!(size_of::<Net6Key>(), 20);
+        assert_eq!(size_of::<Event>(), 8 * 3 + 4 * 4 + 4 + 4 + 16 + 16);
+    }
+
+    #[test]
+    fn port_rules_match_protocol_and_range() {
+        let mut r = PortRules::default();
+        r.rules[0] = PortRule { lo: 80, hi: 80, proto: proto::TCP, _pad: [0; 3] };
+        r.rules[1] = PortRule { lo: 5000, hi: 5010, proto: proto::ANY, _pad: [0; 3] };
+        r.count = 2;
+        assert!(r.allows(proto::TCP, 80));
+        assert!(!r.allows(proto::UDP, 80));
+        assert!(r.allows(proto::UDP, 5005));
+        assert!(!r.allows(proto::TCP, 5011));
+        assert!(!PortRules::default().allows(proto::TCP, 80));
+    }
+}

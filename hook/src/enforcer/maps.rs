@@ -1,0 +1,137 @@
+//! Typed handles on warden's pinned maps. Read-only commands (status, events) open these from
+//! the pins without loading any program; the enforcer opens them after loading.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuHashMap, RingBuf};
+use warden_common::{
+    cgroup_flags, CgroupPolicy, Counters, Net4Key, Net6Key, PortRules, ProfileHeader, ProfileMeta,
+    RateWindow, SyscallSet, MAP_LAYOUT_VERSION,
+};
+
+pub const STATE_LAYOUT: u32 = 0;
+pub const STATE_INHERIT_FAILURES: u32 = 1;
+
+pub struct Maps {
+    pub cgroups: HashMap<MapData, u64, CgroupPolicy>,
+    pub profiles: HashMap<MapData, u32, ProfileHeader>,
+    pub meta: HashMap<MapData, u32, ProfileMeta>,
+    pub connect4: LpmTrie<MapData, Net4Key, PortRules>,
+    pub connect6: LpmTrie<MapData, Net6Key, PortRules>,
+    pub bind: HashMap<MapData, u32, PortRules>,
+    pub counters: PerCpuHashMap<MapData, u64, Counters>,
+    pub rate: HashMap<MapData, u64, RateWindow>,
+    pub learn: HashMap<MapData, u64, SyscallSet>,
+    pub state: Array<MapData, u64>,
+}
+
+pub fn maps_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join("maps")
+}
+
+fn open(dir: &Path, name: &str) -> Result<Map> {
+    let p = dir.join(name);
+    let data = MapData::from_pin(&p).with_context(|| format!("opening pinned map {}", p.display()))?;
+    Map::from_map_data(data).with_context(|| format!("pinned map {}", p.display()))
+}
+
+impl Maps {
+    /// Opens every pinned map, refusing pins of another layout version.
+    pub fn open(pin_dir: &Path) -> Result<Maps> {
+        let dir = maps_dir(pin_dir);
+        if !dir.join("WARDEN_CGROUPS").exists() {
+            bail!("no warden state pinned at {} (nothing confined yet?)", pin_dir.display());
+        }
+        check_layout(pin_dir)?;
+        Ok(Maps {
+            cgroups: open(&dir, "WARDEN_CGROUPS")?.try_into()?,
+            profiles: open(&dir, "WARDEN_PROFILES")?.try_into()?,
+            meta: open(&dir, "WARDEN_PROFILE_META")?.try_into()?,
+            connect4: open(&dir, "WARDEN_CONNECT4")?.try_into()?,
+            connect6: open(&dir, "WARDEN_CONNECT6")?.try_into()?,
+            bind: open(&dir, "WARDEN_BIND")?.try_into()?,
+            counters: open(&dir, "WARDEN_COUNTERS")?.try_into()?,
+            rate: open(&dir, "WARDEN_RATE")?.try_into()?,
+            learn: open(&dir, "WARDEN_LEARN_SC")?.try_into()?,
+            state: open(&dir, "WARDEN_STATE")?.try_into()?,
+        })
+    }
+
+    pub fn events(pin_dir: &Path) -> Result<RingBuf<MapData>> {
+        Ok(open(&maps_dir(pin_dir), "WARDEN_EVENTS")?.try_into()?)
+    }
+
+    /// Root (non-inherited) entries: the confined cgroups.
+    pub fn roots(&self) -> Vec<(u64, CgroupPolicy)> {
+        self.cgroups
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(_, p)| p.flags & cgroup_flags::INHERITED == 0)
+            .collect()
+    }
+
+    pub fn inherited_of(&self, root: u64) -> Vec<u64> {
+        self.cgroups
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(_, p)| p.flags & cgroup_flags::INHERITED != 0 && p.root_cgroup == root)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Per-kind counters of a confined cgroup, summed over CPUs.
+    pub fn counters_of(&self, root: u64) -> Counters {
+        let mut sum = Counters::default();
+        if let Ok(per_cpu) = self.counters.get(&root, 0) {
+            for c in per_cpu.iter() {
+                for (s, v) in sum.violations.iter_mut().zip(c.violations.iter()) {
+                    *s += v;
+                }
+                sum.events_dropped += c.events_dropped;
+                sum.events_sent += c.events_sent;
+            }
+        }
+        sum
+    }
+
+    pub fn meta_of(&self, profile_id: u32) -> Option<ProfileMeta> {
+        self.meta.get(&profile_id, 0).ok()
+    }
+
+    pub fn inherit_failures(&self) -> u64 {
+        self.state.get(&STATE_INHERIT_FAILURES, 0).unwrap_or(0)
+    }
+
+    /// Keys of every connect-trie entry of `profile_id`.
+    pub fn trie_keys(&self, profile_id: u32) -> (Vec<Key<Net4Key>>, Vec<Key<Net6Key>>) {
+        let be = profile_id.to_be_bytes();
+        let k4 = self.connect4.keys().filter_map(|k| k.ok()).filter(|k| k.data().profile_id_be == be).collect();
+        let k6 = self.connect6.keys().filter_map(|k| k.ok()).filter(|k| k.data().profile_id_be == be).collect();
+        (k4, k6)
+    }
+}
+
+/// Refuses to adopt pinned maps written by a warden with another layout.
+pub fn check_layout(pin_dir: &Path) -> Result<()> {
+    let p = maps_dir(pin_dir).join("WARDEN_STATE");
+    if !p.exists() {
+        return Ok(());
+    }
+    let state: Array<MapData, u64> = open(&maps_dir(pin_dir), "WARDEN_STATE")?.try_into()?;
+    let v = state.get(&STATE_LAYOUT, 0).unwrap_or(0);
+    if v != 0 && v != MAP_LAYOUT_VERSION as u64 {
+        bail!(
+            "pinned warden state at {} has map layout version {v}, this warden uses {MAP_LAYOUT_VERSION}. \
+             Release every confined cgroup with the warden that created them (or remove {} to drop \
+             all enforcement), then start this version",
+            pin_dir.display(),
+            pin_dir.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn name_of(meta: &ProfileMeta) -> String {
+    let end = meta.name.iter().position(|b| *b == 0).unwrap_or(meta.name.len());
+    String::from_utf8_lossy(&meta.name[..end]).into_owned()
+}

@@ -1,0 +1,142 @@
+//! Reading the events ring buffer: denials, complain-mode hits and learned items.
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde::Serialize;
+use warden_common::{kind, verdict, Event};
+
+use crate::enforcer::{kind_name, maps::name_of, Maps, Mode};
+use crate::profile::family_name;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    pub cgroup_id: u64,
+    pub root_cgroup: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    pub profile: String,
+    pub mode: String,
+    pub kind: &'static str,
+    pub verdict: &'static str,
+    /// Human summary of the attempt: `syscall unshare (272)`, `connect tcp 127.0.0.1:9`.
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+}
+
+fn proto_name(p: u32) -> String {
+    match p {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        255 => "raw".into(),
+        n => format!("proto{n}"),
+    }
+}
+
+pub fn view(ev: &Event, profile: String) -> EventView {
+    let comm_end = ev.comm.iter().position(|b| *b == 0).unwrap_or(16);
+    let mut v = EventView {
+        cgroup_id: ev.cgroup_id,
+        root_cgroup: ev.root_cgroup,
+        pid: ev.pid,
+        tgid: ev.tgid,
+        comm: String::from_utf8_lossy(&ev.comm[..comm_end]).into_owned(),
+        profile,
+        mode: Mode::from_raw(ev.mode).map(|m| m.as_str().to_string()).unwrap_or_default(),
+        kind: kind_name(ev.kind),
+        verdict: match ev.verdict {
+            verdict::DENIED => "denied",
+            verdict::WOULD_DENY => "would-deny",
+            verdict::LEARNED => "learned",
+            _ => "allowed",
+        },
+        detail: String::new(),
+        syscall: None,
+        address: None,
+        port: None,
+        protocol: None,
+        family: None,
+    };
+    match ev.kind {
+        kind::SYSCALL => {
+            let name = syscalls::Sysno::new(ev.nr as usize).map(|s| s.name().to_string()).unwrap_or_else(|| format!("nr{}", ev.nr));
+            v.detail = format!("syscall {name} ({})", ev.nr);
+            v.syscall = Some(name);
+        }
+        kind::COMPAT_SYSCALL => {
+            v.detail = format!("32-bit compat syscall nr {}", ev.nr);
+            v.syscall = Some(format!("compat:{}", ev.nr));
+        }
+        kind::CONNECT | kind::SENDMSG | kind::BIND => {
+            let addr = if ev.family == libc::AF_INET6 as u16 {
+                format!("[{}]", Ipv6Addr::from(ev.addr))
+            } else {
+                Ipv4Addr::new(ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3]).to_string()
+            };
+            let proto = proto_name(ev.nr);
+            v.detail = format!("{} {proto} {addr}:{}", kind_name(ev.kind), ev.port);
+            v.address = Some(addr.trim_matches(['[', ']']).to_string());
+            v.port = Some(ev.port);
+            v.protocol = Some(proto);
+        }
+        kind::SOCKET => {
+            let fam = family_name(ev.family as u32);
+            v.detail = if ev.port != 0 {
+                format!("socket family {fam} type {} protocol {}", ev.port, ev.nr)
+            } else {
+                format!("socket family {fam} (syscall {})", ev.nr)
+            };
+            v.family = Some(fam);
+        }
+        _ => v.detail = format!("kind {} nr {}", ev.kind, ev.nr),
+    }
+    v
+}
+
+/// Reads events from the pinned ring buffer and hands each to `sink`; returns when `sink`
+/// returns false, when `follow` is off and the buffer is empty, or after `timeout`.
+pub fn read(pin_dir: &Path, follow: bool, timeout: Option<Duration>, mut sink: impl FnMut(EventView) -> bool) -> Result<()> {
+    let mut rb = Maps::events(pin_dir)?;
+    let maps = Maps::open(pin_dir)?;
+    let start = Instant::now();
+    loop {
+        let mut got = false;
+        while let Some(item) = rb.next() {
+            got = true;
+            if item.len() < std::mem::size_of::<Event>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote an Event (repr(C), any bit pattern valid).
+            let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+            drop(item);
+            let profile = maps.meta_of(ev.profile_id).map(|m| name_of(&m)).unwrap_or_default();
+            if !sink(view(&ev, profile)) {
+                return Ok(());
+            }
+        }
+        if let Some(t) = timeout {
+            if start.elapsed() >= t {
+                return Ok(());
+            }
+        }
+        if !follow && !got {
+            return Ok(());
+        }
+        let mut pfd = libc::pollfd { fd: rb.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        unsafe { libc::poll(&mut pfd, 1, 200) };
+    }
+}

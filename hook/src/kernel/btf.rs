@@ -1,0 +1,137 @@
+//! Kernel struct offsets from the running kernel's BTF. Rust eBPF has no CO-RE, so the
+//! programs get these as read-only globals at load time; one eBPF object then serves every
+//! kernel (struct layouts differ between versions and configs).
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use btf_rs::{Btf, BtfType, Type};
+
+/// The offsets warden's programs need, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct KernelOffsets {
+    pub cgroup_kn: u64,
+    pub kernfs_node_id: u64,
+    pub cgroup_parent: u64,
+    pub cgroup_root: u64,
+    pub cgroup_root_hierarchy_id: u64,
+    /// x86_64 only: task_struct.thread_info.status (TS_COMPAT).
+    pub task_ti_status: u64,
+}
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+impl KernelOffsets {
+    pub fn from_running_kernel() -> Result<Self> {
+        Self::from_file(Path::new(VMLINUX_BTF))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            bail!(
+                "{} is missing: this kernel has no BTF. warden needs a kernel built with \
+                 CONFIG_DEBUG_INFO_BTF=y (all mainstream distribution kernels since 2021)",
+                path.display()
+            );
+        }
+        let btf = Btf::from_file(path).with_context(|| format!("parsing {}", path.display()))?;
+        let self_off = member_offset(&btf, "cgroup", &["self"])?;
+        if self_off != 0 {
+            // The mkdir program treats the parent css pointer as the parent cgroup.
+            bail!("struct cgroup: member `self` at offset {self_off}, expected 0");
+        }
+        Ok(Self {
+            cgroup_kn: member_offset(&btf, "cgroup", &["kn"])?,
+            kernfs_node_id: member_offset(&btf, "kernfs_node", &["id"])?,
+            cgroup_parent: member_offset(&btf, "cgroup", &["self", "parent"])?,
+            cgroup_root: member_offset(&btf, "cgroup", &["root"])?,
+            cgroup_root_hierarchy_id: member_offset(&btf, "cgroup_root", &["hierarchy_id"])?,
+            task_ti_status: if cfg!(target_arch = "x86_64") {
+                member_offset(&btf, "task_struct", &["thread_info", "status"])?
+            } else {
+                0
+            },
+        })
+    }
+}
+
+/// Byte offset of `path` (nested member names) inside struct `name`. Anonymous struct and
+/// union members are searched through, as C does.
+pub fn member_offset(btf: &Btf, name: &str, path: &[&str]) -> Result<u64> {
+    let ty = btf
+        .resolve_types_by_name(name)
+        .with_context(|| format!("BTF has no type named {name}"))?
+        .into_iter()
+        .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
+        .ok_or_else(|| anyhow!("BTF has no struct {name}"))?;
+    let mut bits = 0u64;
+    let mut cur = ty;
+    for (i, want) in path.iter().enumerate() {
+        let (off, next) = find_member(btf, &cur, want)?
+            .ok_or_else(|| anyhow!("struct {name} has no member {}", path[..=i].join(".")))?;
+        bits += off;
+        cur = next;
+    }
+    if bits % 8 != 0 {
+        bail!("{name}.{} is a bitfield", path.join("."));
+    }
+    Ok(bits / 8)
+}
+
+/// Finds member `want` in struct/union `ty`; returns (bit offset, member type with typedefs
+/// and qualifiers resolved).
+fn find_member(btf: &Btf, ty: &Type, want: &str) -> Result<Option<(u64, Type)>> {
+    let members = match ty {
+        Type::Struct(s) => &s.members,
+        Type::Union(u) => &u.members,
+        _ => return Ok(None),
+    };
+    for m in members {
+        let mname = match m.get_name_offset() {
+            Some(off) if off != 0 => btf.resolve_name(m).unwrap_or_default(),
+            _ => String::new(),
+        };
+        let mty = resolve(btf, btf.resolve_chained_type(m)?)?;
+        if mname == want {
+            return Ok(Some((m.bit_offset() as u64, mty)));
+        }
+        if mname.is_empty() {
+            if let Some((off, t)) = find_member(btf, &mty, want)? {
+                return Ok(Some((m.bit_offset() as u64 + off, t)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn resolve(btf: &Btf, mut ty: Type) -> Result<Type> {
+    for _ in 0..16 {
+        ty = match &ty {
+            Type::Typedef(t) => btf.resolve_chained_type(t)?,
+            Type::Volatile(t) => btf.resolve_chained_type(t)?,
+            Type::Const(t) => btf.resolve_chained_type(t)?,
+            Type::Restrict(t) => btf.resolve_chained_type(t)?,
+            Type::TypeTag(t) => btf.resolve_chained_type(t)?,
+            _ => return Ok(ty),
+        };
+    }
+    Ok(ty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_kernel_offsets_are_plausible() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            eprintln!("skipped: no {VMLINUX_BTF}");
+            return;
+        }
+        let o = KernelOffsets::from_running_kernel().unwrap();
+        // kernfs_node.id and cgroup.kn exist on every kernel since 5.5 and are never at 0
+        // except kn... keep the assertions to what is structurally certain.
+        assert!(o.cgroup_kn > 0);
+        assert!(o.cgroup_root > o.cgroup_kn);
+        assert!(o.cgroup_parent > 0 && o.cgroup_parent < o.cgroup_kn);
+    }
+}

@@ -1,0 +1,228 @@
+//! The `warden` command line.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+use warden::{
+    cgroup,
+    enforcer::{self, Enforcer, Maps, Mode},
+    events,
+    kernel::probe::Probe,
+    profile::{self, Profile},
+};
+
+#[derive(Parser)]
+#[command(name = "warden", version, about = "Per-container runtime enforcer: syscalls, files, execs and network confined by eBPF")]
+struct Cli {
+    /// bpffs folder holding warden's pinned maps and links.
+    #[arg(long, global = true, env = "WARDEN_PIN_DIR", default_value = enforcer::DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    /// Log format.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Report which enforcement layers this kernel supports, and what is missing.
+    Probe {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Confine an existing cgroup (and every cgroup below it) to a profile.
+    Confine {
+        /// cgroup2 directory (absolute, or relative to the cgroup2 mount).
+        #[arg(long)]
+        cgroup: PathBuf,
+        /// Profile file (JSON).
+        #[arg(long)]
+        profile: PathBuf,
+        #[arg(long, value_enum, default_value = "enforce")]
+        mode: Mode,
+    },
+    /// Release a confined cgroup.
+    Release {
+        #[arg(long, conflicts_with = "cgroup_id", required_unless_present = "cgroup_id")]
+        cgroup: Option<PathBuf>,
+        /// For a cgroup whose directory is gone.
+        #[arg(long)]
+        cgroup_id: Option<u64>,
+    },
+    /// Load a new version of a profile and switch every cgroup using that profile name to it
+    /// atomically.
+    Replace {
+        #[arg(long)]
+        profile: PathBuf,
+    },
+    /// Confined cgroups, their profile, mode and counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print events (denials, complain hits, learned items).
+    Events {
+        /// Keep reading.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+        /// Only events of this confined cgroup.
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Exit after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    if let Err(e) = run(cli) {
+        eprintln!("warden: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn cgroup_path(p: &std::path::Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    Ok(cgroup::cgroup2_mount()?.join(p))
+}
+
+fn load_profile(path: &std::path::Path) -> Result<profile::CompiledProfile> {
+    let p = Profile::from_file(path)?;
+    profile::compile(&p).with_context(|| format!("compiling {}", path.display()))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Probe { json } => {
+            let p = Probe::run();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                print!("{}", p.human());
+            }
+        }
+        Cmd::Confine { cgroup, profile, mode } => {
+            let compiled = load_profile(&profile)?;
+            let probe = Probe::run();
+            for layer in ["syscalls", "network"] {
+                if let Some(l) = probe.layer(layer) {
+                    if !l.available {
+                        bail!("this kernel cannot enforce the {layer} layer: {}", l.missing.join("; "));
+                    }
+                }
+            }
+            let path = cgroup_path(&cgroup)?;
+            let mut e = Enforcer::open(&cli.pin_dir)?;
+            let id = e.apply(&path, &compiled, mode)?;
+            println!(
+                "confined {} (cgroup id {id}) to profile {} version {} in {} mode",
+                path.display(),
+                compiled.name,
+                compiled.version(),
+                mode.as_str()
+            );
+        }
+        Cmd::Release { cgroup, cgroup_id } => {
+            let id = match (cgroup, cgroup_id) {
+                (_, Some(id)) => id,
+                (Some(p), None) => cgroup::cgroup_id(&cgroup_path(&p)?)?,
+                _ => unreachable!("clap requires one"),
+            };
+            let mut e = Enforcer::open(&cli.pin_dir)?;
+            if e.release(id)? {
+                println!("released cgroup id {id}");
+            } else {
+                println!("cgroup id {id} was not confined");
+            }
+        }
+        Cmd::Replace { profile } => {
+            let compiled = load_profile(&profile)?;
+            let mut e = Enforcer::open(&cli.pin_dir)?;
+            let n = e.replace_profile(&compiled)?;
+            println!("profile {} version {} now applies to {n} cgroup(s)", compiled.name, compiled.version());
+        }
+        Cmd::Status { json } => {
+            let maps = Maps::open(&cli.pin_dir)?;
+            let list = enforcer::list(&maps);
+            let sys_enter = cli.pin_dir.join("links/sys_enter").exists();
+            if json {
+                let v = serde_json::json!({
+                    "confined": list,
+                    "sys_enter_attached": sys_enter,
+                    "inherit_failures": maps.inherit_failures(),
+                    "learned_syscalls": list.iter().filter(|c| c.mode == "learn").map(|c| {
+                        (c.cgroup_id.to_string(), learned_syscalls(&maps, c.cgroup_id))
+                    }).collect::<std::collections::BTreeMap<_, _>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("sys_enter hook: {}", if sys_enter { "attached" } else { "not attached (no syscall policy)" });
+                println!("{:<12} {:<20} {:<13} {:<9} {:>5} {:>10} {:>8}  violations", "CGROUP-ID", "PROFILE", "VERSION", "MODE", "SUBS", "EVENTS", "DROPPED");
+                for c in &list {
+                    let v: Vec<String> = c.violations.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                    println!(
+                        "{:<12} {:<20} {:<13} {:<9} {:>5} {:>10} {:>8}  {}",
+                        c.cgroup_id, c.profile, c.version, c.mode, c.descendants, c.events_sent, c.events_dropped, v.join(" ")
+                    );
+                }
+            }
+        }
+        Cmd::Events { follow, json, cgroup, count, timeout } => {
+            let filter = match cgroup {
+                Some(p) => Some(cgroup::cgroup_id(&cgroup_path(&p)?)?),
+                None => None,
+            };
+            let mut seen = 0usize;
+            events::read(&cli.pin_dir, follow, timeout.map(Duration::from_secs_f64), |ev| {
+                if filter.is_some_and(|f| f != ev.root_cgroup) {
+                    return true;
+                }
+                if json {
+                    println!("{}", serde_json::to_string(&ev).unwrap_or_default());
+                } else {
+                    println!(
+                        "{} pid={} comm={} cgroup={} profile={} mode={}: {}",
+                        ev.verdict, ev.pid, ev.comm, ev.cgroup_id, ev.profile, ev.mode, ev.detail
+                    );
+                }
+                seen += 1;
+                count.is_none_or(|c| seen < c)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn learned_syscalls(maps: &Maps, cgid: u64) -> Vec<&'static str> {
+    match maps.learn.get(&cgid, 0) {
+        Ok(set) => set
+            .seen
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b != 0)
+            .filter_map(|(n, _)| syscalls::Sysno::new(n).map(|s| s.name()))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
