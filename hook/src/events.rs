@@ -110,9 +110,22 @@ pub fn view(ev: &Event, profile: String) -> EventView {
 /// Reads events from the pinned ring buffer and hands each to `sink`; returns when `sink`
 /// returns false, when `follow` is off and the buffer is empty, or after `timeout`.
 pub fn read(pin_dir: &Path, follow: bool, timeout: Option<Duration>, mut sink: impl FnMut(EventView) -> bool) -> Result<()> {
-    let mut rb = Maps::events(pin_dir)?;
-    let maps = Maps::open(pin_dir)?;
     let start = Instant::now();
+    // Following before anything is confined: wait until the state is complete (maps are
+    // pinned one by one while a warden loads).
+    let (mut rb, maps) = loop {
+        match (Maps::events(pin_dir), Maps::open(pin_dir)) {
+            (Ok(rb), Ok(maps)) => break (rb, maps),
+            (r1, r2) => {
+                if !follow || timeout.is_some_and(|t| start.elapsed() >= t) {
+                    r2?;
+                    r1?;
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
     loop {
         let mut got = false;
         while let Some(item) = rb.next() {

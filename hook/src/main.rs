@@ -62,6 +62,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Remove all of warden's pinned state: every confined cgroup is released.
+    Reset,
     /// Print events (denials, complain hits, learned items).
     Events {
         /// Keep reading.
@@ -186,6 +188,13 @@ fn run(cli: Cli) -> Result<()> {
                         c.cgroup_id, c.profile, c.version, c.mode, c.descendants, c.events_sent, c.events_dropped, v.join(" ")
                     );
                 }
+            }
+        }
+        Cmd::Reset => {
+            if enforcer::reset(&cli.pin_dir)? {
+                println!("removed {}", cli.pin_dir.display());
+            } else {
+                println!("nothing pinned at {}", cli.pin_dir.display());
             }
         }
         Cmd::Events { follow, json, cgroup, count, timeout } => {

@@ -438,6 +438,28 @@ impl Enforcer {
     }
 }
 
+/// Drops every pinned map and link under `pin_dir`: all enforcement by this warden ends (links
+/// detach when their last pin goes, maps are freed with them). Used by tests and package purge.
+pub fn reset(pin_dir: &Path) -> Result<bool> {
+    if !pin_dir.exists() {
+        return Ok(false);
+    }
+    let lock = File::open(pin_dir).with_context(|| format!("opening {}", pin_dir.display()))?;
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("locking the pin folder");
+    }
+    // Links first, so nothing runs against half-removed maps.
+    for sub in ["cgroups", "links"] {
+        let d = pin_dir.join(sub);
+        if d.exists() {
+            std::fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
+        }
+    }
+    std::fs::remove_dir_all(pin_dir).with_context(|| format!("removing {}", pin_dir.display()))?;
+    info!(pin_dir = %pin_dir.display(), "all warden state removed");
+    Ok(true)
+}
+
 /// The syscall hook is needed by a syscall allow-list, a socket-family list (non-inet families
 /// are judged at socket()), and learn mode.
 pub fn needs_sys_enter(profile_flags: u32, mode: u8) -> bool {

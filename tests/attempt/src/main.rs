@@ -1,1 +1,233 @@
-fn main(){}
+//! `warden-attempt`: performs named attempts and reports exactly what happened, one line each,
+//! so tests read as a list of attempts and results (in the spirit of youki's runtimetest).
+//!
+//! Usage:
+//!   warden-attempt ACTION [ARGS...]   one attempt; prints `ok` or `errno=NAME`
+//!   warden-attempt serve               reads `ACTION ARGS...` lines on stdin, answers each
+//!
+//! A process killed by warden never answers: the caller sees the signal in its exit status.
+//! Actions are raw syscalls through libc so nothing else runs between the attempt and its
+//! report.
+use std::io::{BufRead as _, Write as _};
+use std::net::{IpAddr, SocketAddr};
+
+fn errno_name(e: i32) -> String {
+    let name = match e {
+        libc::EPERM => "EPERM",
+        libc::EACCES => "EACCES",
+        libc::ENOENT => "ENOENT",
+        libc::EEXIST => "EEXIST",
+        libc::EINVAL => "EINVAL",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EADDRINUSE => "EADDRINUSE",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        libc::ENOSYS => "ENOSYS",
+        libc::EROFS => "EROFS",
+        _ => return format!("errno={e}"),
+    };
+    format!("errno={name}")
+}
+
+fn result(rc: libc::c_long) -> String {
+    if rc < 0 {
+        errno_name(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        "ok".to_string()
+    }
+}
+
+fn sockaddr(addr: &str, port: &str) -> Result<SocketAddr, String> {
+    let ip: IpAddr = addr.parse().map_err(|_| format!("bad address {addr}"))?;
+    let port: u16 = port.parse().map_err(|_| format!("bad port {port}"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Builds a raw sockaddr for libc calls.
+fn raw_addr(sa: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match sa {
+        SocketAddr::V4(a) => {
+            let sin = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as u16;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as u16;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+fn family(sa: &SocketAddr) -> i32 {
+    if sa.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 }
+}
+
+/// socket + connect (tcp) and close; returns the connect result.
+fn connect(sa: &SocketAddr) -> String {
+    unsafe {
+        let fd = libc::socket(family(sa), libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return result(-1);
+        }
+        let (ss, len) = raw_addr(sa);
+        let rc = libc::connect(fd, &ss as *const _ as *const libc::sockaddr, len);
+        let r = result(rc as libc::c_long);
+        libc::close(fd);
+        r
+    }
+}
+
+fn udp_send(sa: &SocketAddr) -> String {
+    unsafe {
+        let fd = libc::socket(family(sa), libc::SOCK_DGRAM, 0);
+        if fd < 0 {
+            return result(-1);
+        }
+        let (ss, len) = raw_addr(sa);
+        let msg = b"warden";
+        let rc = libc::sendto(fd, msg.as_ptr() as *const _, msg.len(), 0, &ss as *const _ as *const libc::sockaddr, len);
+        let r = result(rc as libc::c_long);
+        libc::close(fd);
+        r
+    }
+}
+
+fn bind(sa: &SocketAddr, ty: i32) -> String {
+    unsafe {
+        let fd = libc::socket(family(sa), ty, 0);
+        if fd < 0 {
+            return result(-1);
+        }
+        let (ss, len) = raw_addr(sa);
+        let rc = libc::bind(fd, &ss as *const _ as *const libc::sockaddr, len);
+        let r = result(rc as libc::c_long);
+        libc::close(fd);
+        r
+    }
+}
+
+fn socket(fam: i32, ty: i32, proto: i32) -> String {
+    unsafe {
+        let fd = libc::socket(fam, ty, proto);
+        let r = result(fd as libc::c_long);
+        if fd >= 0 {
+            libc::close(fd);
+        }
+        r
+    }
+}
+
+/// A 32-bit compat syscall (int 0x80) from 64-bit code: getpid is 20 in the i386 table.
+#[cfg(target_arch = "x86_64")]
+fn int80_getpid() -> String {
+    let ret: i64;
+    unsafe { std::arch::asm!("int 0x80", inlateout("rax") 20i64 => ret, options(nostack)) };
+    if ret < 0 { errno_name((-ret) as i32) } else { "ok".into() }
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn int80_getpid() -> String {
+    "unsupported".into()
+}
+
+fn write_file(path: &str, data: &str) -> String {
+    match std::fs::write(path, data) {
+        Ok(()) => "ok".into(),
+        Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+fn run(args: &[&str]) -> String {
+    let need = |n: usize| -> Result<(), String> {
+        if args.len() < n { Err(format!("usage error: {} needs {} argument(s)", args[0], n - 1)) } else { Ok(()) }
+    };
+    let r: Result<String, String> = (|| {
+        Ok(match args[0] {
+            "getpid" => result(unsafe { libc::syscall(libc::SYS_getpid) }),
+            "unshare-uts" => result(unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUTS) }),
+            "mkdir" => {
+                need(2)?;
+                let c = std::ffi::CString::new(args[1]).unwrap();
+                result(unsafe { libc::syscall(libc::SYS_mkdir, c.as_ptr(), 0o755) })
+            }
+            "connect" => {
+                need(3)?;
+                connect(&sockaddr(args[1], args[2])?)
+            }
+            "udp-send" => {
+                need(3)?;
+                udp_send(&sockaddr(args[1], args[2])?)
+            }
+            "bind-tcp" => {
+                need(3)?;
+                bind(&sockaddr(args[1], args[2])?, libc::SOCK_STREAM)
+            }
+            "bind-udp" => {
+                need(3)?;
+                bind(&sockaddr(args[1], args[2])?, libc::SOCK_DGRAM)
+            }
+            "raw-socket" => socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
+            "packet-socket" => socket(libc::AF_PACKET, libc::SOCK_RAW, 0),
+            "unix-socket" => socket(libc::AF_UNIX, libc::SOCK_STREAM, 0),
+            "int80-getpid" => int80_getpid(),
+            // Repeat a connect N times; report how each outcome counted.
+            "connect-loop" => {
+                need(4)?;
+                let sa = sockaddr(args[1], args[2])?;
+                let n: usize = args[3].parse().map_err(|_| "bad count".to_string())?;
+                let mut counts = std::collections::BTreeMap::new();
+                for _ in 0..n {
+                    *counts.entry(connect(&sa)).or_insert(0usize) += 1;
+                }
+                counts.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" ")
+            }
+            // Make a sub-cgroup and move this process into it (the escape attempt).
+            "enter-new-cgroup" => {
+                need(2)?;
+                match std::fs::create_dir(args[1]) {
+                    Ok(()) => write_file(&format!("{}/cgroup.procs", args[1]), &std::process::id().to_string()),
+                    Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
+                }
+            }
+            "pid" => std::process::id().to_string(),
+            other => return Err(format!("unknown action {other}")),
+        })
+    })();
+    r.unwrap_or_else(|e| e)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if args.is_empty() {
+        eprintln!("usage: warden-attempt ACTION [ARGS...] | warden-attempt serve");
+        std::process::exit(2);
+    }
+    if args[0] != "serve" {
+        let r = run(&args);
+        println!("{r}");
+        std::process::exit(if r == "ok" { 0 } else { 1 });
+    }
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.is_empty() {
+            continue;
+        }
+        if words[0] == "exit" {
+            break;
+        }
+        let r = run(&words);
+        let _ = writeln!(out, "{r}");
+        let _ = out.flush();
+    }
+}

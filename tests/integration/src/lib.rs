@@ -1,1 +1,420 @@
+//! Support for warden's end-to-end tests: real kernel, real cgroups, the real `warden` binary.
+//!
+//! Every resource is an RAII guard that cleans up on drop, including when a test panics:
+//! - [`Warden`]: a private pin folder under /sys/fs/bpf (removed with `warden reset`),
+//! - [`TestCgroup`]: cgroup2 directories (removed deepest first),
+//! - [`Attempt`]: a `warden-attempt serve` process (killed by pid, only ours),
+//! - [`EventFollower`]: a `warden events --follow` process.
+//!
+//! Tests call [`prerequisites`] first: outside CI a missing prerequisite skips the test with a
+//! reason; with `CI=true` it fails the test, because a kernel test that did not run proves
+//! nothing.
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
+pub fn in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
+}
+
+/// Checks what kernel tests need. Returns false when the test should be skipped (outside CI);
+/// panics in CI.
+pub fn prerequisites() -> bool {
+    let mut missing = Vec::new();
+    if unsafe { libc::geteuid() } != 0 {
+        missing.push("must run as root".to_string());
+    }
+    if cgroup2_mount().is_none() {
+        missing.push("no cgroup2 mount".to_string());
+    }
+    if !Path::new("/sys/fs/bpf").join(".").exists() || !is_bpffs("/sys/fs/bpf") {
+        missing.push("/sys/fs/bpf is not a bpffs mount (scripts/setup.sh mounts it)".to_string());
+    }
+    for b in ["warden", "warden-attempt"] {
+        if !bin(b).exists() {
+            missing.push(format!("{} not built (run `cargo build --bins` first)", bin(b).display()));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let why = missing.join("; ");
+    if in_ci() {
+        panic!("CI=true and this kernel test cannot run: {why}");
+    }
+    eprintln!("SKIPPED (not in CI): {why}");
+    false
+}
+
+fn is_bpffs(p: &str) -> bool {
+    let c = std::ffi::CString::new(p).unwrap();
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == 0xcafe4a11 }
+}
+
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        if right.split_whitespace().next() != Some("cgroup2") {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+/// A binary of this workspace, next to the test executable's `deps/` folder.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join(name)
+}
+
+fn unique(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("warden-test-{}-{}-{tag}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+// ---- warden ----------------------------------------------------------------------------------
+
+/// A warden instance with its own pin folder, so tests never touch a real installation or
+/// each other.
+pub struct Warden {
+    pub pin_dir: PathBuf,
+    tmp: PathBuf,
+}
+
+impl Warden {
+    pub fn new() -> Warden {
+        let name = unique("pins");
+        let tmp = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&tmp).unwrap();
+        Warden { pin_dir: Path::new("/sys/fs/bpf").join(name), tmp }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("warden"));
+        c.args(args).env("WARDEN_PIN_DIR", &self.pin_dir).env("WARDEN_LOG", "warn");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running warden")
+    }
+
+    /// Runs warden and returns stdout; panics with stderr on failure.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "warden {args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes `json` to a profile file and returns its path.
+    pub fn profile_file(&self, json: &str) -> PathBuf {
+        let v: Value = serde_json::from_str(json).expect("test profile is JSON");
+        let p = self.tmp.join(format!("{}.json", v["name"].as_str().unwrap()));
+        std::fs::write(&p, json).unwrap();
+        p
+    }
+
+    pub fn confine(&self, cg: &Path, profile_json: &str, mode: &str) -> String {
+        let f = self.profile_file(profile_json);
+        self.ok(&["confine", "--cgroup", cg.to_str().unwrap(), "--profile", f.to_str().unwrap(), "--mode", mode])
+    }
+
+    pub fn release(&self, cg: &Path) -> String {
+        self.ok(&["release", "--cgroup", cg.to_str().unwrap()])
+    }
+
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["status", "--json"])).expect("status --json")
+    }
+
+    /// The status entry of the confined cgroup `cg`.
+    pub fn confined(&self, cg: &Path) -> Option<Value> {
+        let id = cgroup_id(cg);
+        self.status()["confined"].as_array().unwrap().iter().find(|c| c["cgroup_id"] == id).cloned()
+    }
+
+    pub fn follow_events(&self) -> EventFollower {
+        let mut child = self
+            .command(&["events", "--follow", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("warden events --follow");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        EventFollower { child, rx, seen: Vec::new() }
+    }
+
+    /// Whether a link of this instance is pinned (e.g. `sys_enter`).
+    pub fn link_pinned(&self, name: &str) -> bool {
+        self.pin_dir.join("links").join(name).exists()
+    }
+
+    pub fn cgroup_links(&self, cg: &Path) -> usize {
+        std::fs::read_dir(self.pin_dir.join("cgroups").join(cgroup_id(cg).to_string())).map(|d| d.count()).unwrap_or(0)
+    }
+}
+
+impl Default for Warden {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Warden {
+    fn drop(&mut self) {
+        let _ = self.run(&["reset"]);
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+pub struct EventFollower {
+    child: Child,
+    rx: mpsc::Receiver<Value>,
+    /// Every event received so far.
+    pub seen: Vec<Value>,
+}
+
+impl EventFollower {
+    /// Waits for an event matching `pred` (also among those already received).
+    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return Some(v.clone());
+        }
+        let end = Instant::now() + timeout;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return Some(v);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        None
+    }
+
+    /// Collects events until none arrives for `quiet`.
+    pub fn drain(&mut self, quiet: Duration) -> usize {
+        let mut n = 0;
+        while let Ok(v) = self.rx.recv_timeout(quiet) {
+            self.seen.push(v);
+            n += 1;
+        }
+        n
+    }
+
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for EventFollower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---- cgroups ---------------------------------------------------------------------------------
+
+pub fn cgroup_id(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display())).ino()
+}
+
+/// A cgroup2 directory made for one test, and any sub-cgroups made through it.
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(tag: &str) -> TestCgroup {
+        let path = cgroup2_mount().expect("cgroup2").join(unique(tag));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        TestCgroup { path }
+    }
+
+    /// Makes a sub-cgroup (removed with this one).
+    pub fn child(&self, name: &str) -> PathBuf {
+        let p = self.path.join(name);
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        p
+    }
+
+    pub fn id(&self) -> u64 {
+        cgroup_id(&self.path)
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Deepest first. Our processes are killed by their own guards; give the kernel a moment
+        // to empty the cgroup after the last exit.
+        let mut dirs = vec![self.path.clone()];
+        let mut i = 0;
+        while i < dirs.len() {
+            if let Ok(rd) = std::fs::read_dir(&dirs[i]) {
+                for e in rd.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        dirs.push(e.path());
+                    }
+                }
+            }
+            i += 1;
+        }
+        for d in dirs.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+// ---- the attempt helper ----------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The helper answered (`ok`, `errno=EPERM`, ...).
+    Reply(String),
+    /// The helper died from this signal.
+    Killed(i32),
+    Exited(i32),
+}
+
+impl Outcome {
+    pub fn ok() -> Outcome {
+        Outcome::Reply("ok".into())
+    }
+    pub fn errno(name: &str) -> Outcome {
+        Outcome::Reply(format!("errno={name}"))
+    }
+}
+
+pub const SIGKILL: i32 = 9;
+
+/// A `warden-attempt serve` process: send it attempts, read what happened.
+pub struct Attempt {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Attempt {
+    pub fn spawn() -> Attempt {
+        let mut child = Command::new(bin("warden-attempt"))
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning warden-attempt");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Attempt { child, stdin, stdout }
+    }
+
+    /// Spawns the helper and moves it into cgroup `cg` before it does anything.
+    pub fn spawn_in(cg: &Path) -> Attempt {
+        let a = Attempt::spawn();
+        a.enter(cg);
+        a
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn enter(&self, cg: &Path) {
+        std::fs::write(cg.join("cgroup.procs"), self.pid().to_string())
+            .unwrap_or_else(|e| panic!("moving {} into {}: {e}", self.pid(), cg.display()));
+    }
+
+    /// Sends one attempt and returns what happened.
+    pub fn attempt(&mut self, line: &str) -> Outcome {
+        if let Some(stdin) = self.stdin.as_mut() {
+            if writeln!(stdin, "{line}").and_then(|_| stdin.flush()).is_err() {
+                return self.exit_outcome();
+            }
+        }
+        let mut reply = String::new();
+        match self.stdout.read_line(&mut reply) {
+            Ok(n) if n > 0 => Outcome::Reply(reply.trim().to_string()),
+            _ => self.exit_outcome(),
+        }
+    }
+
+    fn exit_outcome(&mut self) -> Outcome {
+        self.stdin = None;
+        let st = self.child.wait().expect("wait");
+        match st.signal() {
+            Some(s) => Outcome::Killed(s),
+            None => Outcome::Exited(st.code().unwrap_or(-1)),
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+// ---- profiles --------------------------------------------------------------------------------
+
+/// A profile allowing every syscall of the host table except `deny`.
+pub fn all_syscalls_except(name: &str, deny: &[&str]) -> String {
+    let allow: Vec<&str> = syscalls::Sysno::iter().map(|s| s.name()).filter(|n| !deny.contains(n)).collect();
+    serde_json::json!({ "name": name, "syscalls": { "default": "kill", "allow": allow } }).to_string()
+}
+
+/// Waits until `f` returns Some, or panics after `timeout` with `what`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,412 @@
+//! The enforcement engine on this machine's real kernel: real cgroups, the real `warden`
+//! binary, a helper process that really gets SIGKILL or EPERM.
+use std::net::{TcpListener, UdpSocket};
+use std::time::Duration;
+
+use warden_integration_tests::*;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn kill_profile(name: &str) -> String {
+    all_syscalls_except(name, &["unshare", "mkdir", "mkdirat"])
+}
+
+fn listener(addr: &str) -> (TcpListener, u16) {
+    let l = TcpListener::bind(addr).unwrap_or_else(|e| panic!("listen {addr}: {e}"));
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+#[test]
+fn forbidden_syscall_is_killed_allowed_one_works() {
+    if !prerequisites() {
+        return;
+    }
+    let w = Warden::new();
+    let cg = TestCgroup::new("sys-enforce");
+    let mut p = Attempt::spawn_in(&cg.path);
+    let mut events = w.follow_events();
+    w.confine(&cg.path, &kill_profile("no-unshare"), "enforce");
+    assert!(w.link_pinned("sys_enter"), "a syscall policy attaches sys_enter");
+
+    assert_eq!(p.attempt("getpid"), Outcome::ok());
+    assert_eq!(p.attempt("unshare-uts"), Outcome::Killed(SIGKILL));
+
+    let ev = events
+        .wait_for(WAIT, |e| e["kind"] == "syscall" && e["pid"] == p.pid())
+        .expect("an event for the killed syscall");
+    assert_eq!(ev["syscall"], "unshare");
+    assert_eq!(ev["verdict"], "denied");
+    assert_eq!(ev["mode"], "enforce");
+    assert_eq!(ev["profile"], "no-unshare");
+    assert_eq!(ev["comm"], "warden-attempt");
+    assert_eq!(ev["cgroup_id"], cg.id());
+    assert_eq!(ev["tgid"], p.pid());
+    let c = w.confined(&cg.path).expect("status lists the cgroup");
+    assert_eq!(c["violations"]["syscall"], 1);
+}
+
+#[test]
+fn complain_mode_reports_and_allows() {
+    if !prerequisites() {
+        return;
+    }
+    let w = Warden::new();
+    let cg = TestCgroup::new("sys-complain");
+    let mut p = Attempt::spawn_in(&cg.path);
+    let mut events = w.follow_events();
+    w.confine(&cg.path, &kill_profile("no-unshare"), "complain");
+
+    assert_eq!(p.attempt("unshare-uts"), Outcome::ok(), "complain mode lets it run");
+    assert_eq!(p.attempt("mkdir /nonexistent-dir/x"), Outcome::errno("ENOENT"));
+    let ev = events.wait_for(WAIT, |e| e["syscall"] == "unshare").expect("complain event");
+    assert_eq!(ev["verdict"], "would-deny");
+    assert_eq!(ev["mode"], "complain");
+    events.wait_for(WAIT, |e| e["syscall"] == "mkdir").expect("second complain event");
+    assert_eq!(w.confined(&cg.path).unwrap()["violations"]["syscall"], 2);
+}
+
+#[test]
+fn compat_syscalls_are_killed_for_confined_processes() {
+    if !prerequisites() {
+        return;
+    }
+    // Unconfined, an int 0x80 getpid works where the kernel has IA32 emulation.
+    let out = std::process::Command::new(bin("warden-attempt")).arg("int80-getpid").output().unwrap();
+    if !out.status.success() {
+        eprintln!("SKIPPED: this kernel has no IA32 emulation (int 0x80 fails unconfined: {out:?})");
+        return;
+    }
+    let w = Warden::new();
+    let cg = TestCgroup::new("compat");
+    let mut p = Attempt::spawn_in(&cg.path);
+    w.confine(&cg.path, &all_syscalls_except("all", &[]), "enforce");
+    assert_eq!(p.attempt("getpid"), Outcome::ok());
+    // i386 getpid is 20, which is writev natively: an allow-list of native numbers must not
+    // be consulted for it. The compat entry is refused outright.
+    assert_eq!(p.attempt("int80-getpid"), Outcome::Killed(SIGKILL));
+}
+
+#[test]
+fn network_allow_list_is_enforced_with_eperm() {
+    if !prerequisites() {
+        return;
+    }
+    let (_l4, p4) = listener("127.0.0.2:0");
+    let (_l6, p6) = listener("[::1]:0");
+    let (_other, other_port) = listener("127.0.0.2:0");
+    let udp_ok = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_ok_port = udp_ok.local_addr().unwrap().port();
+    let w = Warden::new();
+    let cg = TestCgroup::new("net");
+    let mut p = Attempt::spawn_in(&cg.path);
+    let mut events = w.follow_events();
+    let profile = serde_json::json!({
+        "name": "net",
+        "network": {
+            "connect": [
+                { "cidr": "127.0.0.2/32", "ports": [p4], "protocol": "tcp" },
+                { "cidr": "::1/128", "ports": [p6], "protocol": "tcp" },
+                { "cidr": "127.0.0.1/32", "ports": [udp_ok_port], "protocol": "udp" }
+            ],
+            "bind": [ { "ports": ["40000-40010"], "protocol": "tcp" } ],
+            "families": ["unix", "inet", "inet6"]
+        }
+    });
+    w.confine(&cg.path, &profile.to_string(), "enforce");
+
+    let attempts = [
+        (format!("connect 127.0.0.2 {p4}"), Outcome::ok()),
+        (format!("connect 127.0.0.3 {p4}"), Outcome::errno("EPERM")),
+        (format!("connect 127.0.0.2 {other_port}"), Outcome::errno("EPERM")),
+        (format!("connect ::1 {p6}"), Outcome::ok()),
+        (format!("connect ::1 {other_port}"), Outcome::errno("EPERM")),
+        // An IPv4-mapped IPv6 address is judged by the IPv4 rules.
+        (format!("connect ::ffff:127.0.0.2 {p4}"), Outcome::ok()),
+        (format!("connect ::ffff:127.0.0.3 {p4}"), Outcome::errno("EPERM")),
+        (format!("udp-send 127.0.0.1 {udp_ok_port}"), Outcome::ok()),
+        ("udp-send 127.0.0.1 9".to_string(), Outcome::errno("EPERM")),
+        ("bind-tcp 127.0.0.1 40005".to_string(), Outcome::ok()),
+        ("bind-tcp 127.0.0.1 40011".to_string(), Outcome::errno("EPERM")),
+        ("bind-tcp ::1 8081".to_string(), Outcome::errno("EPERM")),
+        // The bind rule is for tcp only.
+        ("bind-udp 127.0.0.1 40005".to_string(), Outcome::errno("EPERM")),
+        ("raw-socket".to_string(), Outcome::errno("EPERM")),
+        ("unix-socket".to_string(), Outcome::ok()),
+    ];
+    for (line, want) in &attempts {
+        assert_eq!(&p.attempt(line), want, "attempt `{line}`");
+    }
+    // Packet sockets have no cgroup hook: the socket() call is judged by the syscall hook.
+    assert_eq!(p.attempt("packet-socket"), Outcome::Killed(SIGKILL));
+
+    let ev = events.wait_for(WAIT, |e| e["kind"] == "connect" && e["address"] == "127.0.0.3").expect("connect event");
+    assert_eq!(ev["port"], p4);
+    assert_eq!(ev["protocol"], "tcp");
+    assert_eq!(ev["verdict"], "denied");
+    events.wait_for(WAIT, |e| e["kind"] == "sendmsg" && e["port"] == 9).expect("udp event");
+    events.wait_for(WAIT, |e| e["kind"] == "bind" && e["port"] == 40011).expect("bind event");
+    events.wait_for(WAIT, |e| e["kind"] == "socket" && e["family"] == "packet").expect("packet event");
+    let c = w.confined(&cg.path).unwrap();
+    assert_eq!(c["violations"]["connect"], 4);
+    assert_eq!(c["violations"]["bind"], 3);
+}
+
+#[test]
+fn sub_cgroups_are_confined_like_their_parent() {
+    if !prerequisites() {
+        return;
+    }
+    let w = Warden::new();
+    let cg = TestCgroup::new("parent");
+    let before = cg.child("made-before");
+    w.confine(&cg.path, &kill_profile("no-unshare"), "enforce");
+    let after = cg.child("made-after/deeper");
+
+    for (where_, path) in [("pre-existing child", &before), ("child made after confine", &after)] {
+        let mut p = Attempt::spawn_in(path);
+        assert_eq!(p.attempt("getpid"), Outcome::ok(), "{where_}");
+        assert_eq!(p.attempt("unshare-uts"), Outcome::Killed(SIGKILL), "{where_}");
+    }
+
+    // The workload itself makes a sub-cgroup and moves into it: still confined.
+    let (_l, port) = listener("127.0.0.1:0");
+    let w2 = Warden::new();
+    let cg2 = TestCgroup::new("escape");
+    let mut p = Attempt::spawn_in(&cg2.path);
+    let deny_net = serde_json::json!({"name": "no-net", "network": {"connect": []}});
+    w2.confine(&cg2.path, &deny_net.to_string(), "enforce");
+    assert_eq!(p.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::errno("EPERM"));
+    let escape = cg2.path.join("escape");
+    assert_eq!(p.attempt(&format!("enter-new-cgroup {}", escape.display())), Outcome::ok());
+    assert_eq!(p.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::errno("EPERM"), "escape by sub-cgroup");
+    assert_eq!(w2.confined(&cg2.path).unwrap()["descendants"], 1);
+}
+
+#[test]
+fn siblings_and_the_test_process_are_unaffected() {
+    if !prerequisites() {
+        return;
+    }
+    let (_l, port) = listener("127.0.0.1:0");
+    let w = Warden::new();
+    let cg = TestCgroup::new("confined");
+    let sibling = TestCgroup::new("sibling");
+    let mut confined = Attempt::spawn_in(&cg.path);
+    let mut free = Attempt::spawn_in(&sibling.path);
+    let mut outside = Attempt::spawn();
+    let profile = all_syscalls_except("strict", &["unshare"]).replace(
+        r#""syscalls""#,
+        r#""network":{"connect":[]},"syscalls""#,
+    );
+    w.confine(&cg.path, &profile, "enforce");
+
+    let connect = format!("connect 127.0.0.1 {port}");
+    assert_eq!(confined.attempt(&connect), Outcome::errno("EPERM"));
+    for (who, p) in [("sibling cgroup", &mut free), ("outside any test cgroup", &mut outside)] {
+        assert_eq!(p.attempt(&connect), Outcome::ok(), "{who}");
+        assert_eq!(p.attempt("unshare-uts"), Outcome::ok(), "{who}");
+        assert_eq!(p.attempt("packet-socket"), Outcome::ok(), "{who}");
+    }
+    // And this very process.
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("the test process connects freely");
+    assert_eq!(confined.attempt("unshare-uts"), Outcome::Killed(SIGKILL));
+}
+
+#[test]
+fn release_frees_and_detaches() {
+    if !prerequisites() {
+        return;
+    }
+    let (_l, port) = listener("127.0.0.1:0");
+    let w = Warden::new();
+    let cg = TestCgroup::new("release");
+    let mut p = Attempt::spawn_in(&cg.path);
+    let profile = all_syscalls_except("strict", &["mkdir", "mkdirat"]).replace(
+        r#""syscalls""#,
+        r#""network":{"connect":[]},"syscalls""#,
+    );
+    w.confine(&cg.path, &profile, "enforce");
+    let child = cg.child("sub");
+    assert_eq!(p.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::errno("EPERM"));
+    assert_eq!(w.cgroup_links(&cg.path), 7);
+
+    w.release(&cg.path);
+    assert_eq!(p.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::ok());
+    assert_eq!(p.attempt("unshare-uts"), Outcome::ok());
+    assert!(w.confined(&cg.path).is_none());
+    assert_eq!(w.cgroup_links(&cg.path), 0, "links unpinned");
+    assert!(!w.link_pinned("sys_enter"), "no syscall policy left: sys_enter detached");
+    let st = w.status();
+    assert_eq!(st["confined"].as_array().unwrap().len(), 0);
+    let mut q = Attempt::spawn_in(&child);
+    assert_eq!(q.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::ok(), "descendants released too");
+}
+
+#[test]
+fn profile_without_syscalls_or_network_costs_no_syscall_hook() {
+    if !prerequisites() {
+        return;
+    }
+    let w = Warden::new();
+    let cg = TestCgroup::new("nohook");
+    w.confine(&cg.path, r#"{"name":"empty"}"#, "enforce");
+    assert!(!w.link_pinned("sys_enter"));
+    let cg2 = TestCgroup::new("hook");
+    w.confine(&cg2.path, &kill_profile("k"), "enforce");
+    assert!(w.link_pinned("sys_enter"));
+    w.release(&cg2.path);
+    assert!(!w.link_pinned("sys_enter"));
+}
+
+#[test]
+fn replacing_a_profile_applies_to_running_processes_without_a_gap() {
+    if !prerequisites() {
+        return;
+    }
+    let (_la, a) = listener("127.0.0.1:0");
+    let (_lb, b) = listener("127.0.0.1:0");
+    let (lc, c) = listener("127.0.0.1:0");
+    // Accept in the background so the listen backlog never fills during the loop.
+    std::thread::spawn(move || for s in lc.incoming() { drop(s) });
+    let v = |ports: [u16; 2]| serde_json::json!({"name":"swap","network":{"connect":[{"cidr":"127.0.0.1/32","ports":ports,"protocol":"tcp"}]}}).to_string();
+    let w = Warden::new();
+    let cg = TestCgroup::new("replace");
+    let mut p = Attempt::spawn_in(&cg.path);
+    let mut looper = Attempt::spawn_in(&cg.path);
+    w.confine(&cg.path, &v([a, c]), "enforce");
+    assert_eq!(p.attempt(&format!("connect 127.0.0.1 {a}")), Outcome::ok());
+    assert_eq!(p.attempt(&format!("connect 127.0.0.1 {b}")), Outcome::errno("EPERM"));
+
+    // A second process connects to `c` (allowed by both versions) in a tight loop while the
+    // profile is replaced: if there were a moment with no or half a profile, a connect would
+    // fail.
+    let n = 20000;
+    let looping = std::thread::spawn(move || {
+        let r = looper.attempt(&format!("connect-loop 127.0.0.1 {c} {n}"));
+        (looper, r)
+    });
+    std::thread::sleep(Duration::from_millis(30));
+    let f = w.profile_file(&v([b, c]));
+    let out = w.ok(&["replace", "--profile", f.to_str().unwrap()]);
+    assert!(out.contains("now applies to 1 cgroup"), "{out}");
+    let (_looper, r) = looping.join().unwrap();
+    assert_eq!(r, Outcome::Reply(format!("ok:{n}")), "every connect allowed by both versions succeeded");
+
+    assert_eq!(p.attempt(&format!("connect 127.0.0.1 {a}")), Outcome::errno("EPERM"));
+    assert_eq!(p.attempt(&format!("connect 127.0.0.1 {b}")), Outcome::ok());
+    let st = w.status();
+    assert_eq!(st["confined"][0]["profile"], "swap");
+    // One compiled copy per version: the old one is gone.
+    assert_eq!(st["confined"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_new_warden_process_adopts_pinned_state() {
+    if !prerequisites() {
+        return;
+    }
+    let (_l, port) = listener("127.0.0.1:0");
+    let w = Warden::new();
+    let cg1 = TestCgroup::new("adopt1");
+    let cg2 = TestCgroup::new("adopt2");
+    let profile = serde_json::json!({"name":"no-net","network":{"connect":[]}}).to_string();
+    let mut p1 = Attempt::spawn_in(&cg1.path);
+    // Each `warden` invocation is a separate process that exits: enforcement lives on in the
+    // pinned maps and links, and the next process adopts them.
+    w.confine(&cg1.path, &profile, "enforce");
+    assert_eq!(p1.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::errno("EPERM"));
+    let mut events = w.follow_events();
+    events.wait_for(WAIT, |e| e["kind"] == "connect").expect("first follower gets the event");
+    drop(events); // the consumer dies
+    w.confine(&cg2.path, &profile, "enforce");
+    let st = w.status();
+    let confined = st["confined"].as_array().unwrap();
+    assert_eq!(confined.len(), 2);
+    assert_eq!(confined[0]["profile_id"], confined[1]["profile_id"], "one compiled copy shared by both");
+    assert_eq!(p1.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::errno("EPERM"), "still enforced");
+    let mut events = w.follow_events();
+    assert_eq!(p1.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::errno("EPERM"));
+    events.wait_for(WAIT, |e| e["kind"] == "connect").expect("a restarted follower gets new events");
+}
+
+#[test]
+fn learn_mode_allows_and_records() {
+    if !prerequisites() {
+        return;
+    }
+    let (_l, port) = listener("127.0.0.1:0");
+    let w = Warden::new();
+    let cg = TestCgroup::new("learn");
+    let mut p = Attempt::spawn_in(&cg.path);
+    let mut events = w.follow_events();
+    let profile = serde_json::json!({"name":"nothing","syscalls":{"allow":[]},"network":{"connect":[]}}).to_string();
+    w.confine(&cg.path, &profile, "learn");
+    assert!(w.link_pinned("sys_enter"));
+    assert_eq!(p.attempt("unshare-uts"), Outcome::ok());
+    assert_eq!(p.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::ok());
+    let st = w.status();
+    let learned: Vec<String> = serde_json::from_value(st["learned_syscalls"][cg.id().to_string()].clone()).unwrap();
+    for s in ["unshare", "getpid", "read", "write", "socket", "connect"] {
+        if s == "getpid" {
+            continue; // not called in this test
+        }
+        assert!(learned.iter().any(|l| l == s), "learned {s}: {learned:?}");
+    }
+    let ev = events.wait_for(WAIT, |e| e["kind"] == "connect").expect("learned connect");
+    assert_eq!(ev["verdict"], "learned");
+    assert_eq!(ev["port"], port);
+    // Learn mode records, it does not count violations.
+    assert!(w.confined(&cg.path).unwrap()["violations"].as_object().unwrap().is_empty());
+}
+
+#[test]
+fn event_flood_keeps_counters_exact_and_the_consumer_responsive() {
+    if !prerequisites() {
+        return;
+    }
+    let (_l, port) = listener("127.0.0.1:0");
+    let w = Warden::new();
+    let cg = TestCgroup::new("flood");
+    let mut p = Attempt::spawn_in(&cg.path);
+    let mut events = w.follow_events();
+    w.confine(&cg.path, &serde_json::json!({"name":"no-net","network":{"connect":[]}}).to_string(), "enforce");
+    let n = 100_000;
+    let r = p.attempt(&format!("connect-loop 127.0.0.1 {port} {n}"));
+    assert_eq!(r, Outcome::Reply(format!("errno=EPERM:{n}")));
+
+    let c = w.confined(&cg.path).unwrap();
+    assert_eq!(c["violations"]["connect"], n, "per-kind counter is exact");
+    let sent = c["events_sent"].as_u64().unwrap();
+    let dropped = c["events_dropped"].as_u64().unwrap();
+    assert_eq!(sent + dropped, n as u64, "every attempt is either an event or a counted drop");
+    assert!(dropped > 0, "a flood is rate limited (sent {sent})");
+    events.drain(Duration::from_millis(500));
+    assert!(events.is_alive(), "the consumer survived the flood");
+    assert_eq!(events.seen.len() as u64, sent, "every event sent was delivered");
+
+    // After the rate window the next denial is delivered promptly.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(p.attempt(&format!("connect 127.0.0.2 {port}")), Outcome::errno("EPERM"));
+    events.wait_for(WAIT, |e| e["address"] == "127.0.0.2").expect("event after the flood");
+}
+
+#[test]
+fn probe_reports_layers() {
+    if !prerequisites() {
+        return;
+    }
+    let w = Warden::new();
+    let v: serde_json::Value = serde_json::from_str(&w.ok(&["probe", "--json"])).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    let get = |n: &str| layers.iter().find(|l| l["name"] == n).unwrap().clone();
+    assert_eq!(get("syscalls")["available"], true);
+    assert_eq!(get("network")["available"], true);
+    let lsm = get("bpf-lsm");
+    // This project's host kernel lists bpf but refuses trampolines: the probe must see that.
+    if lsm["available"] == false {
+        assert!(!lsm["missing"].as_array().unwrap().is_empty(), "an unavailable layer says why");
+    }
+    let human = w.ok(&["probe"]);
+    assert!(human.contains("enforcement layers"));
+}
