@@ -25,7 +25,7 @@ need_root() {
 
 apt_packages() {
     local pkgs=(protobuf-compiler pkg-config iproute2 busybox-static runc
-                containernetworking-plugins qemu-system-x86 qemu-utils cpio kmod)
+                containernetworking-plugins qemu-system-x86 qemu-utils cpio kmod linux-libc-dev python3)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
