@@ -12,12 +12,12 @@ trap 'rm -f "$log"' EXIT
 export CARGO_TERM_COLOR=never
 
 echo "== build (warden, eBPF object, test helpers)"
-cargo build --locked --workspace --bins 2>&1 | grep -v '^warning: warden@' || true
+cargo build --locked --bins 2>&1 | grep -v '^warning: warden@' || true
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "build failed"; exit 1; }
 
 status=0
 echo "== unit tests and kernel tests (real cgroups, real eBPF)"
-cargo test --locked --workspace --lib --bins --tests 2>&1 | grep -v '^warning: warden@' | tee -a "$log" || true
+cargo test --locked --lib --bins --tests 2>&1 | grep -v '^warning: warden@' | tee -a "$log" || true
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 # One closing line over every test binary (cargo prints one `test result:` per binary).
