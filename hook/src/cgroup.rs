@@ -65,3 +65,94 @@ pub fn path_of(id: u64) -> Option<PathBuf> {
     }
     descendants(&root).into_iter().find(|p| cgroup_id(p).ok() == Some(id))
 }
+
+/// The cgroup2 directory of a container from its OCI `linux.cgroupsPath`, under the cgroup2
+/// mount `mount`. Two forms exist:
+/// - cgroupfs driver: a path, `/kubepods/burstable/pod<uid>/<id>` (relative paths are taken
+///   from the mount too);
+/// - systemd driver: `slice:prefix:name`, e.g. `kubepods-burstable-pod1.slice:cri-containerd:abc`
+///   -> `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-abc.scope`.
+pub fn resolve_cgroups_path(mount: &Path, cgroups_path: &str) -> Result<PathBuf> {
+    if cgroups_path.is_empty() {
+        bail!("the container has no linux.cgroupsPath");
+    }
+    let rel = if !cgroups_path.starts_with('/') && cgroups_path.matches(':').count() == 2 {
+        systemd_path(cgroups_path)?
+    } else {
+        PathBuf::from(cgroups_path.trim_start_matches('/'))
+    };
+    if rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        bail!("cgroups path {cgroups_path:?} has `..` or other non-plain components");
+    }
+    Ok(mount.join(rel))
+}
+
+fn systemd_path(spec: &str) -> Result<PathBuf> {
+    let mut parts = spec.splitn(3, ':');
+    let (slice, prefix, name) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+    if name.is_empty() {
+        bail!("systemd cgroups path {spec:?} has no unit name");
+    }
+    let mut path = expand_slice(if slice.is_empty() { "system.slice" } else { slice })?;
+    let unit = if name.ends_with(".slice") {
+        name.to_string()
+    } else if prefix.is_empty() {
+        format!("{name}.scope")
+    } else {
+        format!("{prefix}-{name}.scope")
+    };
+    path.push(unit);
+    Ok(path)
+}
+
+/// `a-b-c.slice` -> `a.slice/a-b.slice/a-b-c.slice` (systemd's slice nesting); `-.slice` is
+/// the root.
+fn expand_slice(slice: &str) -> Result<PathBuf> {
+    let Some(base) = slice.strip_suffix(".slice") else { bail!("{slice:?} is not a slice name") };
+    let mut path = PathBuf::new();
+    if base == "-" {
+        return Ok(path);
+    }
+    if base.starts_with('-') || base.ends_with('-') || base.contains("--") || base.contains('/') {
+        bail!("invalid slice name {slice:?}");
+    }
+    let mut acc = String::new();
+    for part in base.split('-') {
+        if !acc.is_empty() {
+            acc.push('-');
+        }
+        acc.push_str(part);
+        path.push(format!("{acc}.slice"));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroupfs_form() {
+        let m = Path::new("/sys/fs/cgroup/unified");
+        assert_eq!(
+            resolve_cgroups_path(m, "/kubepods/burstable/pod12/abc").unwrap(),
+            Path::new("/sys/fs/cgroup/unified/kubepods/burstable/pod12/abc")
+        );
+        assert_eq!(resolve_cgroups_path(Path::new("/sys/fs/cgroup"), "k8s.io/abc").unwrap(), Path::new("/sys/fs/cgroup/k8s.io/abc"));
+        assert!(resolve_cgroups_path(m, "/kubepods/../../etc").is_err());
+        assert!(resolve_cgroups_path(m, "").is_err());
+    }
+
+    #[test]
+    fn systemd_form() {
+        let m = Path::new("/sys/fs/cgroup");
+        assert_eq!(
+            resolve_cgroups_path(m, "kubepods-burstable-pod1.slice:cri-containerd:abc").unwrap(),
+            Path::new("/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-abc.scope")
+        );
+        assert_eq!(resolve_cgroups_path(m, "system.slice:docker:x").unwrap(), Path::new("/sys/fs/cgroup/system.slice/docker-x.scope"));
+        assert_eq!(resolve_cgroups_path(m, "-.slice::x").unwrap(), Path::new("/sys/fs/cgroup/x.scope"));
+        assert!(resolve_cgroups_path(m, "bad--name.slice:p:x").is_err());
+        assert!(resolve_cgroups_path(m, "kubepods.slice:p:").is_err());
+    }
+}

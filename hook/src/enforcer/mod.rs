@@ -48,7 +48,7 @@ const CGROUP_PROGRAMS: &[&str] = &[
     "warden_bind6",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Enforce,
