@@ -1,6 +1,7 @@
 //! warden: per-container runtime enforcer. Library half of the `warden` binary: the modules
 //! are public so the integration tests drive the same code the daemon runs.
 pub mod cgroup;
+pub mod config;
 pub mod enforcer;
 pub mod events;
 pub mod kernel;

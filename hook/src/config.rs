@@ -1,0 +1,131 @@
+//! The daemon's configuration file (`/etc/warden/config.toml`). Every key is optional; unknown
+//! keys are errors (a misspelt `fail_open` must not silently keep the default).
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::PolicyConfig;
+
+pub const DEFAULT_CONFIG: &str = "/etc/warden/config.toml";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub nri: NriConfig,
+    /// Profile folders, searched in order: the first holding `<name>.json` wins, so local
+    /// profiles (/etc/warden/profiles) come before the built-in ones.
+    pub profile_dirs: Vec<PathBuf>,
+    pub policy: PolicyConfig,
+    /// On a refused policy (unknown or invalid profile, missing kernel layer), let the
+    /// container start unconfined with a loud warning instead of failing it. Off by default.
+    pub fail_open: bool,
+    /// bpffs folder of the pinned state.
+    pub pin_dir: PathBuf,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Release every confined container when the daemon stops (default: enforcement stays).
+    pub release_on_exit: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NriConfig {
+    /// containerd's NRI socket.
+    pub socket_path: PathBuf,
+    pub plugin_name: String,
+    /// Two digits; orders plugins (lower runs first).
+    pub plugin_index: String,
+}
+
+impl Default for NriConfig {
+    fn default() -> Self {
+        NriConfig {
+            socket_path: "/var/run/nri/nri.sock".into(),
+            plugin_name: "warden".into(),
+            plugin_index: "10".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nri: NriConfig::default(),
+            profile_dirs: vec!["/etc/warden/profiles".into(), "/usr/share/warden/profiles".into()],
+            policy: PolicyConfig::default(),
+            fail_open: false,
+            pin_dir: crate::enforcer::DEFAULT_PIN_DIR.into(),
+            log_format: "text".into(),
+            release_on_exit: false,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config> {
+        let c: Config = toml::from_str(text)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads `path`; a missing file at the default location means the defaults.
+    pub fn load(path: &Path) -> Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(t) => Self::from_toml(&t).with_context(|| format!("config {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG) => Ok(Config::default()),
+            Err(e) => Err(e).with_context(|| format!("reading config {}", path.display())),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Some(p) = &self.policy.default_profile {
+            crate::policy::valid_profile_name(p).map_err(|e| anyhow::anyhow!("policy.default_profile: {e}"))?;
+        }
+        let idx = &self.nri.plugin_index;
+        if idx.len() != 2 || !idx.bytes().all(|b| b.is_ascii_digit()) {
+            anyhow::bail!("nri.plugin_index: {idx:?} must be two digits (00-99)");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            anyhow::bail!("log_format: {:?} must be text or json", self.log_format);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c, Config::default());
+        let c = Config::from_toml(
+            r#"
+            fail_open = true
+            profile_dirs = ["/tmp/p"]
+            [nri]
+            socket_path = "/run/x.sock"
+            [policy]
+            default_profile = "runtime-default"
+            default_mode = "complain"
+            excluded_namespaces = ["kube-system"]
+            "#,
+        )
+        .unwrap();
+        assert!(c.fail_open);
+        assert_eq!(c.policy.default_mode, crate::enforcer::Mode::Complain);
+        assert_eq!(c.nri.socket_path, Path::new("/run/x.sock"));
+    }
+
+    #[test]
+    fn mistakes_are_errors() {
+        let e = Config::from_toml("fail_opn = true").unwrap_err().to_string();
+        assert!(e.contains("fail_opn"), "{e}");
+        let e = Config::from_toml("[policy]\ndefault_profile = \"../x\"").unwrap_err().to_string();
+        assert!(e.contains("policy.default_profile"), "{e}");
+        let e = Config::from_toml("[nri]\nplugin_index = \"5\"").unwrap_err().to_string();
+        assert!(e.contains("two digits"), "{e}");
+    }
+}
