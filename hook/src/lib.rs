@@ -4,4 +4,5 @@ pub mod cgroup;
 pub mod enforcer;
 pub mod events;
 pub mod kernel;
+pub mod nri;
 pub mod profile;
