@@ -5,5 +5,6 @@ pub mod config;
 pub mod enforcer;
 pub mod events;
 pub mod kernel;
+pub mod nri;
 pub mod policy;
 pub mod profile;
