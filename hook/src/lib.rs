@@ -2,6 +2,7 @@
 //! are public so the integration tests drive the same code the daemon runs.
 pub mod cgroup;
 pub mod config;
+pub mod daemon;
 pub mod enforcer;
 pub mod events;
 pub mod kernel;

@@ -18,15 +18,23 @@ struct Cli {
     /// bpffs folder holding warden's pinned maps and links.
     #[arg(long, global = true, env = "WARDEN_PIN_DIR", default_value = enforcer::DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
-    /// Log format.
-    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    /// Log format (default: text, or the config's log_format for `run`).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the NRI plugin daemon for containerd.
+    Run {
+        #[arg(long, default_value = warden::config::DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Release every confined container on exit (default: enforcement stays pinned).
+        #[arg(long)]
+        release_on_exit: bool,
+    },
     /// Report which enforcement layers this kernel supports, and what is missing.
     Probe {
         #[arg(long)]
@@ -85,7 +93,19 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    if let Cmd::Run { config, release_on_exit } = &cli.cmd {
+        let r = warden::config::Config::load(config).and_then(|mut cfg| {
+            init_logging(cli.log_format.as_deref().unwrap_or(&cfg.log_format));
+            cfg.release_on_exit |= *release_on_exit;
+            warden::daemon::run(cfg)
+        });
+        if let Err(e) = r {
+            eprintln!("warden: error: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    init_logging(cli.log_format.as_deref().unwrap_or("text"));
     if let Err(e) = run(cli) {
         eprintln!("warden: error: {e:#}");
         std::process::exit(1);
@@ -120,6 +140,7 @@ fn load_profile(path: &std::path::Path) -> Result<profile::CompiledProfile> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
+        Cmd::Run { .. } => unreachable!("handled in main"),
         Cmd::Probe { json } => {
             let p = Probe::run();
             if json {

@@ -1,0 +1,295 @@
+//! `warden run`: the NRI plugin. containerd calls it at each container's StartContainer, when
+//! the cgroup exists and the entrypoint has not run yet, and waits for the answer: the policy
+//! is in the kernel before the workload's first instruction. An error fails the start.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _, Result};
+use tracing::{error, info, warn};
+
+use crate::{
+    cgroup,
+    config::Config,
+    enforcer::{Enforcer, Maps, Mode},
+    events,
+    kernel::probe::Probe,
+    nri::{self, Container, Event, EventMask, PodSandbox},
+    policy::{self, Pod, Selection},
+    profile::{self, CompiledProfile, Profile},
+};
+
+/// What the daemon remembers of a container it confined.
+#[derive(Debug, Clone)]
+pub struct Confined {
+    pub cgroup_id: u64,
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub profile: String,
+    pub mode: Mode,
+}
+
+pub struct Daemon {
+    cfg: Config,
+    probe: Probe,
+    cgroup2: PathBuf,
+    enforcer: Mutex<Enforcer>,
+    /// container id -> what was confined.
+    containers: Mutex<HashMap<String, Confined>>,
+}
+
+impl Daemon {
+    pub fn new(cfg: Config) -> Result<Daemon> {
+        let probe = Probe::run();
+        for l in &probe.layers {
+            if l.available {
+                info!(layer = l.name, "enforcement layer available");
+            } else {
+                warn!(layer = l.name, missing = %l.missing.join("; "), "enforcement layer UNAVAILABLE: profiles needing it are refused");
+            }
+        }
+        let cgroup2 = cgroup::cgroup2_mount()?;
+        let enforcer = Enforcer::open(&cfg.pin_dir)?;
+        Ok(Daemon { cfg, probe, cgroup2, enforcer: Mutex::new(enforcer), containers: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn confined(&self) -> Vec<(String, Confined)> {
+        self.containers.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Finds `<name>.json` in the profile folders (first wins) and compiles it.
+    pub fn load_profile(&self, name: &str) -> Result<CompiledProfile> {
+        policy::valid_profile_name(name).map_err(|e| anyhow!(e))?;
+        let path = self
+            .cfg
+            .profile_dirs
+            .iter()
+            .map(|d| d.join(format!("{name}.json")))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                anyhow!(
+                    "unknown profile {name:?}: no {name}.json in {}",
+                    self.cfg.profile_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                )
+            })?;
+        let p = Profile::from_file(&path)?;
+        let c = profile::compile(&p).with_context(|| format!("profile {name} ({})", path.display()))?;
+        self.check_layers(&c)?;
+        Ok(c)
+    }
+
+    /// Refuses a profile that needs a layer this kernel lacks: never silently ignored.
+    fn check_layers(&self, c: &CompiledProfile) -> Result<()> {
+        use warden_common::profile_flags as f;
+        let mut need = Vec::new();
+        if c.header.flags & (f::SYSCALLS | f::FAMILIES) != 0 {
+            need.push("syscalls");
+        }
+        if c.header.flags & (f::CONNECT | f::BIND | f::FAMILIES) != 0 {
+            need.push("network");
+        }
+        for n in need {
+            if let Some(l) = self.probe.layer(n) {
+                if !l.available {
+                    return Err(anyhow!("profile {} needs the {n} layer, which this kernel lacks: {}", c.name, l.missing.join("; ")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn pod(p: &PodSandbox) -> Pod {
+        Pod {
+            name: p.name.clone(),
+            namespace: p.namespace.clone(),
+            uid: p.uid.clone(),
+            annotations: p.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+
+    /// Selects, compiles and applies the container's policy. `Ok(None)`: not confined.
+    pub fn confine(&self, pod: &PodSandbox, c: &Container) -> Result<Option<Confined>> {
+        let sel = policy::select(&self.cfg.policy, &Self::pod(pod), &c.name)?;
+        let (profile, mode, source) = match sel {
+            Selection::Unconfined(why) => {
+                tracing::debug!(namespace = %pod.namespace, pod = %pod.name, container = %c.name, why, "not confined");
+                return Ok(None);
+            }
+            Selection::Confine { profile, mode, source } => (profile, mode, source),
+        };
+        let compiled = match &profile {
+            Some(name) => self.load_profile(name).with_context(|| format!("annotation {source}"))?,
+            // Learn mode without a profile: an empty one; learn allows and records everything.
+            None => profile::compile(&Profile::from_json(r#"{"name":"learning"}"#)?)?,
+        };
+        let cgroups_path = c.linux.as_ref().map(|l| l.cgroups_path.as_str()).unwrap_or("");
+        let dir = cgroup::resolve_cgroups_path(&self.cgroup2, cgroups_path)?;
+        if !dir.is_dir() {
+            return Err(anyhow!("cgroup directory {} does not exist (cgroups path {cgroups_path:?})", dir.display()));
+        }
+        let cgroup_id = self.enforcer.lock().unwrap().apply(&dir, &compiled, mode)?;
+        let rec = Confined {
+            cgroup_id,
+            namespace: pod.namespace.clone(),
+            pod: pod.name.clone(),
+            container: c.name.clone(),
+            profile: compiled.name.clone(),
+            mode,
+        };
+        self.containers.lock().unwrap().insert(c.id.clone(), rec.clone());
+        Ok(Some(rec))
+    }
+
+    /// StartContainer: confine or refuse (or, fail-open, warn and let it start).
+    fn start(&self, pod: &PodSandbox, c: &Container) -> Result<(), String> {
+        let t = Instant::now();
+        match self.confine(pod, c) {
+            Ok(Some(r)) => {
+                info!(namespace = %r.namespace, pod = %r.pod, container = %r.container, container_id = %c.id,
+                      profile = %r.profile, mode = r.mode.as_str(), cgroup_id = r.cgroup_id,
+                      micros = t.elapsed().as_micros() as u64, "confined");
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                let msg = format!("warden: pod {}/{}, container {}: {e:#}", pod.namespace, pod.name, c.name);
+                if self.cfg.fail_open {
+                    warn!(namespace = %pod.namespace, pod = %pod.name, container = %c.name, error = %format!("{e:#}"),
+                          "FAIL-OPEN: policy refused but the container starts UNCONFINED (fail_open = true)");
+                    Ok(())
+                } else {
+                    error!(namespace = %pod.namespace, pod = %pod.name, container = %c.name, error = %format!("{e:#}"), "container start refused");
+                    Err(msg)
+                }
+            }
+        }
+    }
+
+    fn release(&self, c: &Container) {
+        let rec = self.containers.lock().unwrap().remove(&c.id);
+        let Some(rec) = rec else { return };
+        match self.enforcer.lock().unwrap().release(rec.cgroup_id) {
+            Ok(_) => info!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, "released"),
+            Err(e) => error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "release failed"),
+        }
+    }
+
+    /// Synchronize: confine containers that already run, drop pinned entries of containers
+    /// that no longer exist.
+    fn synchronize(&self, pods: &[PodSandbox], containers: &[Container]) -> Result<(), String> {
+        let by_id: HashMap<&str, &PodSandbox> = pods.iter().map(|p| (p.id.as_str(), p)).collect();
+        let mut live = std::collections::BTreeSet::new();
+        for c in containers {
+            let Some(pod) = by_id.get(c.pod_sandbox_id.as_str()) else { continue };
+            match self.confine(pod, c) {
+                Ok(Some(r)) => {
+                    info!(namespace = %r.namespace, pod = %r.pod, container = %r.container, profile = %r.profile, "confined (synchronize)");
+                    live.insert(r.cgroup_id);
+                }
+                Ok(None) => {}
+                // A running container cannot be refused any more: say so loudly, and keep
+                // whatever policy is pinned for it (fail closed, never drop it as stale).
+                Err(e) => {
+                    error!(namespace = %pod.namespace, pod = %pod.name, container = %c.name, error = %format!("{e:#}"), "cannot confine running container; keeping its pinned policy if any");
+                    let path = c.linux.as_ref().map(|l| l.cgroups_path.as_str()).unwrap_or("");
+                    if let Ok(id) = cgroup::resolve_cgroups_path(&self.cgroup2, path).and_then(|d| cgroup::cgroup_id(&d)) {
+                        live.insert(id);
+                    }
+                }
+            }
+        }
+        let mut enf = self.enforcer.lock().unwrap();
+        let stale: Vec<u64> = enf.maps().roots().into_iter().map(|(id, _)| id).filter(|id| !live.contains(id)).collect();
+        for id in stale {
+            info!(cgroup_id = id, "dropping pinned entry of a container that no longer runs");
+            if let Err(e) = enf.release(id) {
+                error!(cgroup_id = id, error = %format!("{e:#}"), "release of stale entry failed");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn release_all(&self) {
+        let ids: Vec<u64> = self.containers.lock().unwrap().drain().map(|(_, r)| r.cgroup_id).collect();
+        let mut enf = self.enforcer.lock().unwrap();
+        for id in ids {
+            let _ = enf.release(id);
+        }
+    }
+
+    /// Logs every kernel event with the pod and container it belongs to.
+    fn log_events(self: Arc<Self>, pin_dir: PathBuf) {
+        let r = events::read(&pin_dir, true, None, |ev| {
+            let who = self.containers.lock().unwrap().values().find(|r| r.cgroup_id == ev.root_cgroup).cloned();
+            let (ns, pod, ctr) = who.map(|r| (r.namespace, r.pod, r.container)).unwrap_or_default();
+            warn!(target: "warden::event", namespace = %ns, pod = %pod, container = %ctr, profile = %ev.profile,
+                  mode = %ev.mode, kind = ev.kind, verdict = ev.verdict, pid = ev.pid, comm = %ev.comm, "{}", ev.detail);
+            true
+        });
+        if let Err(e) = r {
+            error!("event reader stopped: {e:#}");
+        }
+    }
+}
+
+impl nri::Handler for Daemon {
+    fn events(&self) -> EventMask {
+        EventMask::of(&[Event::RunPodSandbox, Event::StartContainer, Event::StopContainer, Event::RemoveContainer, Event::RemovePodSandbox])
+    }
+    fn on_synchronize(&self, pods: &[PodSandbox], containers: &[Container]) -> Result<(), String> {
+        self.synchronize(pods, containers)
+    }
+    fn on_start_container(&self, pod: &PodSandbox, c: &Container) -> Result<(), String> {
+        self.start(pod, c)
+    }
+    fn on_stop_container(&self, _pod: &PodSandbox, c: &Container) -> Result<(), String> {
+        self.release(c);
+        Ok(())
+    }
+    fn on_remove_container(&self, _pod: &PodSandbox, c: &Container) -> Result<(), String> {
+        self.release(c);
+        Ok(())
+    }
+}
+
+/// Runs the plugin until SIGTERM/SIGINT (or the runtime shuts it down). Enforcement stays
+/// pinned on exit unless `release_on_exit`.
+pub fn run(cfg: Config) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let release_on_exit = cfg.release_on_exit;
+    let pin_dir = cfg.pin_dir.clone();
+    let endpoint = nri::Endpoint::from_env_or(cfg.nri.socket_path.clone())?;
+    let opts = nri::PluginOptions::from_env_or(&cfg.nri.plugin_name, &cfg.nri.plugin_index)?;
+    let daemon = Arc::new(Daemon::new(cfg)?);
+    {
+        let d = daemon.clone();
+        std::thread::Builder::new().name("events".into()).spawn(move || d.log_events(pin_dir))?;
+    }
+    info!(?endpoint, "warden running");
+    let d = daemon.clone();
+    rt.block_on(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = nri::run_with_reconnect(endpoint, opts, d, Duration::from_secs(5), |p| info!(plugin = %p.name(), "registered with the runtime")) => {
+                info!(exit = ?r, "NRI plugin stopped");
+            }
+            _ = term.recv() => info!("SIGTERM"),
+            _ = tokio::signal::ctrl_c() => info!("SIGINT"),
+        }
+        anyhow::Ok(())
+    })?;
+    if release_on_exit {
+        info!("releasing every confined container (release_on_exit)");
+        daemon.release_all();
+    } else {
+        info!("exiting; enforcement stays pinned");
+    }
+    Ok(())
+}
+
+/// For tests and `warden status`: the pinned roots of a pin folder.
+pub fn pinned_roots(pin_dir: &Path) -> Result<Vec<u64>> {
+    Ok(Maps::open(pin_dir)?.roots().into_iter().map(|(id, _)| id).collect())
+}
