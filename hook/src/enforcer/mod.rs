@@ -433,6 +433,19 @@ impl Enforcer {
         Ok(())
     }
 
+    /// Benchmark calibration: attaches the no-op sys_enter program (not pinned; detached when
+    /// the returned link is dropped). Never used by the engine itself.
+    #[doc(hidden)]
+    pub fn attach_noop_sys_enter(&mut self) -> Result<FdLink> {
+        let p: &mut RawTracePoint = self
+            .ebpf
+            .program_mut("warden_noop_sys_enter")
+            .ok_or_else(|| anyhow!("program warden_noop_sys_enter missing"))?
+            .try_into()?;
+        let id = p.attach("sys_enter")?;
+        Ok(p.take_link(id)?.into())
+    }
+
     pub fn sys_enter_attached(&self) -> bool {
         self.link_pin("sys_enter").exists()
     }
