@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
+
+mod cli_profile;
 use warden::{
     cgroup,
     enforcer::{self, Enforcer, Maps, Mode},
@@ -79,6 +81,8 @@ enum Cmd {
         #[arg(long)]
         timeout: Option<f64>,
     },
+    /// Validate, show, import (OCI seccomp) and compare profiles.
+    Profile(cli_profile::ProfileCmd),
 }
 
 fn main() {
@@ -114,6 +118,7 @@ fn load_profile(path: &std::path::Path) -> Result<profile::CompiledProfile> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
+        Cmd::Profile(cmd) => cli_profile::run(cmd)?,
         Cmd::Probe { json } => {
             let p = Probe::run();
             if json {
