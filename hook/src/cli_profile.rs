@@ -313,3 +313,59 @@ fn diff_cmd(a: &str, b: &str, search: &SearchPath) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builtin() -> SearchPath {
+        SearchPath::new(vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles")])
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("warden-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d.join(name)
+    }
+
+    #[test]
+    fn validate_exit_status() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        let files: Vec<PathBuf> = ["runtime-default", "busybox-httpd", "readonly"].iter().map(|n| dir.join(format!("{n}.json"))).collect();
+        validate(&files, &builtin()).unwrap();
+        let bad = tmp("bad.json");
+        std::fs::write(&bad, r#"{"name":"bad","files":[{"path":"rel","access":"r"}]}"#).unwrap();
+        let e = validate(&[files[0].clone(), bad], &builtin()).unwrap_err().to_string();
+        assert_eq!(e, "1 of 2 profile(s) invalid");
+        assert!(validate(&[tmp("missing.json")], &builtin()).is_err());
+    }
+
+    #[test]
+    fn show_and_diff_builtins() {
+        show("busybox-httpd", false, &builtin()).unwrap();
+        show("client-one-address", true, &builtin()).unwrap();
+        diff_cmd("busybox-httpd", "client-one-address", &builtin()).unwrap();
+        assert!(show("no-such-profile", false, &builtin()).is_err());
+    }
+
+    #[test]
+    fn import_docker_default_writes_a_valid_profile() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/seccomp/docker-default.json");
+        if !src.exists() {
+            eprintln!("skipped: {} not present", src.display());
+            return;
+        }
+        let out = tmp("docker.json");
+        import(&src, Some(&out), None, Some("6.1".into()), None).unwrap();
+        let p = Profile::parse_file(&out).unwrap();
+        assert_eq!(p.name, "docker-default");
+        let c = profile::compile(&p).unwrap();
+        assert!(c.allowed_syscalls().contains(&"execve"));
+        // A stated capability set changes what is allowed.
+        import(&src, Some(&out), Some(vec!["CAP_SYS_ADMIN".into()]), Some("6.1".into()), Some("admin".into())).unwrap();
+        let c = profile::compile(&Profile::parse_file(&out).unwrap()).unwrap();
+        assert!(c.allowed_syscalls().contains(&"mount"));
+        assert!(import(&src, Some(&out), None, Some("new".into()), None).is_err(), "bad --kernel");
+        assert!(import(&src, Some(&out), None, None, Some("bad/name".into())).is_err(), "bad --name");
+    }
+}
