@@ -105,6 +105,34 @@ impl Probe {
         Probe { kernel, btf, cgroup2_mount, bpffs, active_lsms, layers }
     }
 
+    /// Refuses a profile that needs a layer this kernel lacks, saying what is missing: a
+    /// restriction is never silently ignored.
+    pub fn check_profile(&self, c: &crate::profile::CompiledProfile) -> anyhow::Result<()> {
+        use warden_common::profile_flags as f;
+        let mut need = Vec::new();
+        if c.header.flags & (f::SYSCALLS | f::FAMILIES) != 0 {
+            need.push("syscalls");
+        }
+        if c.header.flags & (f::CONNECT | f::BIND | f::FAMILIES) != 0 {
+            need.push("network");
+        }
+        if c.files.is_some() {
+            need.push("bpf-lsm");
+        }
+        for n in need {
+            if let Some(l) = self.layer(n) {
+                if !l.available {
+                    anyhow::bail!(
+                        "profile {} needs the {n} enforcement layer, which this kernel lacks: {}",
+                        c.name,
+                        l.missing.join("; ")
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn human(&self) -> String {
         let mut s = format!("kernel {}\n", self.kernel);
         s += &format!("  BTF (/sys/kernel/btf/vmlinux): {}\n", yes(self.btf));
