@@ -85,6 +85,16 @@ pub fn prerequisites_or_skip(test: &str) -> bool {
 
 pub const NAMESPACE: &str = "k8s.io";
 
+/// A plugin containerd launches itself (pre-launched NRI plugin, connection on fd 3).
+#[derive(Clone, Debug)]
+pub struct Prelaunch {
+    /// `<idx>-<name>`, the file name under the plugin folder.
+    pub name: String,
+    pub exe: PathBuf,
+    /// Handed to the plugin in Configure (from `<plugin_config_path>/<idx>-<name>.conf`).
+    pub config: String,
+}
+
 pub struct Containerd {
     pub install: Install,
     dir: Option<tempfile::TempDir>,
@@ -96,12 +106,18 @@ pub struct Containerd {
     child: Option<Child>,
     pods: Mutex<Vec<String>>,
     cri: Mutex<Option<RuntimeServiceClient<Channel>>>,
+    prelaunch: Vec<Prelaunch>,
 }
 
 impl Containerd {
     /// Installs if needed, starts a private containerd with NRI, waits for it, imports the
     /// images. Call from inside a tokio runtime.
     pub async fn start() -> Result<Containerd> {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// As [`Containerd::start`], with plugins for containerd to launch (at every start).
+    pub async fn start_with(prelaunch: Vec<Prelaunch>) -> Result<Containerd> {
         let install = tokio::task::spawn_blocking(Install::ensure).await??;
         let dir = tempfile::Builder::new().prefix("warden-ctrd-").tempdir().context("temp folder")?;
         let root = dir.path().to_path_buf();
@@ -116,6 +132,7 @@ impl Containerd {
             child: None,
             pods: Mutex::new(Vec::new()),
             cri: Mutex::new(None),
+            prelaunch,
         };
         c.spawn().await?;
         c.import(&c.install.pause_tar.clone()).await?;
@@ -169,6 +186,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     pub async fn spawn(&mut self) -> Result<()> {
         for d in ["cni", "nri-plugins", "nri-conf"] {
             std::fs::create_dir_all(self.root.join(d))?;
+        }
+        for p in &self.prelaunch {
+            let exe = self.root.join("nri-plugins").join(&p.name);
+            let _ = std::fs::remove_file(&exe);
+            std::fs::copy(&p.exe, &exe).with_context(|| format!("installing NRI plugin {}", p.exe.display()))?;
+            std::fs::write(self.root.join("nri-conf").join(format!("{}.conf", p.name)), &p.config)?;
         }
         let cfg = self.root.join("config.toml");
         std::fs::write(&cfg, self.config()).context("writing containerd config")?;
@@ -425,6 +448,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         for pid in processes_with_arg(&addr) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        // ... and plugins containerd launched from our folder.
+        for pid in processes_started_from(&self.root.join("nri-plugins")) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         // 4. Pod cgroups: kill what is left, then remove the directories in every hierarchy.
         let parent = self.cgroup_parent.trim_start_matches('/').to_string();
         let unified = Self::cgroup2_dir(&self.cgroup_parent);
@@ -474,6 +501,18 @@ fn processes_with_arg(arg: &str) -> Vec<i32> {
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
         let is_shim = args.first().map(|a| String::from_utf8_lossy(a).contains("containerd-shim")).unwrap_or(false);
         if is_shim && args.iter().any(|a| *a == arg.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn processes_started_from(dir: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if std::fs::read_link(e.path().join("exe")).map(|x| x.starts_with(dir)).unwrap_or(false) {
             out.push(pid);
         }
     }

@@ -6,8 +6,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use warden::nri::{Container, Endpoint, Handler, Plugin, PluginOptions, PodSandbox};
-use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use warden::nri::{run_with_reconnect, Container, Endpoint, Handler, Plugin, PluginOptions, PodSandbox};
+use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd, Prelaunch};
 
 #[derive(Debug, Clone)]
 struct Seen {
@@ -56,6 +58,13 @@ impl Recorder {
 }
 
 impl Handler for Recorder {
+    fn on_synchronize(&self, pods: &[PodSandbox], containers: &[Container]) -> Result<(), String> {
+        for c in containers {
+            let pod = pods.iter().find(|p| p.id == c.pod_sandbox_id).cloned().unwrap_or_default();
+            self.push("Synchronize", &pod, Some(c), Instant::now());
+        }
+        Ok(())
+    }
     fn on_run_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), String> {
         self.push("RunPodSandbox", pod, None, Instant::now());
         Ok(())
@@ -99,6 +108,7 @@ async fn plugin_sees_real_pods_and_can_refuse_a_start() {
     let plugin = Plugin::connect(&Endpoint::Socket(ctrd.nri_socket.clone()), &opts, rec.clone())
         .await
         .unwrap_or_else(|e| panic!("plugin connect: {e}\ncontainerd log:\n{}", ctrd.log_tail()));
+    assert!(plugin.synchronized(Duration::from_secs(5)).await, "external plugin synchronized");
     eprintln!("registered+configured+synchronized in {:?}", t0.elapsed());
 
     let pod = ctrd
@@ -155,4 +165,102 @@ async fn plugin_sees_real_pods_and_can_refuse_a_start() {
     }
     eprintln!("events: {:?}", rec.events());
     plugin.close().await;
+}
+
+async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// containerd restarts: the plugin sees EOF, reconnects with backoff, is synchronized with
+/// the container that kept running, and gets the events of containers started afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_reconnects_after_containerd_restart() {
+    if !prerequisites_or_skip("plugin_reconnects_after_containerd_restart") {
+        return;
+    }
+    init_tracing();
+    let mut ctrd = Containerd::start().await.expect("private containerd");
+    let rec = Arc::new(Recorder::default());
+    let connects = Arc::new(AtomicUsize::new(0));
+    let opts = PluginOptions::new("warden-test", "10").unwrap();
+    let c2 = connects.clone();
+    let task = tokio::spawn(run_with_reconnect(
+        Endpoint::Socket(ctrd.nri_socket.clone()),
+        opts,
+        rec.clone(),
+        Duration::from_millis(400),
+        move |_| {
+            c2.fetch_add(1, Ordering::SeqCst);
+        },
+    ));
+    wait_for("first connection", 10, || connects.load(Ordering::SeqCst) == 1).await;
+
+    let pod = ctrd.run_pod("svc", "default", &[("warden.io/profile", "svc")]).await.expect("RunPodSandbox");
+    let app = ctrd.create_container(&pod, "app", &["/bin/sleep", "3600"], &[]).await.unwrap();
+    ctrd.start_container(&app).await.expect("StartContainer app");
+
+    let t = Instant::now();
+    ctrd.restart().await.expect("containerd restart");
+    wait_for("reconnection", 15, || connects.load(Ordering::SeqCst) == 2).await;
+    eprintln!("reconnected {:?} after the restart began", t.elapsed());
+    wait_for("Synchronize after reconnection", 5, || rec.events().contains(&("Synchronize".into(), "app".into()))).await;
+    {
+        let seen = rec.seen.lock().unwrap();
+        let sync = seen.iter().find(|s| s.event == "Synchronize" && s.container == "app").expect("running container in Synchronize");
+        assert_eq!(sync.pod, "svc");
+        assert!(sync.annotations.contains(&("warden.io/profile".into(), "svc".into())));
+        assert!(sync.cgroups_path.ends_with(&app), "{}", sync.cgroups_path);
+        assert!(sync.cgroup_existed);
+    }
+    assert_eq!(ctrd.container_status(&app).await.unwrap().state, k8s_cri::v1::ContainerState::ContainerRunning as i32);
+
+    let app2 = ctrd.create_container(&pod, "after", &["/bin/sleep", "3600"], &[]).await.unwrap();
+    ctrd.start_container(&app2).await.expect("StartContainer after restart");
+    assert!(rec.events().contains(&("StartContainer".into(), "after".into())), "{:?}", rec.events());
+    task.abort();
+}
+
+/// Pre-launched mode: containerd starts the plugin binary with the connection on fd 3 and its
+/// config; events arrive and a refusal fails the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prelaunched_plugin_on_fd3() {
+    if !prerequisites_or_skip("prelaunched_plugin_on_fd3") {
+        return;
+    }
+    init_tracing();
+    let events = tempfile::NamedTempFile::new().unwrap();
+    let path = events.path().to_path_buf();
+    let ctrd = Containerd::start_with(vec![Prelaunch {
+        name: "10-warden-test".into(),
+        exe: env!("CARGO_BIN_EXE_warden-nri-test-plugin").into(),
+        config: path.display().to_string(),
+    }])
+    .await
+    .expect("private containerd");
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    };
+    let has = |ls: &[serde_json::Value], ev: &str, c: &str| ls.iter().any(|l| l["event"] == ev && l["container"] == c);
+    // containerd 1.7 launches and configures the plugin at its start (no Synchronize then).
+    wait_for("pre-launched plugin configured", 10, || has(&lines(), "Configured", "")).await;
+
+    let pod = ctrd.run_pod("pre", "default", &[("warden.io/profile", "web")]).await.expect("RunPodSandbox");
+    let app = ctrd.create_container(&pod, "app", &["/bin/sleep", "3600"], &[]).await.unwrap();
+    ctrd.start_container(&app).await.expect("StartContainer app");
+    let bad = ctrd.create_container(&pod, "refused", &["/bin/sleep", "3600"], &[]).await.unwrap();
+    let err = ctrd.start_container(&bad).await.expect_err("refused start");
+    assert!(err.message().contains("refuses pre/refused"), "{}", err.message());
+
+    let ls = lines();
+    let run = ls.iter().find(|l| l["event"] == "RunPodSandbox").expect("RunPodSandbox recorded");
+    assert_eq!(run["annotations"]["warden.io/profile"], "web");
+    let start = ls.iter().find(|l| l["event"] == "StartContainer" && l["container"] == "app").expect("StartContainer recorded");
+    assert!(start["pid"].as_u64().unwrap() > 0);
+    assert!(start["cgroups_path"].as_str().unwrap().ends_with(&app));
+    // The plugin is a process containerd launched, not this test.
+    assert_ne!(start["plugin_pid"].as_u64().unwrap(), std::process::id() as u64);
 }
