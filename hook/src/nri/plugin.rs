@@ -265,14 +265,14 @@ impl Plugin {
     /// Waits until the runtime shuts the plugin down or the connection ends.
     pub async fn wait(&self) -> Exit {
         let mut sd = self.shutdown_rx.clone();
+        // Err when the dispatcher (and its sender) went away with the connection: not a Shutdown.
+        let shutdown = async move { sd.wait_for(|v| *v).await.is_ok() };
         tokio::select! {
             c = self.session.closed() => {
                 if *self.shutdown_rx.borrow() { Exit::Shutdown } else { Exit::Closed(c) }
             }
-            _ = sd.wait_for(|v| *v) => {
-                // The runtime closes the connection right after; report Shutdown either way.
-                Exit::Shutdown
-            }
+            // The runtime closes the connection right after Shutdown; report Shutdown.
+            true = shutdown => Exit::Shutdown,
         }
     }
 

@@ -53,7 +53,7 @@ impl FakeRuntime {
     async fn next(&mut self) -> (u32, ttrpc::Header, Vec<u8>) {
         loop {
             for conn in [1u32, 2] {
-                if let Some(d) = self.decoders[conn as usize].next() {
+                if let Some(d) = self.decoders[conn as usize].next_message() {
                     let Decoded::Message { header, body } = d else { panic!("oversized from plugin") };
                     return (conn, header, body);
                 }

@@ -401,7 +401,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         Path::new(base).join(cgroups_path.trim_start_matches('/'))
     }
 
-    fn shim_socket(&self, id: &str) -> PathBuf {
+    /// The socket containerd gives the shim of sandbox `id` (always under /run/containerd/s).
+    pub fn shim_socket(&self, id: &str) -> PathBuf {
         use sha2::Digest as _;
         // containerd 1.7 (runtime/v2/shim SocketAddress): sha256 of "<address>/<namespace>/<id>".
         let key = self.address.join(NAMESPACE).join(id);
@@ -500,7 +501,7 @@ fn processes_with_arg(arg: &str) -> Vec<i32> {
         let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
         let is_shim = args.first().map(|a| String::from_utf8_lossy(a).contains("containerd-shim")).unwrap_or(false);
-        if is_shim && args.iter().any(|a| *a == arg.as_bytes()) {
+        if is_shim && args.contains(&arg.as_bytes()) {
             out.push(pid);
         }
     }
