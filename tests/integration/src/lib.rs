@@ -6,6 +6,8 @@
 //! - [`Attempt`]: a `warden-attempt serve` process (killed by pid, only ours),
 //! - [`EventFollower`]: a `warden events --follow` process.
 //!
+//! - [`containerd`]: a private containerd with NRI and a CRI client.
+//!
 //! Tests call [`prerequisites`] first: outside CI a missing prerequisite skips the test with a
 //! reason; with `CI=true` it fails the test, because a kernel test that did not run proves
 //! nothing.
@@ -18,6 +20,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+pub mod containerd;
 
 pub fn in_ci() -> bool {
     matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
