@@ -125,7 +125,11 @@ impl Daemon {
             }
             Ok(None) => Ok(()),
             Err(e) => {
-                let msg = format!("warden: pod {}/{}, container {}: {e:#}", pod.namespace, pod.name, c.name);
+                // A PolicyError names pod, namespace and container itself.
+                let msg = match e.downcast_ref::<policy::PolicyError>() {
+                    Some(pe) => format!("warden: {pe}"),
+                    None => format!("warden: pod {}/{}, container {}: {e:#}", pod.namespace, pod.name, c.name),
+                };
                 if self.cfg.fail_open {
                     warn!(namespace = %pod.namespace, pod = %pod.name, container = %c.name, error = %format!("{e:#}"),
                           "FAIL-OPEN: policy refused but the container starts UNCONFINED (fail_open = true)");

@@ -335,7 +335,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     /// CreateContainer from the busybox image with `command`. Returns the container id.
     pub async fn create_container(&self, pod: &PodHandle, name: &str, command: &[&str], annotations: &[(&str, &str)]) -> Result<String> {
+        self.create_container_with(pod, name, command, annotations, &[]).await
+    }
+
+    /// As [`Containerd::create_container`], with read-only bind mounts (host path, container
+    /// path), e.g. a static test helper.
+    pub async fn create_container_with(
+        &self,
+        pod: &PodHandle,
+        name: &str,
+        command: &[&str],
+        annotations: &[(&str, &str)],
+        mounts: &[(&Path, &str)],
+    ) -> Result<String> {
         let config = cri::ContainerConfig {
+            mounts: mounts
+                .iter()
+                .map(|(h, c)| cri::Mount { host_path: h.display().to_string(), container_path: c.to_string(), readonly: true, ..Default::default() })
+                .collect(),
             metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
             image: Some(cri::ImageSpec { image: self.install.busybox_image.clone(), ..Default::default() }),
             command: command.iter().map(|s| s.to_string()).collect(),
@@ -375,6 +392,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     pub async fn remove_container(&self, id: &str) -> Result<()> {
         self.cri().await?.remove_container(cri::RemoveContainerRequest { container_id: id.into() }).await?;
         Ok(())
+    }
+
+    /// What a container wrote (stdout and stderr), without the CRI log prefixes.
+    pub fn container_log(&self, pod: &str, container: &str) -> String {
+        let p = self.root.join("pod-logs").join(pod).join(format!("{container}.log"));
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub async fn container_status(&self, id: &str) -> Result<cri::ContainerStatus> {
