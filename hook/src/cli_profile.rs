@@ -322,10 +322,11 @@ mod tests {
         SearchPath::new(vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles")])
     }
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("warden-cli-test-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d.join(name)
+    /// A path in a fresh temporary folder (removed when the guard drops).
+    fn tmp(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::Builder::new().prefix("warden-cli-test-").tempdir().unwrap();
+        let p = d.path().join(name);
+        (d, p)
     }
 
     #[test]
@@ -333,11 +334,12 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
         let files: Vec<PathBuf> = ["runtime-default", "busybox-httpd", "readonly"].iter().map(|n| dir.join(format!("{n}.json"))).collect();
         validate(&files, &builtin()).unwrap();
-        let bad = tmp("bad.json");
+        let (_tmp, bad) = tmp("bad.json");
         std::fs::write(&bad, r#"{"name":"bad","files":[{"path":"rel","access":"r"}]}"#).unwrap();
         let e = validate(&[files[0].clone(), bad], &builtin()).unwrap_err().to_string();
         assert_eq!(e, "1 of 2 profile(s) invalid");
-        assert!(validate(&[tmp("missing.json")], &builtin()).is_err());
+        let (_tmp2, missing) = tmp("missing.json");
+        assert!(validate(&[missing], &builtin()).is_err());
     }
 
     #[test]
@@ -355,7 +357,7 @@ mod tests {
             eprintln!("skipped: {} not present", src.display());
             return;
         }
-        let out = tmp("docker.json");
+        let (_tmp, out) = tmp("docker.json");
         import(&src, Some(&out), None, Some("6.1".into()), None).unwrap();
         let p = Profile::parse_file(&out).unwrap();
         assert_eq!(p.name, "docker-default");

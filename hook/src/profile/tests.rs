@@ -268,17 +268,11 @@ fn seccomp_as_syscalls_section() {
 
 // ---- extends ----
 
-fn dir_with(files: &[(&str, &str)]) -> PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "warden-profile-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+/// A temporary folder holding `files`, removed when the returned guard drops.
+fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::Builder::new().prefix("warden-profile-test-").tempdir().unwrap();
     for (name, text) in files {
-        std::fs::write(d.join(name), text).unwrap();
+        std::fs::write(d.path().join(name), text).unwrap();
     }
     d
 }
@@ -290,7 +284,7 @@ fn extends_merges_rules() {
         ("mid.json", r#"{"name":"mid","extends":["base"],"files":[{"path":"/tmp/","access":"rw"}]}"#),
         ("app.json", r#"{"name":"app","extends":["mid","base"],"syscalls":{"allow":["write"]},"network":{"families":["inet"],"connect":[{"cidr":"127.0.0.1/32","ports":[80]}]}}"#),
     ]);
-    let l = resolve::load_file(&d.join("app.json"), &SearchPath::new(vec![])).unwrap();
+    let l = resolve::load_file(&d.path().join("app.json"), &SearchPath::new(vec![])).unwrap();
     assert_eq!(l.errors().count(), 0, "{:?}", l.diagnostics);
     assert_eq!(l.chain.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), vec!["base", "mid"]);
     let c = compile(&l.profile).unwrap();
@@ -301,7 +295,7 @@ fn extends_merges_rules() {
     assert_eq!(c.files.unwrap().len(), 1);
     assert_eq!(l.profile.description.as_deref(), Some("b"));
     // from_file does the same.
-    assert_eq!(Profile::from_file(&d.join("app.json")).unwrap(), l.profile);
+    assert_eq!(Profile::from_file(&d.path().join("app.json")).unwrap(), l.profile);
 }
 
 #[test]
@@ -320,7 +314,7 @@ fn extends_errors() {
     ]);
     let sp = SearchPath::new(vec![]);
     let errs = |f: &str| -> Vec<String> {
-        resolve::load_file(&d.join(f), &sp).unwrap().errors().map(|e| e.to_string()).collect()
+        resolve::load_file(&d.path().join(f), &sp).unwrap().errors().map(|e| e.to_string()).collect()
     };
     let e = errs("a.json");
     assert!(has(&e, "extends[0]: extends cycle: b -> c -> a -> b") || has(&e, "extends cycle: a -> b -> c -> a"), "{e:?}");
@@ -331,21 +325,21 @@ fn extends_errors() {
     assert!(has(&e, "broken.json: files[0].path: `rel` is relative"), "{e:?}");
     let e = errs("unparsable.json");
     assert!(has(&e, "garbage.json"), "{e:?}");
-    let l = resolve::load_file(&d.join("renamed.json"), &sp).unwrap();
+    let l = resolve::load_file(&d.path().join("renamed.json"), &sp).unwrap();
     assert!(l.diagnostics.iter().any(|d| d.message.contains("differs from the file name")));
-    assert!(Profile::from_file(&d.join("a.json")).unwrap_err().to_string().contains("extends cycle"));
-    assert!(Profile::from_file(&d.join("nothere.json")).unwrap_err().to_string().contains("nothere.json"));
+    assert!(Profile::from_file(&d.path().join("a.json")).unwrap_err().to_string().contains("extends cycle"));
+    assert!(Profile::from_file(&d.path().join("nothere.json")).unwrap_err().to_string().contains("nothere.json"));
 }
 
 #[test]
 fn search_path_first_match_wins() {
     let d1 = dir_with(&[("base.json", r#"{"name":"base","syscalls":{"allow":["read"]}}"#)]);
     let d2 = dir_with(&[("base.json", r#"{"name":"base","syscalls":{"allow":["write"]}}"#)]);
-    let sp = SearchPath::new(vec![d2.clone(), d1.clone()]);
-    assert_eq!(sp.find("base").unwrap(), d2.join("base.json"));
+    let sp = SearchPath::new(vec![d2.path().to_path_buf(), d1.path().to_path_buf()]);
+    assert_eq!(sp.find("base").unwrap(), d2.path().join("base.json"));
     let l = resolve::load_spec("base", &sp).unwrap();
     assert_eq!(compile(&l.profile).unwrap().allowed_syscalls(), vec!["write"]);
-    assert!(sp.find("zzz").unwrap_err().contains(&d1.display().to_string()));
+    assert!(sp.find("zzz").unwrap_err().contains(&d1.path().display().to_string()));
 }
 
 // ---- built-in profiles ----
