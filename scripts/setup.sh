@@ -76,6 +76,14 @@ bpf_linker() {
     touch "$stamp"
 }
 
+cargo_fuzz() {
+    # The parser fuzz target (scripts/fuzz-short.sh) runs briefly in every test run.
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        log "cargo install cargo-fuzz"
+        cargo install cargo-fuzz --locked --quiet
+    fi
+}
+
 bpffs() {
     if ! mountpoint -q /sys/fs/bpf; then
         log "mount bpffs at /sys/fs/bpf"
@@ -90,5 +98,6 @@ need_root
 apt_packages
 rust_components
 bpf_linker
+cargo_fuzz
 bpffs
 log "ready"
