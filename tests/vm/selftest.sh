@@ -12,6 +12,8 @@
 #   sigkill   a command killed by SIGKILL gives 137 (statuses > 126 come from the status file)
 #   panic     a kernel panic (sysrq c) fails with 125
 #   timeout   a hung command fails with 124 after --timeout
+#   stuck     a guest that reports a status but does not exit: killed after 10 s, status kept
+#   cargo     as cargo's runner: a passing test crate gives 0, a test failing in the VM 101
 #   signal    SIGTERM to tests/vm/run mid-boot: its qemu and virtiofsd processes and temp dir
 #             are gone afterwards
 # and prints boot-to-result times. Exit status: number of failed checks (0 = all passed).
@@ -115,6 +117,45 @@ for k in "${KERNELS[@]}"; do
     if [ "$rc" = 124 ] && [ "$dt" -lt 35 ] && grep -q TIMEOUT "$WORK/stderr"; then
         pass "$k/timeout (124 after ${dt} s)"
     else bad "$k/timeout" "exit $rc after $dt s"; fi
+
+    # stuck: the guest reports a status but never exits -> killed after the grace period,
+    # status kept (simulated by writing the status file early and hanging)
+    "$RUN" --kernel "$k" -- sh -c 'echo 7 > /run/warden-vm/status; sleep 600' > /dev/null 2> "$WORK/stderr"
+    rc=$?
+    if [ "$rc" = 7 ] && grep -q 'did not exit within' "$WORK/stderr"; then pass "$k/stuck (7, VM killed after grace)"
+    else bad "$k/stuck" "exit $rc"; fi
+
+    # cargo: the runner as CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER; a failing test in the
+    # VM fails `cargo test` (a throwaway crate in the temp dir, no dependencies)
+    if command -v cargo >/dev/null; then
+        cr="$WORK/crate"
+        mkdir -p "$cr/src"
+        printf '[package]\nname = "warden-vm-selftest"\nversion = "0.0.0"\nedition = "2021"\n[workspace]\n' > "$cr/Cargo.toml"
+        cat > "$cr/src/lib.rs" <<'RS'
+#[test]
+fn runs_in_the_vm_with_bpf_lsm() {
+    assert_eq!(std::env::var("WARDEN_VM").as_deref(), Ok("1"));
+    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap();
+    assert!(lsm.split(',').any(|l| l.trim() == "bpf"), "{lsm}");
+}
+#[test]
+fn fails_on_request() {
+    assert!(std::env::var("WARDEN_SELFTEST_FAIL").is_err(), "failure requested");
+}
+RS
+        export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$WORK/target}"
+        ( cd "$cr" && cargo build --tests -q ) 2>&1 | tail -5
+        ( cd "$cr" && CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$RUN --kernel $k --" \
+            cargo test -q --lib ) > "$WORK/stdout" 2> "$WORK/stderr"
+        rc1=$?
+        ( cd "$cr" && WARDEN_SELFTEST_FAIL=1 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$RUN --kernel $k --" \
+            cargo test -q --lib ) > "$WORK/stdout2" 2> "$WORK/stderr2"
+        rc2=$?
+        if [ "$rc1" = 0 ] && grep -q '2 passed' "$WORK/stdout" && [ "$rc2" = 101 ] \
+           && grep -q 'failure requested' "$WORK/stdout2"; then
+            pass "$k/cargo (runner: passing tests 0, a failing test in the VM 101)"
+        else bad "$k/cargo" "cargo test exit $rc1 / $rc2"; tail -n 20 "$WORK/stderr" "$WORK/stdout2"; fi
+    fi
 
     # signal: SIGTERM to the runner mid-boot cleans up its processes and temp dir
     before=$(ls -d /tmp/warden-vm.* 2>/dev/null | sort)
