@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 bash scripts/containerd.sh   # private containerd 1.7 with NRI, runc, local images
+bash scripts/vm-kernels.sh   # Debian kernels (bookworm 6.1, sid 7.x) and qemu for the VM tests
 
 log=$(mktemp /tmp/warden-test.XXXXXX.log)
 trap 'rm -f "$log"' EXIT
@@ -34,6 +35,9 @@ suite() { # name command...
     if "$@"; then extra_pass=$((extra_pass + 1)); echo "$name: passed"
     else extra_fail=$((extra_fail + 1)); status=1; echo "$name: FAILED"; fi
 }
+# The VM harness proves that a failure, panic or hang inside a VM fails the suite, on each
+# kernel, and that BPF-LSM programs really run there.
+suite "VM harness self-test (bookworm 6.1, sid 7.x)" bash tests/vm/selftest.sh bookworm sid
 suite "fuzz (profile parser, short run)" env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash scripts/fuzz-short.sh
 
 # One closing line over every test binary (cargo prints one `test result:` per binary).
