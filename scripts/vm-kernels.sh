@@ -21,6 +21,7 @@
 # kernel release; tests/vm/run reads it. Also ensures qemu-system-x86, busybox-static, cpio
 # and kmod (depmod/modprobe, used to resolve module dependencies) are installed.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 log() { printf '[vm-kernels] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -32,16 +33,8 @@ SID_SOURCES='deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http
 [ "$(id -u)" = 0 ] || die "must run as root (apt-get, cache in /var/cache)"
 
 host_packages() {
-    local pkgs=(qemu-system-x86 busybox-static cpio kmod) missing=() p
-    for p in "${pkgs[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    [ -x /usr/lib/qemu/virtiofsd ] || missing+=(qemu-system-common)
-    if [ "${#missing[@]}" -gt 0 ]; then
-        log "apt-get install ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
+    # qemu-system-common carries /usr/lib/qemu/virtiofsd (the C one the runner uses).
+    apt_ensure qemu-system-x86 qemu-system-common busybox-static cpio kmod
 }
 
 # apt options that make apt-get use a private sources list, lists dir and package cache.
