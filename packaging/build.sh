@@ -21,6 +21,6 @@ rm -rf "$gen"; mkdir -p "$gen"
 
 # --no-build: package exactly the binary built above (no second build).
 cargo deb --no-build -p warden
-# cargo-generate-rpm reads target/release relative to the workspace unless told otherwise.
-cargo generate-rpm -p hook --target-dir "$target"
+# The rpm takes the same binary (cargo-generate-rpm never builds).
+cargo generate-rpm -p hook --target-dir "$target"   # -p: the crate's folder
 ls -1 "$target"/debian/warden_*.deb "$target"/generate-rpm/warden-*.rpm

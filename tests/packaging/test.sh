@@ -80,12 +80,17 @@ mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
 mount -t bpf bpf "$root/sys/fs/bpf"
 cg=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
-if [ -n "$cg" ]; then mkdir -p "$root$cg"; mount --bind -o ro "$cg" "$root$cg"; fi
+if [ -n "$cg" ]; then
+    # Hybrid hosts mount cgroup2 at /sys/fs/cgroup/unified: sysfs has no such folder to mount on.
+    [ -d "$root$cg" ] || { mount -t tmpfs -o size=1m tmpfs "$root/sys/fs/cgroup"; mkdir -p "$root$cg"; }
+    mount --bind -o ro "$cg" "$root$cg"
+fi
 in_root() { chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 
 cp "$deb" "$root/tmp/warden.deb"
-# apt resolves the deb's Depends against what the chroot has (no download: no lists).
-in_root apt-get install -y -qq --no-download /tmp/warden.deb >/dev/null || fail "apt-get install of the deb"
+# dpkg refuses to configure a package whose Depends the chroot does not satisfy (no apt lists
+# here to resolve against, and no download wanted).
+in_root dpkg -i /tmp/warden.deb >/dev/null || fail "dpkg -i of the deb"
 in_root dpkg-query -W -f='${Status}\n' warden | grep -q 'install ok installed' || fail "warden not installed"
 
 for f in /usr/bin/warden /lib/systemd/system/warden.service /etc/warden/config.toml \
@@ -144,22 +149,25 @@ rpm -qp --configfiles "$rpmf" 2>/dev/null | grep -qx /etc/warden/config.toml || 
 rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$rpmf" 2>/dev/null | grep -qx '/etc/warden/config.toml cn' || fail "rpm: config.toml not %config(noreplace)"
 ok "rpm -qlp"
 
-# Declared dependencies: only the C library and the shell (for the scriptlets), and no glibc
-# symbol version newer than bookworm's (the oldest distribution we claim).
+# Declared dependencies: only the shell (scriptlets), the dynamic loader, the C library and
+# libgcc_s, each present in the bookworm base below, and no glibc symbol version newer than
+# bookworm's (the oldest distribution we claim to support).
 glibc=$(in_root dpkg-query -W -f='${Version}' libc6 | cut -d- -f1)
 [ -n "$glibc" ] || fail "no glibc version in the chroot"
 reqs=$(rpm -qpR "$rpmf" 2>/dev/null)
 while read -r r _; do
     case $r in
-    /bin/sh | rtld\(GNU_HASH\) | rpmlib\(*) ;;
-    libc.so.6* | libgcc_s.so.1* | libm.so.6*)
+    /bin/sh | rtld\(GNU_HASH\) | rpmlib\(*\) | config\(warden\)) ;;
+    ld-linux-x86-64.so.2* | ld-linux-aarch64.so.1* | libc.so.6* | libgcc_s.so.1* | libm.so.6*)
+        so=${r%%(*}
+        [ -n "$(find "$root/usr/lib" "$root/usr/lib64" -maxdepth 2 -name "$so" 2>/dev/null | head -1)" ] || fail "rpm requires $so, absent from bookworm"
         v=$(sed -n 's/.*(GLIBC_\([0-9.]*\)).*/\1/p' <<<"$r")
         [ -z "$v" ] || [ "$(printf '%s\n%s\n' "$v" "$glibc" | sort -V | tail -1)" = "$glibc" ] || fail "rpm requires $r, newer than glibc $glibc"
         ;;
     *) fail "rpm declares an unexpected dependency: $r" ;;
     esac
 done <<<"$reqs"
-ok "rpm -qpR: $(tr '\n' ' ' <<<"$reqs")"
+ok "rpm -qpR: $(wc -l <<<"$reqs") requirements, all in bookworm (glibc $glibc)"
 
 # Install into an rpm root: a copy of the bookworm base, so the scriptlets have a shell.
 # --nodeps because that root has no rpm database of its libc (checked above instead).
@@ -169,7 +177,7 @@ mount -t sysfs sysfs "$rpmroot/sys"
 mount -t bpf bpf "$rpmroot/sys/fs/bpf"
 rpm --root "$rpmroot" --initdb
 rpm --root "$rpmroot" -i --nodeps "$rpmf" || fail "rpm -i"
-rpm --root "$rpmroot" -V warden || fail "rpm -V"
+rpm --root "$rpmroot" -V --nodeps warden || fail "rpm -V (files as packaged)"
 chroot "$rpmroot" /usr/bin/warden --version >/dev/null || fail "rpm: warden --version"
 [ -d "$rpmroot/etc/warden/profiles" ] || fail "rpm: no /etc/warden/profiles"
 mkdir -p "$rpmroot/sys/fs/bpf/warden/links"
