@@ -136,7 +136,8 @@ fn mounts_match_the_daemon_config() {
     let m = host_mount(&cfg.pin_dir, "pin_dir");
     assert!(!m.read_only, "pin_dir must be writable");
     assert_eq!(m.path, Path::new("/sys/fs/bpf"));
-    // The NRI socket's folder, writable (connect on a unix socket needs write permission).
+    // The NRI socket's folder (the folder, not the socket: containerd recreates the socket
+    // when it restarts and warden reconnects).
     let m = host_mount(cfg.nri.socket_path.parent().unwrap(), "nri.socket_path");
     assert!(!m.read_only);
     // The host's cgroup2 tree (container cgroups) and securityfs (LSM list for the probe).
