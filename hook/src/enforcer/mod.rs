@@ -241,8 +241,17 @@ impl Enforcer {
             self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
         }
         self.attach_cgroup(path, cgid)?;
-        if mode == Mode::Learn && self.maps.learn.get(&cgid, 0).is_err() {
-            self.maps.learn.insert(cgid, SyscallSet::default(), 0)?;
+        // Learn and complain record into the learn maps (learned items; would-deny items).
+        // Switching into one of them from another mode starts a fresh record; switching to
+        // enforce keeps it, so a profile can still be generated from it.
+        let previous = self.maps.cgroups.get(&cgid, 0).ok().filter(|p| p.flags & cgroup_flags::INHERITED == 0);
+        if matches!(mode, Mode::Learn | Mode::Complain) {
+            if previous.is_some_and(|p| p.mode != mode.raw()) {
+                self.maps.clear_learned(cgid);
+            }
+            if self.maps.learn.get(&cgid, 0).is_err() {
+                self.maps.learn.insert(cgid, SyscallSet::default(), 0)?;
+            }
         }
         // One map update switches the cgroup (and every descendant, which reads this entry) to
         // the new policy: no moment with half a profile.
@@ -326,7 +335,7 @@ impl Enforcer {
         }
         let _ = self.maps.counters.remove(&cgid);
         let _ = self.maps.rate.remove(&cgid);
-        let _ = self.maps.learn.remove(&cgid);
+        self.maps.clear_learned(cgid);
         self.gc()?;
         if was {
             info!(cgroup_id = cgid, "released");
