@@ -4,9 +4,9 @@
 //!
 //! Generation rules (each one is stated in the generated profile's `description` when it
 //! applied, and printed as the report):
-//! - syscalls: exactly the learned ones, `default: kill`, plus `exit`, `exit_group`,
-//!   `rt_sigreturn` and `restart_syscall` (a process must be able to end and return from a
-//!   signal handler even if it did not during the learning run).
+//! - syscalls: exactly the learned ones, `default: kill`, plus [`ALWAYS_SYSCALLS`] (process
+//!   end, signal return, and the housekeeping calls the container runtime's Go init makes only
+//!   depending on timing before the entrypoint's exec).
 //! - connect/sendmsg: one rule per destination address and protocol, the address exact (`/32`,
 //!   `/128`; loopback included), its ports listed (adjacent ports joined into ranges). IPv4-mapped
 //!   IPv6 destinations are written as IPv4 (enforce judges them by the IPv4 rules). No source
@@ -34,8 +34,19 @@ use crate::profile::{
 /// Distinct bind ports in 32768-60999 (per protocol) from which they count as ephemeral.
 pub const EPHEMERAL_COLLAPSE_MIN: usize = 4;
 pub const EPHEMERAL: PortRange = PortRange { lo: 32768, hi: 60999 };
-/// Always added to a learned syscall list.
-pub const LIFECYCLE_SYSCALLS: &[&str] = &["exit", "exit_group", "restart_syscall", "rt_sigreturn"];
+/// Always added to a learned syscall list (those the host knows): a process must be able to
+/// end and return from a signal handler even if it did not while learning; and the container
+/// runtime's init (runc, a Go program) runs in the container's cgroup between StartContainer
+/// and the entrypoint's exec, where its Go runtime makes some of these housekeeping calls only
+/// depending on timing (seen: `epoll_pwait` in one start and not another). None of them gives
+/// a process anything new; without them a learned profile could break the container's start.
+pub const ALWAYS_SYSCALLS: &[&str] = &[
+    "exit", "exit_group", "restart_syscall", "rt_sigreturn",
+    // Go runtime housekeeping (runc init)
+    "clock_gettime", "clock_nanosleep", "epoll_create1", "epoll_ctl", "epoll_pwait", "epoll_pwait2", "epoll_wait",
+    "futex", "getpid", "gettid", "madvise", "mmap", "munmap", "nanosleep", "rt_sigaction", "rt_sigprocmask",
+    "sched_yield", "sigaltstack", "tgkill",
+];
 
 const AF_INET: u16 = libc::AF_INET as u16;
 const AF_INET6: u16 = libc::AF_INET6 as u16;
@@ -169,9 +180,13 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
     if !unnamed.is_empty() {
         notes.push(format!("syscall numbers without a name on this host left out: {unnamed:?}"));
     }
-    let added: Vec<&str> = LIFECYCLE_SYSCALLS.iter().copied().filter(|s| s.parse::<syscalls::Sysno>().is_ok() && !names.contains(*s)).collect();
+    let added: Vec<&str> = ALWAYS_SYSCALLS.iter().copied().filter(|s| s.parse::<syscalls::Sysno>().is_ok() && !names.contains(*s)).collect();
     names.extend(added.iter().map(|s| s.to_string()));
-    notes.push(format!("syscalls: the {} learned, plus always {}", l.syscalls.len(), LIFECYCLE_SYSCALLS.join(", ")));
+    notes.push(format!(
+        "syscalls: the {} learned, plus always (process end, signal return, the container runtime's Go housekeeping): {}",
+        l.syscalls.len(),
+        ALWAYS_SYSCALLS.join(", ")
+    ));
 
     // Network.
     let mut connect: BTreeMap<(IpAddr, Protocol), BTreeSet<u16>> = BTreeMap::new();

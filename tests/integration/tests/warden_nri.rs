@@ -316,7 +316,9 @@ async fn learned_profile_is_written_on_stop_and_enforced_pods_start_every_time()
         let name = format!("enforced{i}");
         let pod = c.run_pod(&name, "shop", &[("warden.io/profile", "shop_learnme_app")]).await.unwrap();
         let id = run_attempts(&c, &pod, "app", &attempts).await.unwrap_or_else(|e| panic!("start {i}: {e}\n{}", w.log_text()));
-        assert_eq!(exit_code(&c, &id).await, 0, "run {i}: {}", c.container_log(&name, "app"));
+        let code = exit_code(&c, &id).await;
+        let denials: Vec<String> = w.log_text().lines().filter(|l| l.contains("warden::event")).map(String::from).collect();
+        assert_eq!(code, 0, "run {i}: {}\ndenials:\n{}", c.container_log(&name, "app"), denials.join("\n"));
         let log = c.container_log(&name, "app");
         assert_eq!(log.lines().map(str::trim_end).collect::<Vec<_>>(), want, "run {i}");
         c.remove_container(&id).await.unwrap();
