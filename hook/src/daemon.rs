@@ -219,10 +219,15 @@ impl Daemon {
     }
 
     pub fn release_all(&self) {
-        let ids: Vec<u64> = self.containers.lock().unwrap().drain().map(|(_, r)| r.cgroup_id).collect();
+        let recs: Vec<Confined> = self.containers.lock().unwrap().drain().map(|(_, r)| r).collect();
         let mut enf = self.enforcer.lock().unwrap();
-        for id in ids {
-            let _ = enf.release(id);
+        for rec in recs {
+            if rec.mode == Mode::Learn {
+                if let Err(e) = self.write_learned(&enf, &rec) {
+                    error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "writing the learned profile failed");
+                }
+            }
+            let _ = enf.release(rec.cgroup_id);
         }
     }
 

@@ -530,7 +530,7 @@ mod tests {
         assert_eq!(ab, union(&[b.clone(), a.clone()], None).unwrap());
         assert_eq!(ab, union(&[ab.clone(), a.clone()], None).unwrap());
         assert_eq!(ab, union(&[ab.clone(), ab.clone()], None).unwrap());
-        assert_eq!(ab, union(&[ab.clone()], None).unwrap());
+        assert_eq!(ab, union(std::slice::from_ref(&ab), None).unwrap());
         let Some(SyscallsSpec::Allow(s)) = &ab.syscalls else { panic!() };
         assert!(s.allow.contains(&"read".into()) && s.allow.contains(&"write".into()));
         let c = ab.network.as_ref().unwrap().connect.as_ref().unwrap();

@@ -180,7 +180,7 @@ fn merging_two_runs_is_their_union_and_idempotent() {
     want.dedup();
     assert_eq!(syscalls_of(&m), want);
     let ports: Vec<Value> = m["network"]["connect"].as_array().unwrap().iter().filter(|r| r["cidr"] == "127.0.0.1/32").flat_map(|r| r["ports"].as_array().unwrap().clone()).collect();
-    let mut want_ports = vec![p1, p2];
+    let mut want_ports = [p1, p2];
     want_ports.sort();
     let joined = if want_ports[1] == want_ports[0] + 1 { vec![serde_json::json!(format!("{}-{}", want_ports[0], want_ports[1]))] } else { want_ports.iter().map(|p| serde_json::json!(p)).collect() };
     assert_eq!(ports, joined);
