@@ -120,6 +120,8 @@ mod tests {
         )
         .unwrap();
         assert!(c.fail_open);
+        assert_eq!(c.learn_dir, Path::new("/var/lib/warden/learned"));
+        assert_eq!(Config::from_toml("learn_dir = \"/tmp/l\"").unwrap().learn_dir, Path::new("/tmp/l"));
         assert_eq!(c.policy.default_mode, crate::enforcer::Mode::Complain);
         assert_eq!(c.nri.socket_path, Path::new("/run/x.sock"));
     }

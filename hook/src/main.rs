@@ -209,6 +209,12 @@ fn run(cli: Cli) -> Result<()> {
                     "learned_syscalls": list.iter().filter(|c| c.mode == "learn").map(|c| {
                         (c.cgroup_id.to_string(), learned_syscalls(&maps, c.cgroup_id))
                     }).collect::<std::collections::BTreeMap<_, _>>(),
+                    // Learn and complain records: distinct network items held, and attempts
+                    // whose new item did not fit (the truncation marker).
+                    "learn_records": list.iter().filter(|c| c.mode == "learn" || c.mode == "complain").map(|c| {
+                        let i = maps.learn_info_of(c.cgroup_id);
+                        (c.cgroup_id.to_string(), serde_json::json!({"items": i.items, "truncated": i.truncated, "bound": warden_common::LEARN_ITEMS_PER_CGROUP}))
+                    }).collect::<std::collections::BTreeMap<_, _>>(),
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {

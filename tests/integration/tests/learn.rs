@@ -225,6 +225,9 @@ fn thousands_of_destinations_stay_within_the_bound_and_are_marked_truncated() {
     assert!(items >= 1024 && items <= 1024 + cpus, "bounded at 1024 items (+ racing CPUs): {items}");
     let truncated = rep["truncated"].as_u64().unwrap();
     assert!(truncated >= 3000 - 1024 - cpus as u64 - 8, "every item beyond the bound is counted: {truncated}");
+    let rec = &w.status()["learn_records"][cg.id().to_string()];
+    assert_eq!(rec["truncated"].as_u64(), Some(truncated), "{rec}");
+    assert!(rec["items"].as_u64().unwrap() <= 1024 + cpus as u64, "{rec}");
     // The marker reaches the generated profile and the user.
     let (file, v, report) = generate(&w, &cg.path, "big");
     assert!(report.contains("TRUNCATED"), "{report}");
