@@ -25,8 +25,8 @@ use aya::{
 use serde::Serialize;
 use tracing::{debug, info, warn};
 use warden_common::{
-    cgroup_flags, globals, mode, profile_flags, CgroupPolicy, Net4Key, Net6Key, ProfileMeta,
-    SyscallSet, MAP_LAYOUT_VERSION,
+    cgroup_flags, globals, mode, profile_flags, CgroupPolicy, LearnInfo, Net4Key, Net6Key,
+    ProfileMeta, SyscallSet, MAP_LAYOUT_VERSION,
 };
 
 use crate::{cgroup, kernel::btf::KernelOffsets, profile::CompiledProfile};
@@ -251,6 +251,11 @@ impl Enforcer {
             }
             if self.maps.learn.get(&cgid, 0).is_err() {
                 self.maps.learn.insert(cgid, SyscallSet::default(), 0)?;
+            }
+            // The bound counters exist before the first item, so the truncation marker always
+            // has a place (the kernel only creates one itself as a fallback).
+            if self.maps.learn_info.get(&cgid, 0).is_err() {
+                self.maps.learn_info.insert(cgid, LearnInfo::default(), 0).context("creating the learn record")?;
             }
         }
         // One map update switches the cgroup (and every descendant, which reads this entry) to
