@@ -287,7 +287,9 @@ async fn learned_profile_is_written_on_stop_and_enforced_pods_start_every_time()
         l.local_addr().unwrap().port()
     };
     let c = Containerd::start().await.unwrap();
-    let learn_dir = std::env::temp_dir().join(format!("warden-test-learned-{}", std::process::id()));
+    // Removed on drop, also when the test fails.
+    let learn_tmp = tempfile::Builder::new().prefix("warden-test-learned-").tempdir().unwrap();
+    let learn_dir = learn_tmp.path().join("learned");
     let mut w = WardenDaemon::configure(&c.nri_socket, &[], &format!("learn_dir = {:?}", learn_dir.display().to_string()));
     w.start();
 
@@ -330,5 +332,4 @@ async fn learned_profile_is_written_on_stop_and_enforced_pods_start_every_time()
     assert_eq!(exit_code(&c, &id).await, 137);
     let log = c.container_log("enforced-new", "app");
     assert_eq!(log.lines().map(str::trim_end).collect::<Vec<_>>(), [format!("connect 127.0.0.1 {other} => errno=EPERM").as_str(), "unshare-uts =>"], "{log}");
-    let _ = std::fs::remove_dir_all(&learn_dir);
 }
