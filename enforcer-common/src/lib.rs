@@ -236,6 +236,46 @@ impl Default for SyscallSet {
     }
 }
 
+/// Learned items (learn mode) and would-deny items (complain mode) one confined cgroup may
+/// hold in `WARDEN_LEARN_NET`. Past it the kernel records nothing new for that cgroup and
+/// counts each refused item in [`LearnInfo::truncated`] (the visible truncation marker). The
+/// check and the insert are not one atomic step, so CPUs racing on the last slot may overshoot
+/// it by at most the number of CPUs.
+pub const LEARN_ITEMS_PER_CGROUP: u64 = 1024;
+/// Entries of `WARDEN_LEARN_NET` for all cgroups together (preallocated: 65536 x ~90 bytes,
+/// about 6 MiB). A full map also marks the cgroup whose item did not fit as truncated.
+pub const LEARN_NET_ENTRIES: u32 = 65536;
+
+/// Key of the `WARDEN_LEARN_NET` hash map: one distinct network item of a confined cgroup,
+/// deduplicated in the kernel (a repeat costs one lookup and sends no event).
+/// connect/sendmsg: destination address and port (no source port is involved). bind: the
+/// port asked for (0 = kernel-chosen). socket: family, `proto` = IPPROTO_* (0 when seen at the
+/// socket() syscall), `port` = socket type (0 when seen at the syscall).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LearnKey {
+    pub root_cgroup: u64,
+    /// One of [`kind`] (CONNECT, SENDMSG, BIND, SOCKET).
+    pub kind: u8,
+    /// IPPROTO_* (truncated to 8 bits).
+    pub proto: u8,
+    pub family: u16,
+    pub port: u16,
+    pub _pad: [u8; 2],
+    /// IPv4 in the first four bytes, or IPv6.
+    pub addr: [u8; 16],
+}
+
+/// Value of the `WARDEN_LEARN_INFO` map, keyed by root cgroup id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LearnInfo {
+    /// Distinct items this cgroup holds in `WARDEN_LEARN_NET`.
+    pub items: u64,
+    /// Attempts whose (new) item was not recorded: per-cgroup bound reached or map full.
+    pub truncated: u64,
+}
+
 /// Record in the `EVENTS` ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,6 +337,8 @@ mod user {
     unsafe impl aya::Pod for RateWindow {}
     unsafe impl aya::Pod for SyscallSet {}
     unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for LearnKey {}
+    unsafe impl aya::Pod for LearnInfo {}
 }
 
 #[cfg(test)]
@@ -313,6 +355,8 @@ mod tests {
         assert_eq!(size_of::<Net4Key>(), 8);
         assert_eq!(size_of::<Net6Key>(), 20);
         assert_eq!(size_of::<Event>(), 8 * 3 + 4 * 4 + 4 + 4 + 16 + 16);
+        assert_eq!(size_of::<LearnKey>(), 32);
+        assert_eq!(size_of::<LearnInfo>(), 16);
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //!   a fresh sub-cgroup.
 #![no_std]
 #![no_main]
+// atomic_xadd: the bpf target has no AtomicU64::fetch_add, but the kernel has atomic add.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 use aya_ebpf::{
     helpers::{
@@ -24,8 +27,9 @@ use aya_ebpf::{
     programs::{RawTracePointContext, SockAddrContext, SockContext},
 };
 use warden_common::{
-    cgroup_flags, kind, mode, profile_flags, verdict, CgroupPolicy, Counters, Event, Net4Key,
-    Net6Key, PortRules, ProfileHeader, ProfileMeta, RateWindow, SyscallSet, SYSCALL_BITMAP_BITS,
+    cgroup_flags, kind, mode, profile_flags, verdict, CgroupPolicy, Counters, Event, LearnInfo,
+    LearnKey, Net4Key, Net6Key, PortRules, ProfileHeader, ProfileMeta, RateWindow, SyscallSet,
+    LEARN_ITEMS_PER_CGROUP, LEARN_NET_ENTRIES, SYSCALL_BITMAP_BITS,
 };
 
 // ---- read-only globals, set by the loader from the running kernel's BTF ----------------------
@@ -69,6 +73,11 @@ static WARDEN_COUNTERS: PerCpuHashMap<u64, Counters> = PerCpuHashMap::pinned(655
 static WARDEN_RATE: HashMap<u64, RateWindow> = HashMap::pinned(65536, 0);
 #[map]
 static WARDEN_LEARN_SC: HashMap<u64, SyscallSet> = HashMap::pinned(65536, 0);
+/// Distinct network items per root cgroup: learned (learn mode) or would-deny (complain mode).
+#[map]
+static WARDEN_LEARN_NET: HashMap<LearnKey, u8> = HashMap::pinned(LEARN_NET_ENTRIES, 0);
+#[map]
+static WARDEN_LEARN_INFO: HashMap<u64, LearnInfo> = HashMap::pinned(65536, 0);
 #[map]
 static WARDEN_EVENTS: RingBuf = RingBuf::pinned(1 << 20, 0);
 /// Index 0: pinned layout version (written by userspace). Index 1: cgroups that could not
@@ -186,12 +195,68 @@ fn report(cgid: u64, root: u64, pol: &CgroupPolicy, verdict: u8, a: &Attempt) {
     counters.events_sent += 1;
 }
 
+#[inline(always)]
+fn atomic_inc(p: *mut u64) {
+    // An atomic add whose result is unused: BPF_ATOMIC_ADD (XADD), no lost counts across CPUs.
+    unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, 1) };
+}
+
+/// Records a network item of `root` in WARDEN_LEARN_NET, deduplicated: returns true only the
+/// first time. A repeat costs this one lookup. Past the per-cgroup bound, or with the map full,
+/// the item is counted as truncated instead (never lost silently). Independent of the event
+/// rate limit.
+///
+/// Hook for file/exec learning (BPF-LSM branch): record those items of `root` with the same
+/// scheme (a deduplicating map keyed by root cgroup + item, the same per-cgroup bound and
+/// `LearnInfo` counters), and userspace adds them in `hook/src/learn.rs` (`Learned::files`).
+#[inline(always)]
+fn record(root: u64, a: &Attempt) -> bool {
+    let key = LearnKey {
+        root_cgroup: root,
+        kind: a.kind,
+        proto: a.nr as u8,
+        family: a.family,
+        port: a.port,
+        _pad: [0; 2],
+        addr: a.addr,
+    };
+    if unsafe { WARDEN_LEARN_NET.get(&key) }.is_some() {
+        return false;
+    }
+    let info = match WARDEN_LEARN_INFO.get_ptr_mut(&root) {
+        Some(i) => i,
+        None => {
+            let _ = WARDEN_LEARN_INFO.insert(&root, &LearnInfo::default(), 1 /* BPF_NOEXIST */);
+            match WARDEN_LEARN_INFO.get_ptr_mut(&root) {
+                Some(i) => i,
+                None => return false,
+            }
+        }
+    };
+    let items = unsafe { core::ptr::addr_of_mut!((*info).items) };
+    let truncated = unsafe { core::ptr::addr_of_mut!((*info).truncated) };
+    if unsafe { core::ptr::read_volatile(items) } >= LEARN_ITEMS_PER_CGROUP {
+        atomic_inc(truncated);
+        return false;
+    }
+    // BPF_NOEXIST: of two CPUs adding the same item, one counts it.
+    if WARDEN_LEARN_NET.insert(&key, &1, 1).is_err() {
+        if unsafe { WARDEN_LEARN_NET.get(&key) }.is_none() {
+            atomic_inc(truncated); // the map is full
+        }
+        return false;
+    }
+    atomic_inc(items);
+    true
+}
+
 /// Mode logic shared by every layer: returns true when the attempt must be denied.
 #[inline(always)]
 fn judge(cgid: u64, root: u64, pol: &CgroupPolicy, allowed: bool, a: &Attempt) -> bool {
     if pol.mode == mode::LEARN {
-        // Learn: everything goes through; network items are reported for the learner.
-        if a.kind != kind::SYSCALL {
+        // Learn: everything goes through. Network items are recorded in the kernel (deduped,
+        // bounded); only a new item sends an event, and the record does not depend on it.
+        if a.kind != kind::SYSCALL && record(root, a) {
             report(cgid, root, pol, verdict::LEARNED, a);
         }
         return false;
@@ -200,6 +265,14 @@ fn judge(cgid: u64, root: u64, pol: &CgroupPolicy, allowed: bool, a: &Attempt) -
         return false;
     }
     if pol.mode == mode::COMPLAIN {
+        // Complain: what enforce would deny is also recorded, deduped, for `warden report`.
+        if a.kind == kind::SYSCALL {
+            if let Some(set) = WARDEN_LEARN_SC.get_ptr_mut(&root) {
+                unsafe { (*set).seen[(a.nr as usize) & (SYSCALL_BITMAP_BITS - 1)] = 1 };
+            }
+        } else if a.kind != kind::COMPAT_SYSCALL {
+            record(root, a);
+        }
         report(cgid, root, pol, verdict::WOULD_DENY, a);
         return false;
     }
@@ -253,6 +326,18 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
             if let Some(set) = WARDEN_LEARN_SC.get_ptr_mut(&root) {
                 // One byte per syscall: a plain store, no read-modify-write race between CPUs.
                 unsafe { (*set).seen[(nr as usize) & (SYSCALL_BITMAP_BITS - 1)] = 1 };
+            }
+        }
+        // Socket families without a cgroup hook (unix, netlink, packet...) are only seen here.
+        if nr == arch::NR_SOCKET || nr == arch::NR_SOCKETPAIR {
+            let regs: *const u8 = ctx.arg::<*const u8>(0);
+            let family: u64 = unsafe {
+                bpf_probe_read_kernel(regs.wrapping_add(arch::PT_REGS_ARG0) as *const u64)
+            }
+            .unwrap_or(u64::MAX);
+            if family < 64 {
+                let a = Attempt { kind: kind::SOCKET, nr: 0, family: family as u16, port: 0, addr: [0; 16] };
+                judge(cgid, root, &pol, true, &a);
             }
         }
         return;

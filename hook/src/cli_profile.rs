@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
+use warden::learn;
 use warden::profile::{
     self, compile::port_rules_text, diff, resolve, seccomp, CompiledProfile, Diagnostic, Invalid, Loaded, Profile, SearchPath, Severity,
     Syscalls, SyscallsSpec,
@@ -55,16 +56,114 @@ enum Sub {
     },
     /// What B allows that A does not, and the reverse (compiled forms compared).
     Diff { a: String, b: String },
+    /// Write a profile from what a cgroup in learn mode did (read from the pinned maps),
+    /// with a report of what was generalised (on stderr, and in the profile's description).
+    Generate {
+        /// The confined cgroup (cgroup2 directory, absolute or relative to the mount).
+        #[arg(long, conflicts_with = "cgroup_id", required_unless_present = "cgroup_id")]
+        cgroup: Option<PathBuf>,
+        /// For a cgroup whose directory is gone (still confined).
+        #[arg(long)]
+        cgroup_id: Option<u64>,
+        /// Write the profile here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Name of the profile. Default: `learned-<cgroup id>`.
+        #[arg(long)]
+        name: Option<String>,
+        /// Base profile(s) the generated one extends (repeatable).
+        #[arg(long)]
+        extends: Vec<String>,
+    },
+    /// Union of profiles (files or names, as written): everything any of them allows.
+    /// Idempotent and order-independent.
+    Merge {
+        #[arg(required = true)]
+        profiles: Vec<String>,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Name of the result. Default: the inputs' common name.
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
-pub fn run(cmd: ProfileCmd) -> Result<()> {
+pub fn run(cmd: ProfileCmd, pin_dir: &Path) -> Result<()> {
     let search = SearchPath::new(cmd.profile_path);
     match cmd.cmd {
         Sub::Validate { files } => validate(&files, &search),
         Sub::Show { profile, json } => show(&profile, json, &search),
         Sub::ImportSeccomp { file, output, caps, kernel, name } => import(&file, output.as_deref(), caps, kernel, name),
         Sub::Diff { a, b } => diff_cmd(&a, &b, &search),
+        Sub::Generate { cgroup, cgroup_id, output, name, extends } => {
+            let (id, source) = match (cgroup, cgroup_id) {
+                (_, Some(id)) => (id, format!("cgroup id {id}")),
+                (Some(p), None) => {
+                    let p = if p.is_absolute() { p } else { warden::cgroup::cgroup2_mount()?.join(p) };
+                    (warden::cgroup::cgroup_id(&p)?, format!("cgroup {}", p.display()))
+                }
+                _ => unreachable!("clap requires one"),
+            };
+            let maps = warden::enforcer::Maps::open(pin_dir)?;
+            let learned = learn::Learned::read(&maps, id)?;
+            let name = name.unwrap_or_else(|| format!("learned-{id}"));
+            let g = learn::generate(&learned, &learn::GenerateOptions { name, extends, source });
+            write_generated(&g, output.as_deref(), &search)
+        }
+        Sub::Merge { profiles, output, name } => merge_cmd(&profiles, output.as_deref(), name.as_deref(), &search),
     }
+}
+
+/// Checks a generated profile like `validate` would, prints the report, writes it.
+pub fn write_generated(g: &learn::Generated, output: Option<&Path>, search: &SearchPath) -> Result<()> {
+    let p = &g.profile;
+    let mut diags = profile::check(p);
+    if !p.extends.is_empty() {
+        let loaded = resolve::resolve(p.clone(), output, &match output.and_then(Path::parent) {
+            Some(d) if !d.as_os_str().is_empty() => search.with_first(d),
+            _ => search.clone(),
+        });
+        diags = loaded.diagnostics.clone();
+        if loaded.errors().next().is_none() {
+            if let Err(e) = profile::compile(&loaded.profile) {
+                diags.push(Diagnostic::error("", format!("{e:#} (after merging `extends`)")));
+            }
+        }
+    } else if let Err(e) = profile::compile(p) {
+        diags.push(Diagnostic::error("", format!("{e:#}")));
+    }
+    let errors: Vec<Diagnostic> = diags.iter().filter(|d| d.is_error()).cloned().collect();
+    if !errors.is_empty() {
+        return Err(Invalid { profile: Some(p.name.clone()), errors }.into());
+    }
+    eprintln!("Generated profile `{}`:", p.name);
+    for n in &g.notes {
+        eprintln!("  {n}");
+    }
+    if g.truncated > 0 {
+        eprintln!("warning: the record is TRUNCATED ({} item(s) not recorded): review before enforcing", g.truncated);
+    }
+    let json = serde_json::to_string_pretty(p)? + "\n";
+    match output {
+        Some(o) => {
+            std::fs::write(o, json).with_context(|| format!("writing {}", o.display()))?;
+            eprintln!("wrote {}", o.display());
+        }
+        None => std::io::stdout().write_all(json.as_bytes())?,
+    }
+    Ok(())
+}
+
+fn merge_cmd(specs: &[String], output: Option<&Path>, name: Option<&str>, search: &SearchPath) -> Result<()> {
+    let mut ps = Vec::new();
+    for s in specs {
+        let p = Path::new(s);
+        let file = if s.contains('/') || s.ends_with(".json") || p.is_file() { p.to_path_buf() } else { search.find(s).map_err(anyhow::Error::msg)? };
+        ps.push(Profile::parse_file(&file)?);
+    }
+    let merged = learn::union(&ps, name)?;
+    let g = learn::Generated { profile: merged, notes: vec![format!("union of {} profile(s)", ps.len())], truncated: 0 };
+    write_generated(&g, output, search)
 }
 
 /// Loads a NAME or FILE with its extends; Ok even with errors (they are in the diagnostics),

@@ -26,6 +26,10 @@ pub struct Config {
     pub log_format: String,
     /// Release every confined container when the daemon stops (default: enforcement stays).
     pub release_on_exit: bool,
+    /// Where a container confined in learn mode gets its generated profile when it stops
+    /// (before its record is released): `<namespace>_<pod>_<container>.json`, the profile of
+    /// the same name. Add this folder to `profile_dirs` to enforce it by that name.
+    pub learn_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +62,7 @@ impl Default for Config {
             pin_dir: crate::enforcer::DEFAULT_PIN_DIR.into(),
             log_format: "text".into(),
             release_on_exit: false,
+            learn_dir: "/var/lib/warden/learned".into(),
         }
     }
 }
@@ -115,6 +120,8 @@ mod tests {
         )
         .unwrap();
         assert!(c.fail_open);
+        assert_eq!(c.learn_dir, Path::new("/var/lib/warden/learned"));
+        assert_eq!(Config::from_toml("learn_dir = \"/tmp/l\"").unwrap().learn_dir, Path::new("/tmp/l"));
         assert_eq!(c.policy.default_mode, crate::enforcer::Mode::Complain);
         assert_eq!(c.nri.socket_path, Path::new("/run/x.sock"));
     }

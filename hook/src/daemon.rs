@@ -142,10 +142,42 @@ impl Daemon {
         }
     }
 
+    /// Writes the profile learned for `rec` into `learn_dir` (learn mode only).
+    pub fn write_learned(&self, enf: &Enforcer, rec: &Confined) -> Result<PathBuf> {
+        let learned = crate::learn::Learned::read(enf.maps(), rec.cgroup_id)?;
+        let name = crate::learn::container_profile_name(&rec.namespace, &rec.pod, &rec.container);
+        let source = format!("container {} of pod {}/{}", rec.container, rec.namespace, rec.pod);
+        let g = crate::learn::generate(&learned, &crate::learn::GenerateOptions { name: name.clone(), extends: Vec::new(), source });
+        let errors: Vec<_> = profile::check(&g.profile).into_iter().filter(|d| d.is_error()).collect();
+        if !errors.is_empty() {
+            return Err(anyhow!(profile::Invalid { profile: Some(name), errors }));
+        }
+        profile::compile(&g.profile)?;
+        std::fs::create_dir_all(&self.cfg.learn_dir).with_context(|| format!("creating {}", self.cfg.learn_dir.display()))?;
+        let path = self.cfg.learn_dir.join(format!("{name}.json"));
+        // Write then rename: a reader never sees half a profile.
+        let tmp = self.cfg.learn_dir.join(format!(".{name}.json.tmp"));
+        std::fs::write(&tmp, serde_json::to_string_pretty(&g.profile)? + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+        if g.truncated > 0 {
+            warn!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, truncated = g.truncated, file = %path.display(),
+                  "learned profile is INCOMPLETE: the per-container bound was reached");
+        }
+        Ok(path)
+    }
+
     fn release(&self, c: &Container) {
         let rec = self.containers.lock().unwrap().remove(&c.id);
         let Some(rec) = rec else { return };
-        match self.enforcer.lock().unwrap().release(rec.cgroup_id) {
+        let mut enf = self.enforcer.lock().unwrap();
+        if rec.mode == Mode::Learn {
+            // Before the release drops the record.
+            match self.write_learned(&enf, &rec) {
+                Ok(p) => info!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, file = %p.display(), "learned profile written"),
+                Err(e) => error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "writing the learned profile failed"),
+            }
+        }
+        match enf.release(rec.cgroup_id) {
             Ok(_) => info!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, "released"),
             Err(e) => error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "release failed"),
         }
@@ -187,10 +219,15 @@ impl Daemon {
     }
 
     pub fn release_all(&self) {
-        let ids: Vec<u64> = self.containers.lock().unwrap().drain().map(|(_, r)| r.cgroup_id).collect();
+        let recs: Vec<Confined> = self.containers.lock().unwrap().drain().map(|(_, r)| r).collect();
         let mut enf = self.enforcer.lock().unwrap();
-        for id in ids {
-            let _ = enf.release(id);
+        for rec in recs {
+            if rec.mode == Mode::Learn {
+                if let Err(e) = self.write_learned(&enf, &rec) {
+                    error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "writing the learned profile failed");
+                }
+            }
+            let _ = enf.release(rec.cgroup_id);
         }
     }
 

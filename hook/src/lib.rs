@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod enforcer;
 pub mod events;
 pub mod kernel;
+pub mod learn;
 pub mod nri;
 pub mod policy;
 pub mod profile;

@@ -91,7 +91,17 @@ enum Cmd {
         #[arg(long)]
         timeout: Option<f64>,
     },
-    /// Validate, show, import (OCI seccomp) and compare profiles.
+    /// What enforce would have denied a cgroup in complain mode, grouped by kind: exact counts,
+    /// and the distinct items the kernel recorded (deduplicated, bounded).
+    Report {
+        #[arg(long, conflicts_with = "cgroup_id", required_unless_present = "cgroup_id")]
+        cgroup: Option<PathBuf>,
+        #[arg(long)]
+        cgroup_id: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate, show, import (OCI seccomp), compare, generate (learn mode) and merge profiles.
     Profile(cli_profile::ProfileCmd),
     /// Print a shell completion script (used when building the packages).
     #[command(hide = true)]
@@ -151,7 +161,7 @@ fn load_profile(path: &std::path::Path) -> Result<profile::CompiledProfile> {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Run { .. } => unreachable!("handled in main"),
-        Cmd::Profile(cmd) => cli_profile::run(cmd)?,
+        Cmd::Profile(cmd) => cli_profile::run(cmd, &cli.pin_dir)?,
         // Generated from the same clap definition as the parser, so they cannot drift.
         Cmd::Completions { shell } => clap_complete::generate(shell, &mut Cli::command(), "warden", &mut std::io::stdout()),
         Cmd::Manpage => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?,
@@ -208,6 +218,12 @@ fn run(cli: Cli) -> Result<()> {
                     "learned_syscalls": list.iter().filter(|c| c.mode == "learn").map(|c| {
                         (c.cgroup_id.to_string(), learned_syscalls(&maps, c.cgroup_id))
                     }).collect::<std::collections::BTreeMap<_, _>>(),
+                    // Learn and complain records: distinct network items held, and attempts
+                    // whose new item did not fit (the truncation marker).
+                    "learn_records": list.iter().filter(|c| c.mode == "learn" || c.mode == "complain").map(|c| {
+                        let i = maps.learn_info_of(c.cgroup_id);
+                        (c.cgroup_id.to_string(), serde_json::json!({"items": i.items, "truncated": i.truncated, "bound": warden_common::LEARN_ITEMS_PER_CGROUP}))
+                    }).collect::<std::collections::BTreeMap<_, _>>(),
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -221,6 +237,15 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
+        }
+        Cmd::Report { cgroup, cgroup_id, json } => {
+            let id = match (cgroup, cgroup_id) {
+                (_, Some(id)) => id,
+                (Some(p), None) => cgroup::cgroup_id(&cgroup_path(&p)?)?,
+                _ => unreachable!("clap requires one"),
+            };
+            let maps = Maps::open(&cli.pin_dir)?;
+            report(&maps, id, json)?;
         }
         Cmd::Reset => {
             if enforcer::reset(&cli.pin_dir)? {
@@ -266,4 +291,79 @@ fn learned_syscalls(maps: &Maps, cgid: u64) -> Vec<&'static str> {
             .collect(),
         Err(_) => Vec::new(),
     }
+}
+
+/// `warden report`: counts are exact (per-CPU counters); the items are what the kernel's
+/// deduplicating record holds (complain and learn modes only), with its truncation marker.
+fn report(maps: &Maps, id: u64, json: bool) -> Result<()> {
+    let learned = warden::learn::Learned::read(maps, id)?;
+    let c = maps.counters_of(id);
+    let mode = learned.mode.map(|m| m.as_str()).unwrap_or("?");
+    let mut groups: std::collections::BTreeMap<&'static str, Vec<String>> = std::collections::BTreeMap::new();
+    let recorded = matches!(learned.mode, Some(Mode::Complain | Mode::Learn));
+    if recorded {
+        let sc = learned.syscall_names();
+        if !sc.is_empty() {
+            groups.insert("syscall", sc);
+        }
+        for k in &learned.items {
+            groups.entry(enforcer::kind_name(k.kind)).or_default().push(warden::learn::item_text(k));
+        }
+    }
+    let counts: std::collections::BTreeMap<&'static str, u64> = (0..warden_common::kind::COUNT as u8)
+        .map(|k| (enforcer::kind_name(k), c.violations[k as usize]))
+        .filter(|(_, v)| *v > 0)
+        .collect();
+    if json {
+        let v = serde_json::json!({
+            "cgroup_id": id,
+            "profile": learned.profile,
+            "mode": mode,
+            "would_deny_counts": counts,
+            "items": groups,
+            "items_recorded": recorded,
+            "truncated": learned.info.truncated,
+            "events_sent": c.events_sent,
+            "events_dropped": c.events_dropped,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let what = if mode == "learn" { "learned (learn mode: nothing is denied)" } else { "enforce would have denied" };
+    println!("cgroup {id}, profile {}, mode {mode}: {what}", learned.profile);
+    if mode != "learn" {
+        let total: u64 = counts.values().sum();
+        println!("attempts (exact counts): {total}{}", if total == 0 { " -- nothing" } else { "" });
+        for (k, n) in &counts {
+            println!("  {k}: {n}");
+        }
+    }
+    if !recorded {
+        println!("items: not recorded in {mode} mode (only complain and learn record them); see the daemon's log for events");
+        return Ok(());
+    }
+    println!("distinct items:");
+    if groups.is_empty() {
+        println!("  none");
+    }
+    for (k, items) in &groups {
+        println!("  {k} ({}):", items.len());
+        for i in items {
+            println!("    {i}");
+        }
+    }
+    if learned.info.truncated > 0 {
+        println!(
+            "TRUNCATED: {} attempt(s) with a new item were not recorded (bound {} items per container): the list is incomplete",
+            learned.info.truncated,
+            warden_common::LEARN_ITEMS_PER_CGROUP
+        );
+    }
+    if c.events_dropped > 0 {
+        println!("({} event(s) were rate limited; counts and items above are not affected)", c.events_dropped);
+    }
+    if mode == "complain" {
+        println!("to allow all of it: warden profile generate --cgroup-id {id} --extends {} -o NEW.json", learned.profile);
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuHashMap, RingBuf};
 use warden_common::{
-    cgroup_flags, CgroupPolicy, Counters, Net4Key, Net6Key, PortRules, ProfileHeader, ProfileMeta,
+    cgroup_flags, CgroupPolicy, Counters, LearnInfo, LearnKey, Net4Key, Net6Key, PortRules, ProfileHeader, ProfileMeta,
     RateWindow, SyscallSet, MAP_LAYOUT_VERSION,
 };
 
@@ -22,6 +22,8 @@ pub struct Maps {
     pub counters: PerCpuHashMap<MapData, u64, Counters>,
     pub rate: HashMap<MapData, u64, RateWindow>,
     pub learn: HashMap<MapData, u64, SyscallSet>,
+    pub learn_net: HashMap<MapData, LearnKey, u8>,
+    pub learn_info: HashMap<MapData, u64, LearnInfo>,
     pub state: Array<MapData, u64>,
 }
 
@@ -53,6 +55,8 @@ impl Maps {
             counters: open(&dir, "WARDEN_COUNTERS")?.try_into()?,
             rate: open(&dir, "WARDEN_RATE")?.try_into()?,
             learn: open(&dir, "WARDEN_LEARN_SC")?.try_into()?,
+            learn_net: open(&dir, "WARDEN_LEARN_NET")?.try_into()?,
+            learn_info: open(&dir, "WARDEN_LEARN_INFO")?.try_into()?,
             state: open(&dir, "WARDEN_STATE")?.try_into()?,
         })
     }
@@ -92,6 +96,26 @@ impl Maps {
             }
         }
         sum
+    }
+
+    /// The distinct network items recorded for `root` (learned, or would-deny in complain).
+    pub fn learned_items(&self, root: u64) -> Vec<LearnKey> {
+        let mut v: Vec<LearnKey> = self.learn_net.keys().filter_map(|k| k.ok()).filter(|k| k.root_cgroup == root).collect();
+        v.sort();
+        v
+    }
+
+    pub fn learn_info_of(&self, root: u64) -> LearnInfo {
+        self.learn_info.get(&root, 0).unwrap_or_default()
+    }
+
+    /// Drops everything recorded for `root`: syscall bytes, network items, counters.
+    pub fn clear_learned(&mut self, root: u64) {
+        let _ = self.learn.remove(&root);
+        for k in self.learned_items(root) {
+            let _ = self.learn_net.remove(&k);
+        }
+        let _ = self.learn_info.remove(&root);
     }
 
     pub fn meta_of(&self, profile_id: u32) -> Option<ProfileMeta> {

@@ -25,8 +25,8 @@ use aya::{
 use serde::Serialize;
 use tracing::{debug, info, warn};
 use warden_common::{
-    cgroup_flags, globals, mode, profile_flags, CgroupPolicy, Net4Key, Net6Key, ProfileMeta,
-    SyscallSet, MAP_LAYOUT_VERSION,
+    cgroup_flags, globals, mode, profile_flags, CgroupPolicy, LearnInfo, Net4Key, Net6Key,
+    ProfileMeta, SyscallSet, MAP_LAYOUT_VERSION,
 };
 
 use crate::{cgroup, kernel::btf::KernelOffsets, profile::CompiledProfile};
@@ -241,8 +241,22 @@ impl Enforcer {
             self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
         }
         self.attach_cgroup(path, cgid)?;
-        if mode == Mode::Learn && self.maps.learn.get(&cgid, 0).is_err() {
-            self.maps.learn.insert(cgid, SyscallSet::default(), 0)?;
+        // Learn and complain record into the learn maps (learned items; would-deny items).
+        // Switching into one of them from another mode starts a fresh record; switching to
+        // enforce keeps it, so a profile can still be generated from it.
+        let previous = self.maps.cgroups.get(&cgid, 0).ok().filter(|p| p.flags & cgroup_flags::INHERITED == 0);
+        if matches!(mode, Mode::Learn | Mode::Complain) {
+            if previous.is_some_and(|p| p.mode != mode.raw()) {
+                self.maps.clear_learned(cgid);
+            }
+            if self.maps.learn.get(&cgid, 0).is_err() {
+                self.maps.learn.insert(cgid, SyscallSet::default(), 0)?;
+            }
+            // The bound counters exist before the first item, so the truncation marker always
+            // has a place (the kernel only creates one itself as a fallback).
+            if self.maps.learn_info.get(&cgid, 0).is_err() {
+                self.maps.learn_info.insert(cgid, LearnInfo::default(), 0).context("creating the learn record")?;
+            }
         }
         // One map update switches the cgroup (and every descendant, which reads this entry) to
         // the new policy: no moment with half a profile.
@@ -326,7 +340,7 @@ impl Enforcer {
         }
         let _ = self.maps.counters.remove(&cgid);
         let _ = self.maps.rate.remove(&cgid);
-        let _ = self.maps.learn.remove(&cgid);
+        self.maps.clear_learned(cgid);
         self.gc()?;
         if was {
             info!(cgroup_id = cgid, "released");

@@ -190,6 +190,18 @@ fn run(args: &[&str]) -> String {
                 }
                 counts.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" ")
             }
+            // Connect once to each port LO..=HI of ADDR (distinct destinations); count outcomes.
+            "connect-range" => {
+                need(4)?;
+                let lo: u16 = args[2].parse().map_err(|_| "bad port".to_string())?;
+                let hi: u16 = args[3].parse().map_err(|_| "bad port".to_string())?;
+                let mut counts = std::collections::BTreeMap::new();
+                for port in lo..=hi {
+                    let sa = sockaddr(args[1], &port.to_string())?;
+                    *counts.entry(connect(&sa)).or_insert(0usize) += 1;
+                }
+                counts.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>().join(" ")
+            }
             // Make a sub-cgroup and move this process into it (the escape attempt).
             "enter-new-cgroup" => {
                 need(2)?;

@@ -345,3 +345,65 @@ async fn builtin_profiles_run_their_workloads() {
         assert!(msg.contains("bpf-lsm") && msg.contains("pod shop/ro"), "{msg}");
     }
 }
+
+/// Learn mode end to end: a pod annotated `warden.io/mode: learn` runs its workload; when the
+/// container stops the daemon writes its profile; the same workload in new pods enforced with
+/// that profile starts and works every time, and anything new is blocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learned_profile_is_written_on_stop_and_enforced_pods_start_every_time() {
+    if !ready("learned_profile_is_written_on_stop_and_enforced_pods_start_every_time") {
+        return;
+    }
+    let (_l, port) = listener();
+    let (_l2, other) = listener();
+    let pb = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = Containerd::start().await.unwrap();
+    // Removed on drop, also when the test fails.
+    let learn_tmp = tempfile::Builder::new().prefix("warden-test-learned-").tempdir().unwrap();
+    let learn_dir = learn_tmp.path().join("learned");
+    let mut w = WardenDaemon::configure(&c.nri_socket, &[], &format!("learn_dir = {:?}", learn_dir.display().to_string()));
+    w.start();
+
+    let attempts: Vec<String> =
+        vec![format!("connect 127.0.0.1 {port}"), format!("bind-tcp 127.0.0.1 {pb}"), "unix-socket".into(), "getpid".into()];
+    let pod = c.run_pod("learnme", "shop", &[("warden.io/mode", "learn")]).await.unwrap();
+    let id = run_attempts(&c, &pod, "app", &attempts).await.unwrap();
+    assert_eq!(exit_code(&c, &id).await, 0, "{}", c.container_log("learnme", "app"));
+    c.stop_container(&id).await.unwrap();
+    let file = learn_dir.join("shop_learnme_app.json");
+    eventually(Duration::from_secs(10), "the learned profile to be written", || file.exists().then_some(()));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["name"], "shop_learnme_app");
+    assert!(v["description"].as_str().unwrap().contains("container app of pod shop/learnme"), "{text}");
+    let validate = w.warden.run(&["profile", "validate", file.to_str().unwrap()]);
+    assert!(validate.status.success(), "{}", String::from_utf8_lossy(&validate.stdout));
+    assert!(w.confined_ids().is_empty(), "released after writing");
+    c.remove_container(&id).await.unwrap();
+    c.remove_pod(&pod.id).await.unwrap();
+
+    // Enforce it: the daemon finds it by name in its profile folder.
+    std::fs::copy(&file, w.profiles.join("shop_learnme_app.json")).unwrap();
+    let want: Vec<String> = attempts.iter().map(|a| format!("{a} => ok")).collect();
+    for i in 0..10 {
+        let name = format!("enforced{i}");
+        let pod = c.run_pod(&name, "shop", &[("warden.io/profile", "shop_learnme_app")]).await.unwrap();
+        let id = run_attempts(&c, &pod, "app", &attempts).await.unwrap_or_else(|e| panic!("start {i}: {e}\n{}", w.log_text()));
+        let code = exit_code(&c, &id).await;
+        let denials: Vec<String> = w.log_text().lines().filter(|l| l.contains("warden::event")).map(String::from).collect();
+        assert_eq!(code, 0, "run {i}: {}\ndenials:\n{}", c.container_log(&name, "app"), denials.join("\n"));
+        let log = c.container_log(&name, "app");
+        assert_eq!(log.lines().map(str::trim_end).collect::<Vec<_>>(), want, "run {i}");
+        c.remove_container(&id).await.unwrap();
+        c.remove_pod(&pod.id).await.unwrap();
+    }
+    // New things are blocked: another port, a new syscall.
+    let pod = c.run_pod("enforced-new", "shop", &[("warden.io/profile", "shop_learnme_app")]).await.unwrap();
+    let id = run_attempts(&c, &pod, "app", &[format!("connect 127.0.0.1 {other}"), "unshare-uts".into()]).await.unwrap();
+    assert_eq!(exit_code(&c, &id).await, 137);
+    let log = c.container_log("enforced-new", "app");
+    assert_eq!(log.lines().map(str::trim_end).collect::<Vec<_>>(), [format!("connect 127.0.0.1 {other} => errno=EPERM").as_str(), "unshare-uts =>"], "{log}");
+}
