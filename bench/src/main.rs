@@ -80,7 +80,15 @@ fn child(op: Op, iters: u64, seccomp: bool) -> Result<()> {
                 libc::read(zfd, buf.as_mut_ptr() as *mut _, 1);
             },
             Op::TcpConnect(p) => {
-                let _ = std::net::TcpStream::connect(("127.0.0.1", p));
+                // Close with RST (SO_LINGER 0): thousands of connect+close in TIME_WAIT would
+                // exhaust the ephemeral ports and measure the port search, not warden.
+                if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", p)) {
+                    use std::os::fd::AsRawFd as _;
+                    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+                    unsafe {
+                        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &l as *const _ as *const _, std::mem::size_of::<libc::linger>() as u32)
+                    };
+                }
             }
             Op::UdpSend(p) => {
                 let _ = udp.send_to(b"x", ("127.0.0.1", p));
