@@ -11,6 +11,17 @@
 //! - `warden_cgroup_mkdir` / `warden_cgroup_rmdir` (raw_tp): a cgroup made below a confined
 //!   cgroup inherits its policy before mkdir() returns, so no process can escape by moving into
 //!   a fresh sub-cgroup.
+//! - `warden_file_open`, `warden_bprm_check` and the `warden_path_*` programs (BPF-LSM): the
+//!   files allow-list (r/w/x by path, an LPM trie per profile); denial = EPERM.
+//! - `warden_sb_mount`, `warden_ptrace`, `warden_bpf`, ... (BPF-LSM): dangerous syscalls outside
+//!   the syscall allow-list fail with EPERM before they do anything (the sys_enter kill follows).
+//!
+//! The LSM programs are global `lsm` programs whose first step is the cgroup lookup, not
+//! `lsm_cgroup` programs: warden uses ~20 hooks and the kernel allows at most 10 distinct
+//! lsm_cgroup hooks system-wide (shared with every other user), descendants of a confined
+//! cgroup are already covered by the WARDEN_CGROUPS entries the mkdir tracepoint writes, and the
+//! loader attaches them only while some confined cgroup needs them (like sys_enter). The cost
+//! for an unconfined process is one hash lookup per hook call.
 #![no_std]
 #![no_main]
 
@@ -19,13 +30,15 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_send_signal,
     },
-    macros::{cgroup_sock, cgroup_sock_addr, map, raw_tracepoint},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuHashMap, RingBuf},
-    programs::{RawTracePointContext, SockAddrContext, SockContext},
+    macros::{cgroup_sock, cgroup_sock_addr, lsm, map, raw_tracepoint},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{LsmContext, RawTracePointContext, SockAddrContext, SockContext},
 };
 use warden_common::{
-    cgroup_flags, kind, mode, profile_flags, verdict, CgroupPolicy, Counters, Event, Net4Key,
-    Net6Key, PortRules, ProfileHeader, ProfileMeta, RateWindow, SyscallSet, SYSCALL_BITMAP_BITS,
+    access, cgroup_flags, file_op, kind, mode, profile_flags, verdict, CgroupPolicy, Counters,
+    Event, FileEvent, FileKey, Net4Key, Net6Key, PathScratch, PortRules, ProfileHeader,
+    ProfileMeta, RateWindow, SyscallSet, EVENT_PATH_MAX, FILE_PATH_MAX, PATH_SCRATCH,
+    SYSCALL_BITMAP_BITS,
 };
 
 // ---- read-only globals, set by the loader from the running kernel's BTF ----------------------
@@ -42,6 +55,34 @@ static OFF_CGROUP_ROOT: u64 = 0;
 static OFF_CGROUP_ROOT_HIERARCHY_ID: u64 = 0;
 #[no_mangle]
 static OFF_TASK_TI_STATUS: u64 = 0;
+#[no_mangle]
+static OFF_FILE_F_PATH: u64 = 0;
+#[no_mangle]
+static OFF_FILE_F_MODE: u64 = 0;
+#[no_mangle]
+static OFF_BPRM_FILE: u64 = 0;
+#[no_mangle]
+static OFF_PATH_MNT: u64 = 0;
+#[no_mangle]
+static OFF_PATH_DENTRY: u64 = 0;
+#[no_mangle]
+static OFF_DENTRY_PARENT: u64 = 0;
+#[no_mangle]
+static OFF_DENTRY_NAME_LEN: u64 = 0;
+#[no_mangle]
+static OFF_DENTRY_NAME: u64 = 0;
+#[no_mangle]
+static OFF_VFSMOUNT_ROOT: u64 = 0;
+#[no_mangle]
+static OFF_MOUNT_MNT: u64 = 0;
+#[no_mangle]
+static OFF_MOUNT_PARENT: u64 = 0;
+#[no_mangle]
+static OFF_MOUNT_MOUNTPOINT: u64 = 0;
+#[no_mangle]
+static OFF_TASK_FS: u64 = 0;
+#[no_mangle]
+static OFF_FS_ROOT: u64 = 0;
 #[no_mangle]
 static EVENT_RATE_LIMIT: u64 = 1000;
 
@@ -71,6 +112,13 @@ static WARDEN_RATE: HashMap<u64, RateWindow> = HashMap::pinned(65536, 0);
 static WARDEN_LEARN_SC: HashMap<u64, SyscallSet> = HashMap::pinned(65536, 0);
 #[map]
 static WARDEN_EVENTS: RingBuf = RingBuf::pinned(1 << 20, 0);
+/// Files rules: (profile id, path bytes) -> access bits (see warden_common::FileKey).
+#[map]
+static WARDEN_FILES: LpmTrie<FileKey, u32> = LpmTrie::pinned(65536, 0);
+/// Per-CPU scratch for path keys (too large for the stack). Not pinned: each loaded object has
+/// its own. The LSM programs are not sleepable, so nothing else runs on this CPU meanwhile.
+#[map]
+static WARDEN_PATH_SCRATCH: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1, 0);
 /// Index 0: pinned layout version (written by userspace). Index 1: cgroups that could not
 /// inherit a policy because WARDEN_CGROUPS was full (the daemon alarms on it).
 #[map]
@@ -110,6 +158,8 @@ struct Attempt {
     family: u16,
     port: u16,
     addr: [u8; 16],
+    /// FILE and EXEC: the resolved path (NUL terminated, in the per-CPU scratch).
+    path: *const u8,
 }
 
 /// Count a violation (exactly, per CPU) and send an event unless the cgroup's rate window is
@@ -154,12 +204,8 @@ fn report(cgid: u64, root: u64, pol: &CgroupPolicy, verdict: u8, a: &Attempt) {
         }
     }
 
-    let Some(mut entry) = WARDEN_EVENTS.reserve::<Event>(0) else {
-        counters.events_dropped += 1;
-        return;
-    };
     let pid_tgid = bpf_get_current_pid_tgid();
-    entry.write(Event {
+    let ev = Event {
         cgroup_id: cgid,
         root_cgroup: root,
         ktime_ns: now,
@@ -175,8 +221,35 @@ fn report(cgid: u64, root: u64, pol: &CgroupPolicy, verdict: u8, a: &Attempt) {
         port: a.port,
         addr: a.addr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    });
-    entry.submit(0);
+    };
+    if a.kind == kind::FILE || a.kind == kind::EXEC {
+        let Some(mut entry) = WARDEN_EVENTS.reserve::<FileEvent>(0) else {
+            counters.events_dropped += 1;
+            return;
+        };
+        let p = entry.as_mut_ptr();
+        unsafe {
+            (*p).ev = ev;
+            let dst = (*p).path.as_mut_ptr();
+            if aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                dst as *mut _,
+                EVENT_PATH_MAX as u32,
+                a.path as *const _,
+            ) != 0
+            {
+                *dst = 0;
+            }
+            (*p).path[EVENT_PATH_MAX - 1] = 0;
+        }
+        entry.submit(0);
+    } else {
+        let Some(mut entry) = WARDEN_EVENTS.reserve::<Event>(0) else {
+            counters.events_dropped += 1;
+            return;
+        };
+        entry.write(ev);
+        entry.submit(0);
+    }
     counters.events_sent += 1;
 }
 
@@ -276,7 +349,7 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64) {
             && (hdr.syscalls[((nr >> 6) & 7) as usize] >> (nr & 63)) & 1 == 1;
         if !allowed {
             if hdr.flags & profile_flags::SYSCALLS_LOG_ONLY != 0 {
-                let a = Attempt { kind: kind::SYSCALL, nr: nr as u32, family: 0, port: 0, addr: [0; 16] };
+                let a = Attempt { kind: kind::SYSCALL, nr: nr as u32, family: 0, port: 0, addr: [0; 16], path: core::ptr::null() };
                 let complain = CgroupPolicy { mode: mode::COMPLAIN, ..pol };
                 judge(cgid, root, &complain, false, &a);
             } else {
@@ -297,7 +370,7 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64) {
         .unwrap_or(u64::MAX);
         let allowed = family < 64 && (hdr.families >> family) & 1 == 1;
         if !allowed {
-            let a = Attempt { kind: kind::SOCKET, nr: nr as u32, family: family as u16, port: 0, addr: [0; 16] };
+            let a = Attempt { kind: kind::SOCKET, nr: nr as u32, family: family as u16, port: 0, addr: [0; 16], path: core::ptr::null() };
             if judge(cgid, root, &pol, false, &a) {
                 unsafe { bpf_send_signal(SIGKILL) };
             }
@@ -310,7 +383,7 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64) {
 /// only in complain.
 #[inline(always)]
 fn deny_syscall(cgid: u64, root: u64, pol: &CgroupPolicy, k: u8, nr: u32) {
-    let a = Attempt { kind: k, nr, family: 0, port: 0, addr: [0; 16] };
+    let a = Attempt { kind: k, nr, family: 0, port: 0, addr: [0; 16], path: core::ptr::null() };
     if judge(cgid, root, pol, false, &a) {
         unsafe { bpf_send_signal(SIGKILL) };
     }
@@ -377,7 +450,7 @@ fn sock_addr(ctx: &SockAddrContext, k: u8, v6: bool) -> i32 {
         b[3] = a[3];
         (AF_INET, b)
     };
-    let attempt = Attempt { kind: k, nr: proto as u32, family, port, addr };
+    let attempt = Attempt { kind: k, nr: proto as u32, family, port, addr, path: core::ptr::null() };
 
     let allowed = match profile(pol.profile_id) {
         None => false, // confined, profile missing: fail closed
@@ -441,7 +514,7 @@ pub fn warden_sock_create(ctx: SockContext) -> i32 {
     let sk = unsafe { &*ctx.sock };
     let family = sk.family;
     let ty = sk.type_;
-    let attempt = Attempt { kind: kind::SOCKET, nr: sk.protocol, family: family as u16, port: ty as u16, addr: [0; 16] };
+    let attempt = Attempt { kind: kind::SOCKET, nr: sk.protocol, family: family as u16, port: ty as u16, addr: [0; 16], path: core::ptr::null() };
     let allowed = match profile(pol.profile_id) {
         None => false,
         Some(hdr) => {
@@ -455,6 +528,402 @@ pub fn warden_sock_create(ctx: SockContext) -> i32 {
         }
     };
     if judge(cgid, root, &pol, allowed, &attempt) { DENY } else { ALLOW }
+}
+
+// ---- files and execs (BPF-LSM) ---------------------------------------------------------------
+
+/// LSM verdicts: 0 lets the operation go on, -EPERM refuses it.
+const LSM_ALLOW: i32 = 0;
+const LSM_DENY: i32 = -1;
+
+const FMODE_READ: u32 = 0x1;
+const FMODE_WRITE: u32 = 0x2;
+const FMODE_EXEC: u32 = 0x20;
+
+/// Path components (and mount crossings) the dir+dentry path builder follows.
+const MAX_PATH_DEPTH: u32 = 40;
+
+#[inline(always)]
+fn scratch() -> Option<&'static mut PathScratch> {
+    WARDEN_PATH_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+unsafe fn read<T>(base: *const u8, off: u64) -> Option<T> {
+    bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok()
+}
+
+/// The policy of the current process when its files (or execs) are judged or learned.
+/// None: not confined, or its profile does not restrict files and it is not learning.
+#[inline(always)]
+fn files_policy() -> Option<(u64, u64, CgroupPolicy, bool)> {
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    let (root, pol) = policy_for(cgid)?;
+    let restricts = match profile(pol.profile_id) {
+        None => true, // confined, profile missing: fail closed
+        Some(h) => h.flags & profile_flags::FILES != 0,
+    };
+    if !restricts && pol.mode != mode::LEARN {
+        return None;
+    }
+    Some((cgid, root, pol, restricts))
+}
+
+/// Judges the path in `s.path` (`n`: its length with the NUL as the kernel returned it, or a
+/// negative error) against the profile: the longest matching rule must grant `need`.
+#[inline(always)]
+fn judge_path(
+    cgid: u64,
+    root: u64,
+    pol: &CgroupPolicy,
+    restricts: bool,
+    s: &mut PathScratch,
+    n: i64,
+    need: u8,
+    op: u16,
+    k: u8,
+) -> i32 {
+    if n <= 0 {
+        s.path[0] = 0;
+    }
+    let allowed = if !restricts {
+        true
+    } else if n <= 0 {
+        false // unresolvable path (too long, ...): fail closed
+    } else {
+        // A path longer than the key is judged by its first FILE_PATH_MAX bytes: only directory
+        // rules can match those, which is exact (no exact rule is that long).
+        let bytes = if n as usize > FILE_PATH_MAX { FILE_PATH_MAX } else { n as usize };
+        s.prefixlen = 32 + (bytes as u32) * 8;
+        s.profile_id_be = pol.profile_id.to_be_bytes();
+        let key = unsafe { &*(s as *const PathScratch as *const Key<FileKey>) };
+        match WARDEN_FILES.get(key) {
+            Some(a) => (*a as u8) & need == need,
+            None => false,
+        }
+    };
+    let a = Attempt { kind: k, nr: need as u32, family: 0, port: op, addr: [0; 16], path: s.path.as_ptr() };
+    if judge(cgid, root, pol, allowed, &a) { LSM_DENY } else { LSM_ALLOW }
+}
+
+/// bpf_d_path of `file->f_path` into the scratch; returns what the helper returned.
+#[inline(always)]
+fn file_path(s: &mut PathScratch, file: *const u8) -> i64 {
+    let p = file.wrapping_add(global(&OFF_FILE_F_PATH) as usize) as *mut aya_ebpf::bindings::path;
+    unsafe { aya_ebpf::helpers::generated::bpf_d_path(p, s.path.as_mut_ptr() as *mut _, PATH_SCRATCH as u32) }
+}
+
+#[lsm(hook = "file_open")]
+pub fn warden_file_open(ctx: LsmContext) -> i32 {
+    let Some((cgid, root, pol, restricts)) = files_policy() else { return LSM_ALLOW };
+    let file: *const u8 = ctx.arg(0);
+    let fmode: u32 = unsafe { read(file, global(&OFF_FILE_F_MODE)) }.unwrap_or(0);
+    if fmode & FMODE_EXEC != 0 {
+        return LSM_ALLOW; // the exec itself is judged by bprm_check_security
+    }
+    let mut need = 0u8;
+    if fmode & FMODE_READ != 0 {
+        need |= access::READ;
+    }
+    if fmode & FMODE_WRITE != 0 {
+        need |= access::WRITE;
+    }
+    if need == 0 {
+        return LSM_ALLOW;
+    }
+    let Some(s) = scratch() else { return LSM_DENY };
+    let n = file_path(s, file);
+    judge_path(cgid, root, &pol, restricts, s, n, need, file_op::OPEN, kind::FILE)
+}
+
+/// Runs for the executable and again for a script's interpreter (binfmt_script), so both need x.
+#[lsm(hook = "bprm_check_security")]
+pub fn warden_bprm_check(ctx: LsmContext) -> i32 {
+    let Some((cgid, root, pol, restricts)) = files_policy() else { return LSM_ALLOW };
+    let bprm: *const u8 = ctx.arg(0);
+    // A direct load (not a probe read): the verifier knows bprm->file as a trusted struct file.
+    let file: *const u8 =
+        unsafe { core::ptr::read_volatile(bprm.wrapping_add(global(&OFF_BPRM_FILE) as usize) as *const *const u8) };
+    let Some(s) = scratch() else { return LSM_DENY };
+    let n = file_path(s, file);
+    judge_path(cgid, root, &pol, restricts, s, n, access::EXEC, file_op::EXEC, kind::EXEC)
+}
+
+/// Builds the path of `dentry` on mount `vfsmnt`, as the current task sees it (up to its root,
+/// across mounts), into `s.path`; returns its length with the NUL, or -1. bpf_d_path is not
+/// allowed in the path_* hooks, so this walks d_parent / mnt_parent like d_path does.
+#[inline(always)]
+fn build_path(s: &mut PathScratch, mut vfsmnt: *const u8, mut dentry: *const u8) -> i64 {
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let (root_mnt, root_dentry) = unsafe {
+        let Some(fs) = read::<*const u8>(task, global(&OFF_TASK_FS)) else { return -1 };
+        let r = global(&OFF_FS_ROOT);
+        let Some(m) = read::<*const u8>(fs, r + global(&OFF_PATH_MNT)) else { return -1 };
+        let Some(d) = read::<*const u8>(fs, r + global(&OFF_PATH_DENTRY)) else { return -1 };
+        (m, d)
+    };
+    const END: usize = PATH_SCRATCH - 1;
+    let mut pos: usize = END;
+    s.work[END] = 0;
+    let mut done = false;
+    let mut i = 0;
+    while i < MAX_PATH_DEPTH {
+        i += 1;
+        if dentry == root_dentry && vfsmnt == root_mnt {
+            done = true;
+            break;
+        }
+        let Some(mnt_root) = (unsafe { read::<*const u8>(vfsmnt, global(&OFF_VFSMOUNT_ROOT)) }) else { return -1 };
+        if dentry == mnt_root {
+            // Top of this mount: continue from its mountpoint in the parent mount.
+            let mount = vfsmnt.wrapping_sub(global(&OFF_MOUNT_MNT) as usize);
+            let Some(parent) = (unsafe { read::<*const u8>(mount, global(&OFF_MOUNT_PARENT)) }) else { return -1 };
+            if parent == mount {
+                done = true; // root of the mount tree
+                break;
+            }
+            let Some(mp) = (unsafe { read::<*const u8>(mount, global(&OFF_MOUNT_MOUNTPOINT)) }) else { return -1 };
+            dentry = mp;
+            vfsmnt = parent.wrapping_add(global(&OFF_MOUNT_MNT) as usize);
+            continue;
+        }
+        let Some(parent) = (unsafe { read::<*const u8>(dentry, global(&OFF_DENTRY_PARENT)) }) else { return -1 };
+        if parent == dentry {
+            done = true; // root of a detached tree
+            break;
+        }
+        let Some(len) = (unsafe { read::<u32>(dentry, global(&OFF_DENTRY_NAME_LEN)) }) else { return -1 };
+        let Some(name) = (unsafe { read::<*const u8>(dentry, global(&OFF_DENTRY_NAME)) }) else { return -1 };
+        let len = (len & 0xff) as usize;
+        if len + 1 >= pos {
+            return -1; // longer than the scratch: fail closed
+        }
+        pos -= len;
+        let p = pos & (PATH_SCRATCH - 1);
+        if unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                s.work.as_mut_ptr().wrapping_add(p) as *mut _,
+                len as u32,
+                name as *const _,
+            )
+        } != 0
+        {
+            return -1;
+        }
+        pos -= 1;
+        s.work[pos & (PATH_SCRATCH - 1)] = b'/';
+        dentry = parent;
+    }
+    if !done {
+        return -1;
+    }
+    if pos == END {
+        pos -= 1;
+        s.work[pos] = b'/';
+    }
+    let n = (PATH_SCRATCH - pos) & (PATH_SCRATCH - 1);
+    let src = s.work.as_ptr().wrapping_add(pos & (PATH_SCRATCH - 1));
+    if unsafe { aya_ebpf::helpers::generated::bpf_probe_read_kernel(s.path.as_mut_ptr() as *mut _, n as u32, src as *const _) } != 0 {
+        return -1;
+    }
+    n as i64
+}
+
+/// Judges `dentry` below the directory `dir` (a `struct path *`) for `need`.
+#[inline(always)]
+fn dir_entry(dir: *const u8, dentry: *const u8, need: u8, op: u16) -> i32 {
+    let Some((cgid, root, pol, restricts)) = files_policy() else { return LSM_ALLOW };
+    let Some(s) = scratch() else { return LSM_DENY };
+    let Some(mnt) = (unsafe { read::<*const u8>(dir, global(&OFF_PATH_MNT)) }) else { return LSM_DENY };
+    let n = build_path(s, mnt, dentry);
+    judge_path(cgid, root, &pol, restricts, s, n, need, op, kind::FILE)
+}
+
+/// Judges the object of a `struct path *` for `need`.
+#[inline(always)]
+fn whole_path(path: *const u8, need: u8, op: u16) -> i32 {
+    let Some(dentry) = (unsafe { read::<*const u8>(path, global(&OFF_PATH_DENTRY)) }) else { return LSM_DENY };
+    dir_entry(path, dentry, need, op)
+}
+
+#[lsm(hook = "path_mknod")]
+pub fn warden_path_mknod(ctx: LsmContext) -> i32 {
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::CREATE)
+}
+
+#[lsm(hook = "path_mkdir")]
+pub fn warden_path_mkdir(ctx: LsmContext) -> i32 {
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::MKDIR)
+}
+
+#[lsm(hook = "path_unlink")]
+pub fn warden_path_unlink(ctx: LsmContext) -> i32 {
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::UNLINK)
+}
+
+#[lsm(hook = "path_rmdir")]
+pub fn warden_path_rmdir(ctx: LsmContext) -> i32 {
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::RMDIR)
+}
+
+#[lsm(hook = "path_symlink")]
+pub fn warden_path_symlink(ctx: LsmContext) -> i32 {
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::SYMLINK)
+}
+
+/// Both ends of a rename need w.
+#[lsm(hook = "path_rename")]
+pub fn warden_path_rename(ctx: LsmContext) -> i32 {
+    let r = dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::RENAME_FROM);
+    if r != LSM_ALLOW {
+        return r;
+    }
+    dir_entry(ctx.arg(2), ctx.arg(3), access::WRITE, file_op::RENAME_TO)
+}
+
+/// The new name needs w; and since files are judged by path, a hard link must not reach more
+/// than its source: the source must grant r (a link is a new way to open it).
+#[lsm(hook = "path_link")]
+pub fn warden_path_link(ctx: LsmContext) -> i32 {
+    let old_dentry: *const u8 = ctx.arg(0);
+    let new_dir: *const u8 = ctx.arg(1);
+    let r = dir_entry(new_dir, ctx.arg(2), access::WRITE, file_op::LINK);
+    if r != LSM_ALLOW {
+        return r;
+    }
+    // Same mount as the new name (the kernel refuses cross-mount links before this hook).
+    dir_entry(new_dir, old_dentry, access::READ, file_op::LINK_SOURCE)
+}
+
+#[lsm(hook = "path_truncate")]
+pub fn warden_path_truncate(ctx: LsmContext) -> i32 {
+    whole_path(ctx.arg(0), access::WRITE, file_op::TRUNCATE)
+}
+
+#[lsm(hook = "path_chmod")]
+pub fn warden_path_chmod(ctx: LsmContext) -> i32 {
+    whole_path(ctx.arg(0), access::WRITE, file_op::CHMOD)
+}
+
+#[lsm(hook = "path_chown")]
+pub fn warden_path_chown(ctx: LsmContext) -> i32 {
+    whole_path(ctx.arg(0), access::WRITE, file_op::CHOWN)
+}
+
+// ---- dangerous syscalls refused before they run (BPF-LSM) ------------------------------------
+
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_SYSCALL_NR: usize = 15 * 8; // orig_ax
+#[cfg(not(bpf_target_arch = "x86_64"))]
+const PT_REGS_SYSCALL_NR: usize = 34 * 8 + 8; // aarch64 syscallno
+
+/// The syscall the current task is in (from its saved user registers), or -1.
+#[inline(always)]
+fn current_syscall() -> i64 {
+    unsafe {
+        let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf();
+        let regs = aya_ebpf::helpers::generated::bpf_task_pt_regs(task) as *const u8;
+        match bpf_probe_read_kernel(regs.wrapping_add(PT_REGS_SYSCALL_NR) as *const i32) {
+            Ok(n) => n as i64,
+            Err(_) => -1,
+        }
+    }
+}
+
+/// EPERM when a confined process in enforce mode reached this hook through a syscall its
+/// profile does not allow (sys_enter has already sent SIGKILL and reported it; this makes sure
+/// the syscall has no effect). Log-only syscall policies are left alone.
+#[inline(always)]
+fn syscall_gate() -> i32 {
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    let Some((_, pol)) = policy_for(cgid) else { return LSM_ALLOW };
+    if pol.mode != mode::ENFORCE {
+        return LSM_ALLOW;
+    }
+    let Some(hdr) = profile(pol.profile_id) else { return LSM_DENY };
+    if hdr.flags & profile_flags::SYSCALLS == 0 || hdr.flags & profile_flags::SYSCALLS_LOG_ONLY != 0 {
+        return LSM_ALLOW;
+    }
+    let nr = current_syscall();
+    let allowed = nr >= 0
+        && nr < SYSCALL_BITMAP_BITS as i64
+        && (hdr.syscalls[((nr >> 6) & 7) as usize] >> (nr & 63)) & 1 == 1;
+    if allowed { LSM_ALLOW } else { LSM_DENY }
+}
+
+#[lsm(hook = "sb_mount")]
+pub fn warden_sb_mount(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "sb_umount")]
+pub fn warden_sb_umount(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "move_mount")]
+pub fn warden_move_mount(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "ptrace_access_check")]
+pub fn warden_ptrace(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "bpf")]
+pub fn warden_bpf(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "perf_event_open")]
+pub fn warden_perf_event_open(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "kernel_load_data")]
+pub fn warden_kernel_load_data(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "kernel_read_file")]
+pub fn warden_kernel_read_file(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "userns_create")]
+pub fn warden_userns_create(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "key_alloc")]
+pub fn warden_key_alloc(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+/// Socket families outside the profile's list fail with EPERM (sys_enter's kill follows for
+/// socket()/socketpair()); kernel-internal sockets are not judged.
+#[lsm(hook = "socket_create")]
+pub fn warden_socket_create(ctx: LsmContext) -> i32 {
+    let kern: i32 = ctx.arg(3);
+    if kern != 0 {
+        return LSM_ALLOW;
+    }
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    let Some((_, pol)) = policy_for(cgid) else { return LSM_ALLOW };
+    if pol.mode != mode::ENFORCE {
+        return LSM_ALLOW;
+    }
+    let Some(hdr) = profile(pol.profile_id) else { return LSM_DENY };
+    if hdr.flags & profile_flags::FAMILIES == 0 {
+        return LSM_ALLOW;
+    }
+    let family: i32 = ctx.arg(0);
+    if family >= 0 && family < 64 && (hdr.families >> family) & 1 == 1 {
+        LSM_ALLOW
+    } else {
+        LSM_DENY
+    }
 }
 
 // ---- descendants -----------------------------------------------------------------------------

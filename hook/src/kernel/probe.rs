@@ -159,6 +159,27 @@ fn read_lsms() -> Option<Vec<String>> {
         .map(|s| s.trim().split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())
 }
 
+/// Whether BPF-LSM programs can run here: `bpf` in the active LSM list AND a trampoline
+/// program loads. Err says what is missing and how to enable it.
+pub fn bpf_lsm_status() -> Result<(), String> {
+    let mut why = Vec::new();
+    match read_lsms() {
+        None => why.push("cannot read /sys/kernel/security/lsm (securityfs not mounted?)".to_string()),
+        Some(l) if !l.iter().any(|x| x == "bpf") => why.push(format!(
+            "`bpf` is not in the active LSM list ({}): boot with lsm={},bpf",
+            l.join(","),
+            l.join(",")
+        )),
+        _ => {}
+    }
+    match aya::sys::is_program_supported(ProgramType::Lsm(LsmAttachType::Mac)) {
+        Ok(true) => {}
+        Ok(false) => why.push("BPF-LSM programs do not load (no working BPF trampolines on this kernel)".into()),
+        Err(e) => why.push(format!("loading a probe BPF-LSM program failed ({e}): this kernel refuses BPF trampoline programs")),
+    }
+    if why.is_empty() { Ok(()) } else { Err(why.join("; ")) }
+}
+
 pub fn is_bpffs(p: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
     let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };

@@ -21,6 +21,8 @@ pub struct CompiledProfile {
     pub connect4: Vec<(u8, [u8; 4], PortRules)>,
     pub connect6: Vec<(u8, [u8; 16], PortRules)>,
     pub bind: Option<PortRules>,
+    /// Files rules in kernel form (`crate::enforcer::files`); None = files not restricted.
+    pub files: Option<Vec<crate::enforcer::files::FileEntry>>,
     /// SHA-256 over everything above: equal hashes mean identical kernel state.
     pub hash: [u8; 32],
 }
@@ -164,7 +166,9 @@ pub fn compile(p: &Profile) -> Result<CompiledProfile> {
         h.update([0xb]);
         h.update(bytes_of(b));
     }
-    Ok(CompiledProfile { name: p.name.clone(), header, connect4, connect6, bind, hash: h.finalize().into() })
+    let files = None;
+    crate::enforcer::files::hash_files(&mut h, &files);
+    Ok(CompiledProfile { name: p.name.clone(), header, connect4, connect6, bind, files, hash: h.finalize().into() })
 }
 
 /// Merges port ranges per protocol (sorted, overlapping and adjacent ranges joined) into the
