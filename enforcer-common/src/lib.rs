@@ -121,8 +121,14 @@ pub struct PathScratch {
     pub prefixlen: u32,
     pub profile_id_be: [u8; 4],
     pub path: [u8; PATH_SCRATCH],
-    /// Work area of the path builder of the dir+dentry hooks.
-    pub work: [u8; PATH_SCRATCH],
+    /// Work area of the path builder of the dir+dentry hooks (names are written right to left
+    /// ending at PATH_SCRATCH - 1; the 256 spare bytes let the verifier see every write in bounds).
+    pub work: [u8; PATH_SCRATCH + 256],
+    /// Loop state of the path builder, kept in map memory (not registers) so that the verifier
+    /// sees the same state at every iteration and prunes instead of exploring each path.
+    pub cur_mnt: u64,
+    pub cur_dentry: u64,
+    pub pos: u64,
 }
 
 /// Kinds of attempts, used in events and counters.
@@ -429,7 +435,7 @@ mod tests {
         assert_eq!(size_of::<FileEvent>(), size_of::<Event>() + EVENT_PATH_MAX);
         // LPM key data (without the 4-byte prefix length) is at most 256 bytes.
         assert_eq!(size_of::<FileKey>(), 256);
-        assert_eq!(size_of::<PathScratch>(), 8 + 2 * PATH_SCRATCH);
+        assert_eq!(size_of::<PathScratch>(), 8 + 2 * PATH_SCRATCH + 256 + 24);
     }
 
     #[test]

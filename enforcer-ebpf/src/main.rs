@@ -653,56 +653,62 @@ pub fn warden_bprm_check(ctx: LsmContext) -> i32 {
 /// across mounts), into `s.path`; returns its length with the NUL, or -1. bpf_d_path is not
 /// allowed in the path_* hooks, so this walks d_parent / mnt_parent like d_path does.
 #[inline(always)]
-fn build_path(s: &mut PathScratch, mut vfsmnt: *const u8, mut dentry: *const u8) -> i64 {
+fn build_path(s: &mut PathScratch, vfsmnt: *const u8, dentry: *const u8) -> i64 {
     let task = unsafe { bpf_get_current_task() } as *const u8;
     let (root_mnt, root_dentry) = unsafe {
         let Some(fs) = read::<*const u8>(task, global(&OFF_TASK_FS)) else { return -1 };
         let r = global(&OFF_FS_ROOT);
         let Some(m) = read::<*const u8>(fs, r + global(&OFF_PATH_MNT)) else { return -1 };
         let Some(d) = read::<*const u8>(fs, r + global(&OFF_PATH_DENTRY)) else { return -1 };
-        (m, d)
+        (m as u64, d as u64)
     };
     const END: usize = PATH_SCRATCH - 1;
-    let mut pos: usize = END;
+    const MASK: u64 = (PATH_SCRATCH - 1) as u64;
     s.work[END] = 0;
+    s.pos = END as u64;
+    s.cur_mnt = vfsmnt as u64;
+    s.cur_dentry = dentry as u64;
     let mut done = false;
     let mut i = 0;
     while i < MAX_PATH_DEPTH {
         i += 1;
-        if dentry == root_dentry && vfsmnt == root_mnt {
+        // Loop state from map memory: unknown scalars to the verifier, so iterations prune.
+        let mnt = unsafe { core::ptr::read_volatile(&s.cur_mnt) };
+        let den = unsafe { core::ptr::read_volatile(&s.cur_dentry) };
+        let pos = unsafe { core::ptr::read_volatile(&s.pos) } & MASK;
+        if den == root_dentry && mnt == root_mnt {
             done = true;
             break;
         }
-        let Some(mnt_root) = (unsafe { read::<*const u8>(vfsmnt, global(&OFF_VFSMOUNT_ROOT)) }) else { return -1 };
-        if dentry == mnt_root {
+        let Some(mnt_root) = (unsafe { read::<u64>(mnt as *const u8, global(&OFF_VFSMOUNT_ROOT)) }) else { return -1 };
+        if den == mnt_root {
             // Top of this mount: continue from its mountpoint in the parent mount.
-            let mount = vfsmnt.wrapping_sub(global(&OFF_MOUNT_MNT) as usize);
-            let Some(parent) = (unsafe { read::<*const u8>(mount, global(&OFF_MOUNT_PARENT)) }) else { return -1 };
-            if parent == mount {
+            let mount = (mnt as *const u8).wrapping_sub(global(&OFF_MOUNT_MNT) as usize);
+            let Some(parent) = (unsafe { read::<u64>(mount, global(&OFF_MOUNT_PARENT)) }) else { return -1 };
+            if parent == mount as u64 {
                 done = true; // root of the mount tree
                 break;
             }
-            let Some(mp) = (unsafe { read::<*const u8>(mount, global(&OFF_MOUNT_MOUNTPOINT)) }) else { return -1 };
-            dentry = mp;
-            vfsmnt = parent.wrapping_add(global(&OFF_MOUNT_MNT) as usize);
+            let Some(mp) = (unsafe { read::<u64>(mount, global(&OFF_MOUNT_MOUNTPOINT)) }) else { return -1 };
+            s.cur_dentry = mp;
+            s.cur_mnt = parent + global(&OFF_MOUNT_MNT);
             continue;
         }
-        let Some(parent) = (unsafe { read::<*const u8>(dentry, global(&OFF_DENTRY_PARENT)) }) else { return -1 };
-        if parent == dentry {
+        let Some(parent) = (unsafe { read::<u64>(den as *const u8, global(&OFF_DENTRY_PARENT)) }) else { return -1 };
+        if parent == den {
             done = true; // root of a detached tree
             break;
         }
-        let Some(len) = (unsafe { read::<u32>(dentry, global(&OFF_DENTRY_NAME_LEN)) }) else { return -1 };
-        let Some(name) = (unsafe { read::<*const u8>(dentry, global(&OFF_DENTRY_NAME)) }) else { return -1 };
-        let len = (len & 0xff) as usize;
+        let Some(len) = (unsafe { read::<u32>(den as *const u8, global(&OFF_DENTRY_NAME_LEN)) }) else { return -1 };
+        let Some(name) = (unsafe { read::<u64>(den as *const u8, global(&OFF_DENTRY_NAME)) }) else { return -1 };
+        let len = (len & 0xff) as u64;
         if len + 1 >= pos {
             return -1; // longer than the scratch: fail closed
         }
-        pos -= len;
-        let p = pos & (PATH_SCRATCH - 1);
+        let p = (pos - len) & MASK;
         if unsafe {
             aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-                s.work.as_mut_ptr().wrapping_add(p) as *mut _,
+                s.work.as_mut_ptr().wrapping_add(p as usize) as *mut _,
                 len as u32,
                 name as *const _,
             )
@@ -710,19 +716,21 @@ fn build_path(s: &mut PathScratch, mut vfsmnt: *const u8, mut dentry: *const u8)
         {
             return -1;
         }
-        pos -= 1;
-        s.work[pos & (PATH_SCRATCH - 1)] = b'/';
-        dentry = parent;
+        let p = (p.wrapping_sub(1)) & MASK;
+        s.work[p as usize] = b'/';
+        s.pos = p;
+        s.cur_dentry = parent;
     }
     if !done {
         return -1;
     }
-    if pos == END {
+    let mut pos = s.pos & MASK;
+    if pos == END as u64 {
         pos -= 1;
-        s.work[pos] = b'/';
+        s.work[pos as usize] = b'/';
     }
-    let n = (PATH_SCRATCH - pos) & (PATH_SCRATCH - 1);
-    let src = s.work.as_ptr().wrapping_add(pos & (PATH_SCRATCH - 1));
+    let n = ((PATH_SCRATCH as u64) - pos) & MASK;
+    let src = s.work.as_ptr().wrapping_add(pos as usize);
     if unsafe { aya_ebpf::helpers::generated::bpf_probe_read_kernel(s.path.as_mut_ptr() as *mut _, n as u32, src as *const _) } != 0 {
         return -1;
     }

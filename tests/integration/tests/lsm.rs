@@ -1,0 +1,283 @@
+//! File and exec enforcement and the dangerous-syscall gate (BPF-LSM), with the real warden
+//! (library to confine with a files profile, CLI for events and cleanup), real cgroups and a
+//! helper that really gets EPERM.
+//!
+//! Where the bpf-lsm layer works, the cases run right here. Where it does not (this project's
+//! CI kernel refuses every BPF trampoline program), the test boots each VM kernel with the
+//! runner named by `WARDEN_VM_RUNNER` (or the repository's `tests/vm/run`), called as
+//! `RUNNER KERNEL COMMAND...`, which runs this same test binary inside the VM and returns its
+//! status. Without a runner the test says why it did not run; with `CI=true` it fails.
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use warden::enforcer::{files, Enforcer, Mode};
+use warden::profile::{compile, CompiledProfile, Profile};
+use warden_integration_tests::*;
+
+const WAIT: Duration = Duration::from_secs(5);
+const IN_VM: &str = "WARDEN_LSM_IN_VM";
+const KERNELS: &[&str] = &["bookworm", "sid"];
+
+fn eperm() -> Outcome {
+    Outcome::errno("EPERM")
+}
+
+/// Test fixture tree under /tmp: ro/ (read-only), rw/ (read-write), secret/ (no rule),
+/// etc/ and etcx/ (prefix boundary), exec/ (scripts).
+struct Tree {
+    root: PathBuf,
+}
+
+impl Tree {
+    fn new() -> Tree {
+        let root = PathBuf::from(format!("/tmp/warden-lsm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for d in ["ro/sub", "rw", "secret", "etc", "etcx", "exec"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in ["ro/a", "rw/b", "secret/s", "etc/passwd", "etcx/passwd"] {
+            std::fs::write(root.join(f), "data\n").unwrap();
+        }
+        std::os::unix::fs::symlink(root.join("secret/s"), root.join("rw/esc")).unwrap();
+        std::os::unix::fs::symlink(root.join("ro/a"), root.join("rw/good")).unwrap();
+        for (name, interp) in [("ok.sh", "/usr/bin/true"), ("bad.sh", "/usr/bin/false")] {
+            let p = root.join("exec").join(name);
+            std::fs::write(&p, format!("#!{interp}\n")).unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+        Tree { root }
+    }
+
+    fn p(&self, rel: &str) -> String {
+        self.root.join(rel).display().to_string()
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// A compiled profile: `syscalls` JSON part (optional) plus files rules.
+fn profile(name: &str, syscalls_json: Option<&str>, rules: &[(String, &str)]) -> CompiledProfile {
+    let mut json = serde_json::json!({ "name": name });
+    if let Some(s) = syscalls_json {
+        json["syscalls"] = serde_json::from_str::<serde_json::Value>(s).unwrap()["syscalls"].clone();
+    }
+    let p = Profile::from_json(&json.to_string()).unwrap();
+    let rules: Vec<(String, u8)> = rules.iter().map(|(p, a)| (p.clone(), files::parse_access(a).unwrap())).collect();
+    compile(&p).unwrap().with_files(Some(files::compile_files(&rules).unwrap()))
+}
+
+fn files_profile(t: &Tree, name: &str) -> CompiledProfile {
+    profile(
+        name,
+        None,
+        &[
+            ("/usr/".into(), "r"),
+            ("/etc/".into(), "r"),
+            ("/dev/null".into(), "rw"),
+            ("/usr/bin/true".into(), "rx"),
+            (t.p("ro/"), "r"),
+            (t.p("rw/"), "rw"),
+            (t.p("etc/"), "r"),
+            (t.p("exec/ok.sh"), "rx"),
+            (t.p("exec/bad.sh"), "rx"),
+        ],
+    )
+}
+
+fn confine(w: &Warden, cg: &Path, p: &CompiledProfile, mode: Mode) {
+    let mut e = Enforcer::open(&w.pin_dir).expect("opening the enforcer");
+    e.apply(cg, p, mode).expect("confining");
+}
+
+fn check(p: &mut Attempt, line: &str, want: Outcome) {
+    assert_eq!(p.attempt(line), want, "attempt `{line}`");
+}
+
+fn cases() {
+    let t = Tree::new();
+    let w = Warden::new();
+    let mut events = w.follow_events();
+
+    // ---- enforce ----
+    let cg = TestCgroup::new("files");
+    let mut a = Attempt::spawn_in(&cg.path);
+    confine(&w, &cg.path, &files_profile(&t, "files"), Mode::Enforce);
+    let ok = Outcome::ok;
+
+    // opens
+    check(&mut a, &format!("open-r {}", t.p("ro/a")), ok());
+    check(&mut a, &format!("open-w {}", t.p("ro/a")), eperm());
+    check(&mut a, &format!("open-r {}", t.p("secret/s")), eperm());
+    check(&mut a, &format!("open-rw {}", t.p("rw/b")), ok());
+    // create / unlink / mkdir / rmdir
+    check(&mut a, &format!("create {}", t.p("ro/new")), eperm());
+    check(&mut a, &format!("create-ro {}", t.p("ro/new2")), eperm());
+    check(&mut a, &format!("create {}", t.p("rw/new")), ok());
+    check(&mut a, &format!("unlink {}", t.p("ro/a")), eperm());
+    check(&mut a, &format!("unlink {}", t.p("rw/new")), ok());
+    check(&mut a, &format!("mkdir {}", t.p("ro/d")), eperm());
+    check(&mut a, &format!("mkdir {}", t.p("rw/d")), ok());
+    check(&mut a, &format!("rmdir {}", t.p("rw/d")), ok());
+    check(&mut a, &format!("rmdir {}", t.p("ro/sub")), eperm());
+    // rename into and out of the writable tree, and inside it
+    check(&mut a, &format!("rename {} {}", t.p("rw/b"), t.p("ro/b")), eperm());
+    check(&mut a, &format!("rename {} {}", t.p("ro/a"), t.p("rw/a")), eperm());
+    check(&mut a, &format!("rename {} {}", t.p("rw/b"), t.p("rw/c")), ok());
+    // truncate, chmod, chown
+    check(&mut a, &format!("truncate {}", t.p("ro/a")), eperm());
+    check(&mut a, &format!("open-trunc {}", t.p("ro/a")), eperm());
+    check(&mut a, &format!("truncate {}", t.p("rw/c")), ok());
+    check(&mut a, &format!("chmod {}", t.p("ro/a")), eperm());
+    check(&mut a, &format!("chmod {}", t.p("rw/c")), ok());
+    check(&mut a, &format!("chown {}", t.p("ro/a")), eperm());
+    // links: the new name needs w, the source must be readable
+    check(&mut a, &format!("link {} {}", t.p("secret/s"), t.p("rw/hard")), eperm());
+    check(&mut a, &format!("link {} {}", t.p("rw/c"), t.p("rw/hard2")), ok());
+    check(&mut a, &format!("symlink x {}", t.p("ro/sl")), eperm());
+    check(&mut a, &format!("symlink x {}", t.p("rw/sl")), ok());
+    // prefix boundary, symlinks and `..` judged by the resolved path
+    check(&mut a, &format!("open-r {}", t.p("etc/passwd")), ok());
+    check(&mut a, &format!("open-r {}", t.p("etcx/passwd")), eperm());
+    check(&mut a, &format!("open-r {}", t.p("rw/esc")), eperm());
+    check(&mut a, &format!("open-r {}", t.p("rw/good")), ok());
+    check(&mut a, &format!("open-r {}", t.p("ro/../secret/s")), eperm());
+    // execs; a script needs x on its interpreter too
+    check(&mut a, "exec /usr/bin/true", ok());
+    check(&mut a, "exec /usr/bin/false", eperm());
+    check(&mut a, &format!("exec {}", t.p("exec/ok.sh")), ok());
+    check(&mut a, &format!("exec {}", t.p("exec/bad.sh")), eperm());
+
+    // events carry the full path
+    let secret = t.p("secret/s");
+    let ev = events
+        .wait_for(WAIT, |e| e["kind"] == "file" && e["path"] == secret.as_str() && e["mode"] == "enforce")
+        .expect("an event for the denied open, with its path");
+    assert_eq!(ev["verdict"], "denied");
+    assert_eq!(ev["op"], "open");
+    assert_eq!(ev["access"], "r");
+    assert_eq!(ev["cgroup_id"], cg.id());
+    events.wait_for(WAIT, |e| e["kind"] == "exec" && e["path"] == "/usr/bin/false").expect("exec event");
+    events.wait_for(WAIT, |e| e["op"] == "rename-to" && e["path"] == t.p("ro/b").as_str()).expect("rename-to event");
+
+    // a child cgroup inherits; a process outside is unaffected
+    let child = cg.child("sub");
+    let mut c = Attempt::spawn_in(&child);
+    check(&mut c, &format!("open-r {secret}"), eperm());
+    check(&mut c, &format!("open-r {}", t.p("ro/a")), ok());
+    assert!(std::fs::read(&secret).is_ok(), "this test process is not confined");
+
+    // a profile change applies to the running process
+    let mut base = files_profile(&t, "files");
+    let mut rules: Vec<(String, u8)> = base.files.take().unwrap().iter().map(|e| (e.path(), e.access)).collect();
+    rules.push((t.p("secret/"), files::parse_access("r").unwrap()));
+    let more = files_profile(&t, "files").with_files(Some(files::compile_files(&rules).unwrap()));
+    let mut e = Enforcer::open(&w.pin_dir).unwrap();
+    assert_eq!(e.replace_profile(&more).unwrap(), 1);
+    drop(e);
+    check(&mut a, &format!("open-r {secret}"), ok());
+    check(&mut a, &format!("open-w {secret}"), eperm());
+
+    // ---- complain: reports, allows ----
+    let cgc = TestCgroup::new("files-complain");
+    let mut b = Attempt::spawn_in(&cgc.path);
+    confine(&w, &cgc.path, &files_profile(&t, "files-c"), Mode::Complain);
+    check(&mut b, &format!("open-r {secret}"), ok());
+    check(&mut b, "exec /usr/bin/false", Outcome::Reply("exit=1".into()));
+    let ev = events
+        .wait_for(WAIT, |e| e["mode"] == "complain" && e["path"] == secret.as_str())
+        .expect("complain event with the path");
+    assert_eq!(ev["verdict"], "would-deny");
+
+    // ---- learn: records paths and execs ----
+    let cgl = TestCgroup::new("files-learn");
+    let mut l = Attempt::spawn_in(&cgl.path);
+    let learn_profile = profile("learner", None, &[]).with_files(None);
+    confine(&w, &cgl.path, &learn_profile, Mode::Learn);
+    check(&mut l, &format!("open-r {secret}"), ok());
+    check(&mut l, "exec /usr/bin/true", ok());
+    let ev = events
+        .wait_for(WAIT, |e| e["mode"] == "learn" && e["path"] == secret.as_str())
+        .expect("learned open");
+    assert_eq!(ev["verdict"], "learned");
+    events.wait_for(WAIT, |e| e["mode"] == "learn" && e["kind"] == "exec" && e["path"] == "/usr/bin/true").expect("learned exec");
+
+    // ---- dangerous syscalls: refused before they run, then killed ----
+    let cgd = TestCgroup::new("gate");
+    let deny = ["mount", "unshare", "bpf", "add_key"];
+    let sc = all_syscalls_except("gate", &deny);
+    confine(&w, &cgd.path, &profile("gate", Some(&sc), &[]).with_files(None), Mode::Enforce);
+    let mnt = t.p("rw/mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mut d = Attempt::spawn_in(&cgd.path);
+    check(&mut d, &format!("mount-tmpfs {mnt}"), Outcome::Killed(SIGKILL));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&format!(" {mnt} ")), "the denied mount must not have happened");
+    for line in ["bpf-map", "add-key", "unshare-user"] {
+        let mut d = Attempt::spawn_in(&cgd.path);
+        check(&mut d, line, Outcome::Killed(SIGKILL));
+    }
+    eprintln!("all BPF-LSM cases passed on {}", std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim());
+}
+
+#[test]
+fn files_and_execs_with_bpf_lsm() {
+    if !prerequisites() {
+        return;
+    }
+    match warden::kernel::probe::bpf_lsm_status() {
+        Ok(()) => return cases(),
+        Err(why) if std::env::var_os(IN_VM).is_some() => panic!("inside the VM the bpf-lsm layer must work: {why}"),
+        Err(why) => eprintln!("bpf-lsm unavailable on this kernel ({why}): running the cases in VMs"),
+    }
+    let runner = std::env::var_os("WARDEN_VM_RUNNER").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/run")
+    });
+    if !runner.exists() {
+        let why = format!("no VM runner ({} missing; set WARDEN_VM_RUNNER)", runner.display());
+        if in_ci() {
+            panic!("CI=true and the BPF-LSM tests cannot run their VM part: {why}");
+        }
+        eprintln!("SKIPPED (not in CI): {why}");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    for k in KERNELS {
+        let start = Instant::now();
+        let st = std::process::Command::new(&runner)
+            .arg(k)
+            .arg(&exe)
+            .args(["--exact", "files_and_execs_with_bpf_lsm", "--nocapture", "--test-threads=1"])
+            .env(IN_VM, "1")
+            .status()
+            .expect("running the VM runner");
+        eprintln!("VM {k}: {st} after {:.1}s (boot to result)", start.elapsed().as_secs_f64());
+        assert!(st.success(), "BPF-LSM cases failed in the {k} VM ({st})");
+    }
+}
+
+/// On a kernel without a usable bpf-lsm layer, a profile with files rules is refused with a
+/// message that says what is missing and how to enable it.
+#[test]
+fn files_profile_is_refused_without_bpf_lsm() {
+    if !prerequisites() {
+        return;
+    }
+    if warden::kernel::probe::bpf_lsm_status().is_ok() {
+        eprintln!("SKIPPED: this kernel has a usable bpf-lsm layer");
+        return;
+    }
+    let t = Tree::new();
+    let w = Warden::new();
+    let cg = TestCgroup::new("refused");
+    let mut e = Enforcer::open(&w.pin_dir).unwrap();
+    let err = format!("{:#}", e.apply(&cg.path, &files_profile(&t, "files"), Mode::Enforce).unwrap_err());
+    assert!(err.contains("bpf-lsm") && err.contains("lsm=") && err.contains("trampolines"), "{err}");
+    assert!(e.maps().roots().is_empty(), "nothing confined");
+    // Without files rules the same enforcer works (and loads no LSM program).
+    e.apply(&cg.path, &profile("nofiles", None, &[]).with_files(None), Mode::Enforce).unwrap();
+    assert!(!w.pin_dir.join("links/lsm_file_open").exists());
+}
