@@ -5,8 +5,9 @@
 //! Where the bpf-lsm layer works, the cases run right here. Where it does not (this project's
 //! CI kernel refuses every BPF trampoline program), the test boots each VM kernel with the
 //! runner named by `WARDEN_VM_RUNNER` (or the repository's `tests/vm/run`), called as
-//! `RUNNER KERNEL COMMAND...`, which runs this same test binary inside the VM and returns its
-//! status. Without a runner the test says why it did not run; with `CI=true` it fails.
+//! `RUNNER --kernel KERNEL -- COMMAND...`, which runs this same test binary inside the VM and
+//! returns its status. Without a runner the test says why it did not run; with `CI=true` it
+//! fails.
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -248,7 +249,7 @@ fn files_and_execs_with_bpf_lsm() {
     for k in KERNELS {
         let start = Instant::now();
         let st = std::process::Command::new(&runner)
-            .arg(k)
+            .args(["--kernel", k, "--"])
             .arg(&exe)
             .args(["--exact", "files_and_execs_with_bpf_lsm", "--nocapture", "--test-threads=1"])
             .env(IN_VM, "1")
