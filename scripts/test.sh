@@ -15,6 +15,11 @@ echo "== build (warden, eBPF object, test helpers)"
 cargo build --locked --bins 2>&1 | grep -v '^warning: warden@' || true
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "build failed"; exit 1; }
 
+# The helper run inside containers must be static (busybox image, no libc): built with an
+# explicit --target so its output dir does not fight the host build's fingerprints.
+cargo rustc --locked -p warden-attempt --release --target "$(rustc -vV | sed -n 's/^host: //p')" \
+    --bin warden-attempt -- -C target-feature=+crt-static 2>&1 | grep -E '^(error|warning: unused)' || true
+
 status=0
 echo "== unit tests and kernel tests (real cgroups, real eBPF)"
 cargo test --locked --lib --bins --tests 2>&1 | grep -v '^warning: warden@' | tee -a "$log" || true

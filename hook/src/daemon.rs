@@ -59,45 +59,16 @@ impl Daemon {
         self.containers.lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
-    /// Finds `<name>.json` in the profile folders (first wins) and compiles it.
+    /// Finds `<name>.json` in the profile folders (first wins), resolves `extends` with the
+    /// same folders, and compiles it.
     pub fn load_profile(&self, name: &str) -> Result<CompiledProfile> {
         policy::valid_profile_name(name).map_err(|e| anyhow!(e))?;
-        let path = self
-            .cfg
-            .profile_dirs
-            .iter()
-            .map(|d| d.join(format!("{name}.json")))
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                anyhow!(
-                    "unknown profile {name:?}: no {name}.json in {}",
-                    self.cfg.profile_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-                )
-            })?;
-        let p = Profile::from_file(&path)?;
+        let search = profile::resolve::SearchPath { dirs: self.cfg.profile_dirs.clone() };
+        let path = search.find(name).map_err(|e| anyhow!("unknown profile: {e}"))?;
+        let p = profile::resolve::load_file(&path, &search)?.into_profile()?;
         let c = profile::compile(&p).with_context(|| format!("profile {name} ({})", path.display()))?;
-        self.check_layers(&c)?;
+        self.probe.check_profile(&c)?;
         Ok(c)
-    }
-
-    /// Refuses a profile that needs a layer this kernel lacks: never silently ignored.
-    fn check_layers(&self, c: &CompiledProfile) -> Result<()> {
-        use warden_common::profile_flags as f;
-        let mut need = Vec::new();
-        if c.header.flags & (f::SYSCALLS | f::FAMILIES) != 0 {
-            need.push("syscalls");
-        }
-        if c.header.flags & (f::CONNECT | f::BIND | f::FAMILIES) != 0 {
-            need.push("network");
-        }
-        for n in need {
-            if let Some(l) = self.probe.layer(n) {
-                if !l.available {
-                    return Err(anyhow!("profile {} needs the {n} layer, which this kernel lacks: {}", c.name, l.missing.join("; ")));
-                }
-            }
-        }
-        Ok(())
     }
 
     fn pod(p: &PodSandbox) -> Pod {
@@ -154,7 +125,11 @@ impl Daemon {
             }
             Ok(None) => Ok(()),
             Err(e) => {
-                let msg = format!("warden: pod {}/{}, container {}: {e:#}", pod.namespace, pod.name, c.name);
+                // A PolicyError names pod, namespace and container itself.
+                let msg = match e.downcast_ref::<policy::PolicyError>() {
+                    Some(pe) => format!("warden: {pe}"),
+                    None => format!("warden: pod {}/{}, container {}: {e:#}", pod.namespace, pod.name, c.name),
+                };
                 if self.cfg.fail_open {
                     warn!(namespace = %pod.namespace, pod = %pod.name, container = %c.name, error = %format!("{e:#}"),
                           "FAIL-OPEN: policy refused but the container starts UNCONFINED (fail_open = true)");

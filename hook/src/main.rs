@@ -2,8 +2,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
+
+mod cli_profile;
 use warden::{
     cgroup,
     enforcer::{self, Enforcer, Maps, Mode},
@@ -89,6 +91,8 @@ enum Cmd {
         #[arg(long)]
         timeout: Option<f64>,
     },
+    /// Validate, show, import (OCI seccomp) and compare profiles.
+    Profile(cli_profile::ProfileCmd),
 }
 
 fn main() {
@@ -141,6 +145,7 @@ fn load_profile(path: &std::path::Path) -> Result<profile::CompiledProfile> {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Run { .. } => unreachable!("handled in main"),
+        Cmd::Profile(cmd) => cli_profile::run(cmd)?,
         Cmd::Probe { json } => {
             let p = Probe::run();
             if json {
@@ -151,14 +156,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Confine { cgroup, profile, mode } => {
             let compiled = load_profile(&profile)?;
-            let probe = Probe::run();
-            for layer in ["syscalls", "network"] {
-                if let Some(l) = probe.layer(layer) {
-                    if !l.available {
-                        bail!("this kernel cannot enforce the {layer} layer: {}", l.missing.join("; "));
-                    }
-                }
-            }
+            Probe::run().check_profile(&compiled)?;
             let path = cgroup_path(&cgroup)?;
             let mut e = Enforcer::open(&cli.pin_dir)?;
             let id = e.apply(&path, &compiled, mode)?;

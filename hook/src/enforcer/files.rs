@@ -15,7 +15,6 @@
 //!   process's root (a container sees its own `/`). Folding means a longer rule can add
 //!   access, never remove it.
 use anyhow::{bail, Result};
-use sha2::{Digest as _, Sha256};
 use warden_common::{access, FileKey, FILE_PATH_MAX};
 
 /// One trie entry: the key's path bytes (a directory rule's bytes, or an exact path + NUL) and
@@ -150,39 +149,11 @@ pub fn allows(entries: &[FileEntry], path: &str, need: u8) -> bool {
         .is_some_and(|e| e.access & need == need)
 }
 
-/// Adds the files part of a compiled profile to its content hash.
-pub fn hash_files(h: &mut Sha256, files: &Option<Vec<FileEntry>>) {
-    if let Some(files) = files {
-        h.update([0xf]);
-        h.update((files.len() as u32).to_le_bytes());
-        for e in files {
-            h.update((e.key.len() as u32).to_le_bytes());
-            h.update(&e.key);
-            h.update([e.access]);
-        }
-    }
-}
-
-impl crate::profile::CompiledProfile {
-    /// Gives this compiled profile a files section (`Some`: restricted to these entries, even
-    /// when empty) and recomputes the version hash over the old hash and the entries.
-    pub fn with_files(mut self, files: Option<Vec<FileEntry>>) -> Self {
-        match &files {
-            Some(_) => self.header.flags |= warden_common::profile_flags::FILES,
-            None => self.header.flags &= !warden_common::profile_flags::FILES,
-        }
-        let mut h = Sha256::new();
-        h.update(self.hash);
-        h.update(bytes_of_u32(self.header.flags));
-        hash_files(&mut h, &files);
-        self.files = files;
-        self.hash = h.finalize().into();
-        self
-    }
-}
-
-fn bytes_of_u32(v: u32) -> [u8; 4] {
-    v.to_le_bytes()
+/// The trie entries of a compiled profile's `files` rules (the profile module validates and
+/// merges them; this adds the kernel's limits and the folding).
+pub fn entries(rules: &[crate::profile::FileRule]) -> Result<Vec<FileEntry>> {
+    let pairs: Vec<(String, u8)> = rules.iter().map(|r| (r.path.clone(), r.access.0)).collect();
+    compile_files(&pairs)
 }
 
 #[cfg(test)]

@@ -87,6 +87,16 @@ const LSM_PROGRAMS: &[(&str, &str, LsmGroup, bool)] = &[
     ("warden_socket_create", "socket_create", LsmGroup::Gate, false),
 ];
 
+/// The profile header as the kernel holds it: the compiled header plus the FILES flag when the
+/// profile has a `files` section (present but empty = nothing allowed).
+pub fn kernel_header(p: &CompiledProfile) -> warden_common::ProfileHeader {
+    let mut h = p.header;
+    if p.files.is_some() {
+        h.flags |= profile_flags::FILES;
+    }
+    h
+}
+
 fn lsm_groups_needed(flags: u32, mode: u8) -> (bool, bool) {
     let files = mode == mode::LEARN || flags & profile_flags::FILES != 0;
     let gate = mode == mode::ENFORCE
@@ -263,15 +273,12 @@ impl Enforcer {
 
     /// Refuses a profile whose files rules this kernel cannot enforce.
     fn check_layers(&self, profile: &CompiledProfile) -> Result<()> {
-        if profile.header.flags & profile_flags::FILES != 0 {
+        if profile.files.is_some() {
             if let Err(why) = &self.lsm {
                 bail!(
-                    "profile {} has files rules, which need the bpf-lsm layer, and this kernel cannot \
-                     run it: {why}. Enable it with `bpf` in the active LSM list (kernel command \
-                     line lsm=...,bpf, e.g. lsm=lockdown,capability,landlock,yama,apparmor,bpf) on a \
-                     kernel with CONFIG_BPF_LSM=y and working BPF trampolines; `warden probe` shows \
-                     what this kernel has",
-                    profile.name
+                    "profile {} has files rules, which need the bpf-lsm layer, and it is not usable here: {why}. {}",
+                    profile.name,
+                    crate::kernel::probe::ENABLE_BPF_LSM
                 );
             }
         }
@@ -378,7 +385,7 @@ impl Enforcer {
             self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
         }
         // LSM programs before the entry: the policy must be complete when it takes effect.
-        let (files, gate) = lsm_groups_needed(profile.header.flags, mode.raw());
+        let (files, gate) = lsm_groups_needed(kernel_header(profile).flags, mode.raw());
         if files {
             self.set_lsm_group(LsmGroup::Files, true)?;
         }
@@ -494,7 +501,7 @@ impl Enforcer {
                 if needs_sys_enter(profile.header.flags, pol.mode) {
                     self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
                 }
-                let (files, gate) = lsm_groups_needed(profile.header.flags, pol.mode);
+                let (files, gate) = lsm_groups_needed(kernel_header(profile).flags, pol.mode);
                 if files {
                     self.set_lsm_group(LsmGroup::Files, true)?;
                 }
@@ -543,15 +550,17 @@ impl Enforcer {
         if let Some(b) = &p.bind {
             self.maps.bind.insert(id, *b, 0)?;
         }
-        for e in p.files.iter().flatten() {
-            self.maps.files.insert(&Key::new(e.prefix_len(), e.file_key(id)), e.access as u32, 0)?;
+        if let Some(rules) = &p.files {
+            for e in files::entries(rules)? {
+                self.maps.files.insert(&Key::new(e.prefix_len(), e.file_key(id)), e.access as u32, 0)?;
+            }
         }
         let mut meta = ProfileMeta { hash: p.hash, ..Default::default() };
         let n = p.name.len().min(meta.name.len() - 1);
         meta.name[..n].copy_from_slice(&p.name.as_bytes()[..n]);
         self.maps.meta.insert(id, meta, 0)?;
         // The header last: a profile id is complete once its header exists.
-        self.maps.profiles.insert(id, p.header, 0)?;
+        self.maps.profiles.insert(id, kernel_header(p), 0)?;
         Ok(())
     }
 
@@ -602,6 +611,19 @@ impl Enforcer {
             info!("sys_enter detached: no confined cgroup needs it");
         }
         Ok(())
+    }
+
+    /// Benchmark calibration: attaches the no-op sys_enter program (not pinned; detached when
+    /// the returned link is dropped). Never used by the engine itself.
+    #[doc(hidden)]
+    pub fn attach_noop_sys_enter(&mut self) -> Result<FdLink> {
+        let p: &mut RawTracePoint = self
+            .ebpf
+            .program_mut("warden_noop_sys_enter")
+            .ok_or_else(|| anyhow!("program warden_noop_sys_enter missing"))?
+            .try_into()?;
+        let id = p.attach("sys_enter")?;
+        Ok(p.take_link(id)?.into())
     }
 
     pub fn sys_enter_attached(&self) -> bool {

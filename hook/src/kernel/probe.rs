@@ -105,6 +105,35 @@ impl Probe {
         Probe { kernel, btf, cgroup2_mount, bpffs, active_lsms, layers }
     }
 
+    /// Refuses a profile that needs a layer this kernel lacks, saying what is missing: a
+    /// restriction is never silently ignored.
+    pub fn check_profile(&self, c: &crate::profile::CompiledProfile) -> anyhow::Result<()> {
+        use warden_common::profile_flags as f;
+        let mut need = Vec::new();
+        if c.header.flags & (f::SYSCALLS | f::FAMILIES) != 0 {
+            need.push("syscalls");
+        }
+        if c.header.flags & (f::CONNECT | f::BIND | f::FAMILIES) != 0 {
+            need.push("network");
+        }
+        if c.files.is_some() {
+            need.push("bpf-lsm");
+        }
+        for n in need {
+            if let Some(l) = self.layer(n) {
+                if !l.available {
+                    let hint = if n == "bpf-lsm" { format!(". {ENABLE_BPF_LSM}") } else { String::new() };
+                    anyhow::bail!(
+                        "profile {} needs the {n} enforcement layer, which this kernel lacks: {}{hint}",
+                        c.name,
+                        l.missing.join("; ")
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn human(&self) -> String {
         let mut s = format!("kernel {}\n", self.kernel);
         s += &format!("  BTF (/sys/kernel/btf/vmlinux): {}\n", yes(self.btf));
@@ -158,6 +187,12 @@ fn read_lsms() -> Option<Vec<String>> {
         .ok()
         .map(|s| s.trim().split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())
 }
+
+/// How to get a usable bpf-lsm layer (appended to refusals of profiles with `files` rules).
+pub const ENABLE_BPF_LSM: &str = "To enable it: put `bpf` in the active LSM list (kernel command line \
+    lsm=...,bpf, e.g. lsm=landlock,lockdown,yama,apparmor,bpf) on a kernel built with \
+    CONFIG_BPF_LSM=y and working BPF trampolines (fentry/lsm programs must load); \
+    `warden probe` shows what this kernel has";
 
 /// Whether BPF-LSM programs can run here: `bpf` in the active LSM list AND a trampoline
 /// program loads. Err says what is missing and how to enable it.

@@ -169,11 +169,12 @@ enum Stage {
     Synchronized,
 }
 
-/// A registered, configured and synchronized plugin connection.
+/// A registered and configured plugin connection.
 pub struct Plugin {
     session: Session,
     name: String,
     shutdown_rx: watch::Receiver<bool>,
+    stage_rx: watch::Receiver<Stage>,
 }
 
 /// Calls into the runtime's Runtime service.
@@ -198,7 +199,7 @@ impl RuntimeClient {
 
 impl Plugin {
     /// Connects, registers as `<idx>-<name>`, and returns once the runtime has configured
-    /// (subscribed) and synchronized the plugin.
+    /// (subscribed) the plugin. Synchronize follows (see [`Plugin::synchronized`]).
     pub async fn connect<H: Handler>(endpoint: &Endpoint, opts: &PluginOptions, handler: Arc<H>) -> Result<Plugin, NriError> {
         let full = format!("{}-{}", opts.idx, opts.name);
         let stream = endpoint.connect().await?;
@@ -210,14 +211,16 @@ impl Plugin {
             Box::pin(async move { d.handle(req).await })
         });
         let session = Session::start(stream, service);
-        let plugin = Plugin { session: session.clone(), name: full.clone(), shutdown_rx };
+        let plugin = Plugin { session: session.clone(), name: full.clone(), shutdown_rx, stage_rx: stage_rx.clone() };
         let runtime = plugin.runtime();
         let t0 = Instant::now();
         if let Err(source) = runtime.register_plugin(&opts.name, &opts.idx).await {
             session.close().await;
             return Err(NriError::Register { name: full, source });
         }
-        for (want, what) in [(Stage::Configured, "configuration"), (Stage::Synchronized, "synchronization")] {
+        // Runtimes synchronize external plugins right after configuring them, but containerd
+        // 1.7 does not synchronize plugins it launches at its own start: wait for Configure only.
+        for (want, what) in [(Stage::Configured, "configuration")] {
             let waited = tokio::time::timeout(opts.registration_timeout, async {
                 tokio::select! {
                     r = stage_rx.wait_for(|s| *s >= want) => r.is_ok(),
@@ -240,8 +243,15 @@ impl Plugin {
                 }
             }
         }
-        tracing::info!(plugin = %full, elapsed_ms = t0.elapsed().as_millis() as u64, "NRI plugin registered, configured and synchronized");
+        tracing::info!(plugin = %full, elapsed_ms = t0.elapsed().as_millis() as u64, "NRI plugin registered and configured");
         Ok(plugin)
+    }
+
+    /// Waits until the runtime has delivered Synchronize (false on timeout or closed connection).
+    pub async fn synchronized(&self, timeout: Duration) -> bool {
+        let mut rx = self.stage_rx.clone();
+        let reached = tokio::time::timeout(timeout, async { rx.wait_for(|s| *s >= Stage::Synchronized).await.is_ok() }).await;
+        reached.unwrap_or(false)
     }
 
     pub fn name(&self) -> &str {
@@ -255,14 +265,14 @@ impl Plugin {
     /// Waits until the runtime shuts the plugin down or the connection ends.
     pub async fn wait(&self) -> Exit {
         let mut sd = self.shutdown_rx.clone();
+        // Err when the dispatcher (and its sender) went away with the connection: not a Shutdown.
+        let shutdown = async move { sd.wait_for(|v| *v).await.is_ok() };
         tokio::select! {
             c = self.session.closed() => {
                 if *self.shutdown_rx.borrow() { Exit::Shutdown } else { Exit::Closed(c) }
             }
-            _ = sd.wait_for(|v| *v) => {
-                // The runtime closes the connection right after; report Shutdown either way.
-                Exit::Shutdown
-            }
+            // The runtime closes the connection right after Shutdown; report Shutdown.
+            true = shutdown => Exit::Shutdown,
         }
     }
 
@@ -272,10 +282,12 @@ impl Plugin {
     }
 }
 
-/// Runs the plugin until the runtime shuts it down, reconnecting with exponential backoff
-/// (0.1 s doubling up to `max_backoff`) whenever the connection is lost or cannot be made,
-/// e.g. while containerd restarts. A pre-launched plugin (fd endpoint) cannot reconnect: it
-/// returns when its connection ends. `on_connected` runs after every successful connection.
+/// Runs the plugin, reconnecting with exponential backoff (0.1 s doubling up to
+/// `max_backoff`) whenever the connection ends or cannot be made, e.g. while containerd
+/// restarts (a runtime that shuts down may come back: Shutdown does not end the loop for an
+/// external plugin; stop it by dropping or aborting the future). A pre-launched plugin (fd
+/// endpoint) cannot reconnect: it returns when its connection ends, as the runtime relaunches
+/// it. `on_connected` runs after every successful connection (registered and configured).
 pub async fn run_with_reconnect<H: Handler>(
     endpoint: Endpoint,
     opts: PluginOptions,
@@ -290,8 +302,9 @@ pub async fn run_with_reconnect<H: Handler>(
                 backoff = Duration::from_millis(100);
                 on_connected(&p);
                 let exit = p.wait().await;
+                p.close().await;
                 tracing::warn!(plugin = %p.name(), ?exit, "NRI connection ended");
-                if matches!(endpoint, Endpoint::Fd(_)) || exit == Exit::Shutdown {
+                if matches!(endpoint, Endpoint::Fd(_)) {
                     return Ok(exit);
                 }
             }

@@ -206,13 +206,13 @@ async fn reader_loop(mut rd: OwnedReadHalf, inner: Arc<Inner>, service: ServiceF
         match frame.conn {
             PLUGIN_SERVICE_CONN => {
                 plugin_conn.push(&frame.payload);
-                while let Some(d) = plugin_conn.next() {
+                while let Some(d) = plugin_conn.next_message() {
                     on_request(&inner, &service, d);
                 }
             }
             RUNTIME_SERVICE_CONN => {
                 runtime_conn.push(&frame.payload);
-                while let Some(d) = runtime_conn.next() {
+                while let Some(d) = runtime_conn.next_message() {
                     on_response(&inner, d);
                 }
             }

@@ -53,7 +53,7 @@ impl FakeRuntime {
     async fn next(&mut self) -> (u32, ttrpc::Header, Vec<u8>) {
         loop {
             for conn in [1u32, 2] {
-                if let Some(d) = self.decoders[conn as usize].next() {
+                if let Some(d) = self.decoders[conn as usize].next_message() {
                     let Decoded::Message { header, body } = d else { panic!("oversized from plugin") };
                     return (conn, header, body);
                 }
@@ -138,6 +138,7 @@ async fn handshake_events_errors_and_shutdown() {
     let r2 = rt.call("Synchronize", part2.encode_to_vec()).await;
     assert!(ok(&r2));
     let plugin = connect.await.unwrap().expect("plugin connected");
+    assert!(plugin.synchronized(Duration::from_secs(1)).await);
 
     // A RunPodSandbox with a 100 KiB annotation: many frames on the wire.
     let mut pod = PodSandbox { name: "web".into(), namespace: "default".into(), ..Default::default() };
@@ -217,4 +218,41 @@ fn tempfile_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("warden-nri-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Pre-launched mode: the runtime's end of a socketpair, the plugin on the inherited fd.
+#[tokio::test]
+async fn prelaunched_plugin_uses_its_fd() {
+    use std::os::fd::IntoRawFd as _;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fd = ours.into_raw_fd();
+    theirs.set_nonblocking(true).unwrap();
+    let mut rt = FakeRuntime { s: UnixStream::from_std(theirs).unwrap(), decoders: Default::default(), next_id: 1, frame: 4096 };
+    let handler = Arc::new(Recorder::default());
+    let h2 = handler.clone();
+    let connect = tokio::spawn(async move {
+        let opts = PluginOptions::new("warden", "05").unwrap();
+        Plugin::connect(&Endpoint::Fd(fd), &opts, h2).await
+    });
+    let reg = rt.expect_register().await;
+    assert_eq!(reg.plugin_idx, "05");
+    assert!(ok(&rt.call("Configure", ConfigureRequest::default().encode_to_vec()).await));
+    let plugin = connect.await.unwrap().expect("connected on fd, before any Synchronize");
+    assert!(!plugin.synchronized(Duration::from_millis(50)).await);
+    assert!(ok(&rt.call("Synchronize", SynchronizeRequest::default().encode_to_vec()).await));
+    assert!(plugin.synchronized(Duration::from_secs(1)).await);
+    drop(rt); // the runtime goes away: EOF
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), plugin.wait()).await.unwrap(), Exit::Closed(super::session::Closed::Eof));
+    assert_eq!(handler.seen.lock().unwrap().clone(), vec!["sync 0 0".to_string()]);
+}
+
+#[test]
+fn endpoint_from_env() {
+    // Only this test touches NRI_PLUGIN_SOCKET in this process.
+    std::env::set_var(ENV_SOCKET, "3");
+    assert!(matches!(Endpoint::from_env_or("/x.sock").unwrap(), Endpoint::Fd(3)));
+    std::env::set_var(ENV_SOCKET, "three");
+    assert!(Endpoint::from_env_or("/x.sock").is_err());
+    std::env::remove_var(ENV_SOCKET);
+    assert!(matches!(Endpoint::from_env_or("/x.sock").unwrap(), Endpoint::Socket(p) if p == std::path::Path::new("/x.sock")));
 }

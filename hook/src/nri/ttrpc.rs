@@ -143,7 +143,7 @@ impl Decoder {
     }
 
     /// The next complete message, if the buffered bytes hold one.
-    pub fn next(&mut self) -> Option<Decoded> {
+    pub fn next_message(&mut self) -> Option<Decoded> {
         if self.skip > 0 {
             let n = self.skip.min(self.buf.len());
             self.buf.advance(n);
@@ -205,7 +205,7 @@ mod tests {
             let mut got = Vec::new();
             for chunk in wire.chunks(step) {
                 d.push(chunk);
-                while let Some(m) = d.next() {
+                while let Some(m) = d.next_message() {
                     got.push(m);
                 }
             }
@@ -223,13 +223,13 @@ mod tests {
         let mut wire = Header { length: (MAX_MESSAGE + 5) as u32, stream_id: 1, kind: TYPE_REQUEST, flags: 0 }
             .encode()
             .to_vec();
-        wire.extend(std::iter::repeat(0xAA).take(MAX_MESSAGE + 5));
+        wire.extend(std::iter::repeat_n(0xAA, MAX_MESSAGE + 5));
         wire.extend(request(3, "After"));
         let mut d = Decoder::default();
         let mut got = Vec::new();
         for chunk in wire.chunks(64 * 1024) {
             d.push(chunk);
-            while let Some(m) = d.next() {
+            while let Some(m) = d.next_message() {
                 got.push(m);
             }
             assert!(d.pending() < 128 * 1024, "oversized body must not be buffered");

@@ -1,16 +1,74 @@
 //! Compilation of a profile into exactly what the kernel maps hold, with the limits checked,
-//! and a content hash that identifies the profile version.
-use std::collections::BTreeSet;
-use std::str::FromStr as _;
+//! and a content hash that identifies the profile version. Validation and warnings are the same
+//! pass ([`check`]), so what `warden profile validate` accepts is what compiles.
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use anyhow::{bail, Result};
 use ipnet::IpNet;
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use warden_common::{
     profile_flags, proto, PortRule, PortRules, ProfileHeader, MAX_PORT_RULES, SYSCALL_BITMAP_BITS,
 };
 
-use super::{family_name, family_number, DefaultAction, PortRange, Profile, Protocol, FAMILIES};
+use super::files::{self, MAX_FILE_RULES};
+use super::sysnames::{self, Lookup};
+use super::{
+    family_name, family_number, DefaultAction, Diagnostic, Invalid, PortRange, Profile, Protocol, SyscallsSpec, FAMILIES,
+};
+
+/// Access bits of a file rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Access(pub u8);
+
+impl Access {
+    pub const READ: u8 = 1;
+    pub const WRITE: u8 = 2;
+    pub const EXEC: u8 = 4;
+    pub fn contains(self, bits: u8) -> bool {
+        self.0 & bits == bits
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (bit, c) in [(Self::READ, 'r'), (Self::WRITE, 'w'), (Self::EXEC, 'x')] {
+            if self.0 & bit != 0 {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Access {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A compiled file rule. Rules are sorted by path, one per path (accesses of equal paths
+/// joined). Not in kernel maps yet: the BPF-LSM layer will load them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct FileRule {
+    /// As written: a directory prefix keeps its trailing `/`.
+    pub path: String,
+    /// Whether `path` is a directory prefix (covers everything below it).
+    pub prefix: bool,
+    pub access: Access,
+}
+
+impl FileRule {
+    /// Whether this rule covers `path` (exact, or below a prefix).
+    pub fn covers(&self, path: &str) -> bool {
+        if self.prefix {
+            path.starts_with(&self.path)
+        } else {
+            path == self.path
+        }
+    }
+}
 
 /// A profile in kernel form. `connect4`/`connect6` entries are LPM prefixes whose value holds
 /// the ports of every rule whose CIDR contains the prefix (so the longest match is complete).
@@ -21,8 +79,10 @@ pub struct CompiledProfile {
     pub connect4: Vec<(u8, [u8; 4], PortRules)>,
     pub connect6: Vec<(u8, [u8; 16], PortRules)>,
     pub bind: Option<PortRules>,
-    /// Files rules in kernel form (`crate::enforcer::files`); None = files not restricted.
-    pub files: Option<Vec<crate::enforcer::files::FileEntry>>,
+    /// File rules; None = the file layer is not restricted (absent section), Some(empty) =
+    /// nothing allowed. An Option rather than a bare Vec because the kernel header has no flag
+    /// for this layer yet and "absent" must stay distinct from "empty".
+    pub files: Option<Vec<FileRule>>,
     /// SHA-256 over everything above: equal hashes mean identical kernel state.
     pub hash: [u8; 32],
 }
@@ -36,51 +96,213 @@ impl CompiledProfile {
     pub fn allowed_syscalls(&self) -> Vec<&'static str> {
         (0..SYSCALL_BITMAP_BITS)
             .filter(|n| self.header.syscalls[n / 64] >> (n % 64) & 1 == 1)
-            .filter_map(|n| syscalls::Sysno::new(n).map(|s| s.name()))
+            .filter_map(sysnames::host_name)
             .collect()
     }
 
     pub fn families(&self) -> Vec<String> {
         (0..64).filter(|n| self.header.families >> n & 1 == 1).map(family_name).collect()
     }
-}
 
-pub fn syscall_number(name: &str) -> Result<usize> {
-    match syscalls::Sysno::from_str(name) {
-        Ok(s) => Ok(s.id() as usize),
-        Err(_) => {
-            let mut close: Vec<(usize, &str)> = syscalls::Sysno::iter()
-                .map(|s| (strsim::levenshtein(name, s.name()), s.name()))
-                .filter(|(d, _)| *d <= 2)
-                .collect();
-            close.sort();
-            let hint = if close.is_empty() {
-                String::new()
-            } else {
-                format!(" (did you mean {}?)", close.iter().take(3).map(|(_, n)| format!("`{n}`")).collect::<Vec<_>>().join(", "))
-            };
-            bail!("unknown syscall `{name}` for {}{hint}", std::env::consts::ARCH)
-        }
+    pub fn restricts(&self, flag: u32) -> bool {
+        self.header.flags & flag != 0
+    }
+
+    /// Connect entries as (CIDR, ports), IPv4 then IPv6.
+    pub fn connect_rules(&self) -> Vec<(IpNet, PortRules)> {
+        let v4 = self.connect4.iter().map(|(l, a, r)| (IpNet::V4(ipnet::Ipv4Net::new((*a).into(), *l).expect("valid prefix")), *r));
+        let v6 = self.connect6.iter().map(|(l, a, r)| (IpNet::V6(ipnet::Ipv6Net::new((*a).into(), *l).expect("valid prefix")), *r));
+        v4.chain(v6).collect()
+    }
+
+    /// The compiled view as JSON (`warden profile show --json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let flags = &self.header.flags;
+        let layer = |f: u32| flags & f != 0;
+        serde_json::json!({
+            "name": self.name,
+            "version": self.version(),
+            "hash": self.hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "syscalls": if layer(profile_flags::SYSCALLS) {
+                serde_json::json!({
+                    "default": if layer(profile_flags::SYSCALLS_LOG_ONLY) { "log" } else { "kill" },
+                    "arch": sysnames::HOST_ARCH,
+                    "allow": self.allowed_syscalls(),
+                })
+            } else { serde_json::Value::Null },
+            "files": self.files,
+            "network": if layer(profile_flags::FAMILIES) {
+                serde_json::json!({
+                    "families": self.families(),
+                    "raw_sockets": layer(profile_flags::RAW_SOCKETS),
+                    "connect": if layer(profile_flags::CONNECT) {
+                        serde_json::Value::from(self.connect_rules().iter().map(|(n, r)| serde_json::json!({"cidr": n.to_string(), "ports": port_rules_json(r)})).collect::<Vec<_>>())
+                    } else { serde_json::Value::Null },
+                    "bind": self.bind.as_ref().map(port_rules_json),
+                })
+            } else { serde_json::Value::Null },
+        })
     }
 }
 
-pub fn compile(p: &Profile) -> Result<CompiledProfile> {
-    let mut header = ProfileHeader::default();
-    let mut errors = Vec::new();
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        proto::TCP => "tcp",
+        proto::UDP => "udp",
+        _ => "any",
+    }
+}
 
-    if let Some(sc) = &p.syscalls {
+fn port_rules_json(r: &PortRules) -> serde_json::Value {
+    r.rules[..r.count as usize]
+        .iter()
+        .map(|p| serde_json::json!({"protocol": proto_name(p.proto), "lo": p.lo, "hi": p.hi}))
+        .collect()
+}
+
+/// "tcp 80, any 1000-2000", or "nothing".
+pub fn port_rules_text(r: &PortRules) -> String {
+    if r.count == 0 {
+        return "nothing".into();
+    }
+    r.rules[..r.count as usize]
+        .iter()
+        .map(|p| {
+            let ports = match (p.lo, p.hi) {
+                (0, 65535) => "all ports".to_string(),
+                (lo, hi) if lo == hi => lo.to_string(),
+                (lo, hi) => format!("{lo}-{hi}"),
+            };
+            format!("{} {ports}", proto_name(p.proto))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Syscalls that hand a workload the means to escape or blind its confinement.
+const DANGEROUS: &[(&str, &str)] = &[
+    ("bpf", "loads eBPF programs and can tamper with warden's own maps"),
+    ("ptrace", "lets a process control others and run syscalls on their behalf"),
+    ("mount", "changes what paths point to, defeating file rules"),
+    ("unshare", "creates namespaces (user namespaces grant new capabilities)"),
+    ("setns", "joins other namespaces"),
+    ("init_module", "loads kernel code"),
+    ("finit_module", "loads kernel code"),
+    ("kexec_load", "replaces the running kernel"),
+    ("kexec_file_load", "replaces the running kernel"),
+];
+
+/// Whether `name` is a usable profile name (file `<name>.json`, kernel meta holds 63 bytes).
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    if name.len() > 63 {
+        return Err(format!("name is {} bytes; the limit is 63", name.len()));
+    }
+    if name.starts_with(['.', '-']) || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        return Err(format!("`{name}` is not a profile name: use letters, digits, `.`, `_`, `-` (not first)"));
+    }
+    Ok(())
+}
+
+/// Every error and warning about `p` (one profile as written or merged; `extends` names are
+/// only checked for form, resolving them is [`super::resolve`]'s job).
+pub fn check(p: &Profile) -> Vec<Diagnostic> {
+    build(p).1
+}
+
+/// Compiles a profile whose `extends` is resolved (see [`Profile::from_file`]). Fails with
+/// every error found ([`Invalid`]).
+pub fn compile(p: &Profile) -> Result<CompiledProfile> {
+    let (compiled, mut diags) = build(p);
+    if !p.extends.is_empty() {
+        diags.push(Diagnostic::error(
+            "extends",
+            "not resolved: load the profile with Profile::from_file (or `warden profile`), which merges the profiles it extends",
+        ));
+    }
+    let errors: Vec<Diagnostic> = diags.into_iter().filter(Diagnostic::is_error).collect();
+    if !errors.is_empty() {
+        return Err(Invalid { profile: Some(p.name.clone()), errors }.into());
+    }
+    Ok(compiled)
+}
+
+fn build(p: &Profile) -> (CompiledProfile, Vec<Diagnostic>) {
+    let mut header = ProfileHeader::default();
+    let mut d: Vec<Diagnostic> = Vec::new();
+
+    if let Err(e) = check_name(&p.name) {
+        d.push(Diagnostic::error("name", e));
+    }
+    let mut seen = BTreeSet::new();
+    for (i, base) in p.extends.iter().enumerate() {
+        if let Err(e) = check_name(base) {
+            d.push(Diagnostic::error(format!("extends[{i}]"), e));
+        } else if !seen.insert(base) {
+            d.push(Diagnostic::warning(format!("extends[{i}]"), format!("`{base}` is listed twice")));
+        }
+    }
+
+    if let Some(spec) = &p.syscalls {
         header.flags |= profile_flags::SYSCALLS;
+        let (sc, report) = spec.to_allow();
         if sc.default == DefaultAction::Log {
             header.flags |= profile_flags::SYSCALLS_LOG_ONLY;
         }
+        let seccomp = matches!(spec, SyscallsSpec::Seccomp(_));
+        if let Some(r) = report {
+            use super::seccomp::Kind;
+            d.push(Diagnostic::note(
+                "syscalls",
+                format!(
+                    "OCI seccomp profile converted for {}: {} syscalls allowed, {} rule(s) skipped, {} deny rule(s) turned into kills; `warden profile import-seccomp` prints the full report",
+                    sysnames::HOST_ARCH,
+                    r.allowed,
+                    r.of(Kind::Skipped).count(),
+                    r.of(Kind::Denied).count()
+                ),
+            ));
+            for l in r.of(Kind::Widened) {
+                d.push(Diagnostic::warning("syscalls", l.text.clone()));
+            }
+        }
         for (i, name) in sc.allow.iter().enumerate() {
-            match syscall_number(name) {
-                Ok(n) if n < SYSCALL_BITMAP_BITS => header.syscalls[n / 64] |= 1 << (n % 64),
-                Ok(n) => errors.push(format!("syscalls.allow[{i}]: `{name}` is number {n}, above the {SYSCALL_BITMAP_BITS}-entry table")),
-                Err(e) => errors.push(format!("syscalls.allow[{i}]: {e}")),
+            // A converted seccomp profile has no per-name JSON path.
+            let path = if seccomp { "syscalls".to_string() } else { format!("syscalls.allow[{i}]") };
+            match sysnames::lookup(name) {
+                Lookup::Host(n) if n < SYSCALL_BITMAP_BITS => header.syscalls[n / 64] |= 1 << (n % 64),
+                Lookup::Host(n) => d.push(Diagnostic::error(path.clone(), format!("`{name}` is number {n}, above the {SYSCALL_BITMAP_BITS}-entry table"))),
+                Lookup::OtherArch(arches) => d.push(Diagnostic::note(
+                    path.clone(),
+                    format!("`{name}` is not a syscall on {} (only on {}): ignored on this host", sysnames::HOST_ARCH, arches.join(", ")),
+                )),
+                Lookup::Unknown(close) => d.push(Diagnostic::error(path.clone(), sysnames::unknown_message(name, &close))),
+            }
+            if let Some((_, why)) = DANGEROUS.iter().find(|(n, _)| n == name) {
+                d.push(Diagnostic::warning(path, format!("allows `{name}`, which {why}")));
             }
         }
     }
+
+    let files = p.files.as_ref().map(|rules| {
+        if rules.len() > MAX_FILE_RULES {
+            d.push(Diagnostic::error("files", format!("{} rules; the limit is {MAX_FILE_RULES}", rules.len())));
+        }
+        let mut merged: BTreeMap<&str, Access> = BTreeMap::new();
+        for (i, r) in rules.iter().enumerate() {
+            let path_ok = files::check_path(&r.path).map_err(|e| d.push(Diagnostic::error(format!("files[{i}].path"), e)));
+            let access = files::parse_access(&r.access).map_err(|e| d.push(Diagnostic::error(format!("files[{i}].access"), e)));
+            if let (Ok(()), Ok(a)) = (path_ok, access) {
+                if r.path == "/" && a.contains(Access::WRITE) {
+                    d.push(Diagnostic::warning(format!("files[{i}]"), "makes `/` writable: every file may be written"));
+                }
+                merged.entry(&r.path).or_default().0 |= a.0;
+            }
+        }
+        merged.into_iter().map(|(path, access)| FileRule { path: path.to_string(), prefix: path.ends_with('/'), access }).collect::<Vec<_>>()
+    });
 
     let mut connect4 = Vec::new();
     let mut connect6 = Vec::new();
@@ -101,9 +323,9 @@ pub fn compile(p: &Profile) -> Result<CompiledProfile> {
                 for (i, f) in names.iter().enumerate() {
                     match family_number(f) {
                         Some(n) => bits |= 1 << n,
-                        None => errors.push(format!(
-                            "network.families[{i}]: unknown family `{f}` (known: {})",
-                            FAMILIES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                        None => d.push(Diagnostic::error(
+                            format!("network.families[{i}]"),
+                            format!("unknown family `{f}` (known: {})", FAMILIES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")),
                         )),
                     }
                 }
@@ -112,10 +334,21 @@ pub fn compile(p: &Profile) -> Result<CompiledProfile> {
         };
         if let Some(rules) = &net.connect {
             header.flags |= profile_flags::CONNECT;
-            let flat: Vec<(IpNet, Protocol, Vec<PortRange>)> = rules
-                .iter()
-                .map(|r| (r.cidr.trunc(), r.protocol, r.ports.clone().unwrap_or(vec![PortRange { lo: 0, hi: 65535 }])))
-                .collect();
+            for (i, r) in rules.iter().enumerate() {
+                let all_ports = r.ports.as_ref().is_none_or(|ps| covers_all(ps));
+                if r.cidr.prefix_len() == 0 && all_ports {
+                    d.push(Diagnostic::warning(format!("network.connect[{i}]"), format!("allows connecting to every address ({}) on every port", r.cidr)));
+                }
+                let fam = if r.cidr.addr().is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+                if header.families >> fam & 1 == 0 {
+                    d.push(Diagnostic::warning(
+                        format!("network.connect[{i}]"),
+                        format!("{} needs family `{}`, which network.families does not allow", r.cidr, family_name(fam as u32)),
+                    ));
+                }
+            }
+            let flat: Vec<(IpNet, Protocol, Vec<PortRange>)> =
+                rules.iter().map(|r| (r.cidr.trunc(), r.protocol, r.ports.clone().unwrap_or(vec![PortRange::ALL]))).collect();
             let nets: BTreeSet<IpNet> = flat.iter().map(|(n, _, _)| *n).collect();
             for net in nets {
                 let mut ranges = Vec::new();
@@ -129,46 +362,75 @@ pub fn compile(p: &Profile) -> Result<CompiledProfile> {
                         IpNet::V4(n) => connect4.push((n.prefix_len(), n.network().octets(), pr)),
                         IpNet::V6(n) => connect6.push((n.prefix_len(), n.network().octets(), pr)),
                     },
-                    Err(e) => errors.push(format!("network.connect: {net}: {e}")),
+                    Err(e) => d.push(Diagnostic::error("network.connect", format!("{net}: {e}"))),
                 }
             }
         }
         if let Some(rules) = &net.bind {
             header.flags |= profile_flags::BIND;
-            let ranges: Vec<(Protocol, PortRange)> =
-                rules.iter().flat_map(|r| r.ports.iter().map(move |p| (r.protocol, *p))).collect();
+            let ranges: Vec<(Protocol, PortRange)> = rules.iter().flat_map(|r| r.ports.iter().map(move |p| (r.protocol, *p))).collect();
             match port_rules(&ranges) {
                 Ok(pr) => bind = Some(pr),
-                Err(e) => errors.push(format!("network.bind: {e}")),
+                Err(e) => d.push(Diagnostic::error("network.bind", e.to_string())),
             }
         }
     }
 
-    if !errors.is_empty() {
-        bail!("profile `{}` is invalid:\n  {}", p.name, errors.join("\n  "));
-    }
+    let hash = content_hash(&p.name, &header, &connect4, &connect6, bind.as_ref(), files.as_deref());
+    (CompiledProfile { name: p.name.clone(), header, connect4, connect6, bind, files, hash }, d)
+}
 
+fn covers_all(ports: &[PortRange]) -> bool {
+    let mut sorted = ports.to_vec();
+    sorted.sort();
+    let mut next: u32 = 0;
+    for r in sorted {
+        if r.lo as u32 > next {
+            return false;
+        }
+        next = next.max(r.hi as u32 + 1);
+    }
+    next > 65535
+}
+
+/// SHA-256 over the kernel form. Every part is fixed-size or terminated, so distinct contents
+/// cannot collide by concatenation; a profile without `files` hashes as before that layer
+/// existed, so existing versions keep their identity.
+fn content_hash(
+    name: &str,
+    header: &ProfileHeader,
+    connect4: &[(u8, [u8; 4], PortRules)],
+    connect6: &[(u8, [u8; 16], PortRules)],
+    bind: Option<&PortRules>,
+    files: Option<&[FileRule]>,
+) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(p.name.as_bytes());
+    h.update(name.as_bytes());
     h.update([0]);
-    h.update(bytes_of(&header));
-    for (len, a, r) in &connect4 {
+    h.update(bytes_of(header));
+    for (len, a, r) in connect4 {
         h.update([4, *len]);
         h.update(a);
         h.update(bytes_of(r));
     }
-    for (len, a, r) in &connect6 {
+    for (len, a, r) in connect6 {
         h.update([6, *len]);
         h.update(a);
         h.update(bytes_of(r));
     }
-    if let Some(b) = &bind {
+    if let Some(b) = bind {
         h.update([0xb]);
         h.update(bytes_of(b));
     }
-    let files = None;
-    crate::enforcer::files::hash_files(&mut h, &files);
-    Ok(CompiledProfile { name: p.name.clone(), header, connect4, connect6, bind, files, hash: h.finalize().into() })
+    if let Some(files) = files {
+        h.update([0xf]);
+        h.update((files.len() as u32).to_le_bytes());
+        for f in files {
+            h.update(f.path.as_bytes());
+            h.update([0, f.prefix as u8, f.access.0]);
+        }
+    }
+    h.finalize().into()
 }
 
 /// Merges port ranges per protocol (sorted, overlapping and adjacent ranges joined) into the
@@ -212,75 +474,11 @@ fn bytes_of<T: Copy>(v: &T) -> &[u8] {
     unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn prof(json: &str) -> Profile {
-        Profile::from_json(json).unwrap()
-    }
-
-    #[test]
-    fn syscalls_compile_to_bitmap() {
-        let c = compile(&prof(r#"{"name":"t","syscalls":{"allow":["read","write","exit_group"]}}"#)).unwrap();
-        assert_eq!(c.allowed_syscalls(), vec!["read", "write", "exit_group"]);
-        assert_eq!(c.header.flags, profile_flags::SYSCALLS);
-    }
-
-    #[test]
-    fn unknown_syscall_suggests() {
-        let e = compile(&prof(r#"{"name":"t","syscalls":{"allow":["opnat"]}}"#)).unwrap_err().to_string();
-        assert!(e.contains("syscalls.allow[0]: unknown syscall `opnat`"), "{e}");
-        assert!(e.contains("`openat`"), "{e}");
-    }
-
-    #[test]
-    fn nested_cidrs_inherit_wider_ports() {
-        let c = compile(&prof(
-            r#"{"name":"t","network":{"connect":[
-                {"cidr":"10.0.0.0/8","ports":[443],"protocol":"tcp"},
-                {"cidr":"10.1.0.0/16","ports":["53"],"protocol":"udp"}]}}"#,
-        ))
-        .unwrap();
-        assert_eq!(c.connect4.len(), 2);
-        let narrow = c.connect4.iter().find(|(l, _, _)| *l == 16).unwrap();
-        assert!(narrow.2.allows(proto::TCP, 443));
-        assert!(narrow.2.allows(proto::UDP, 53));
-        let wide = c.connect4.iter().find(|(l, _, _)| *l == 8).unwrap();
-        assert!(!wide.2.allows(proto::UDP, 53));
-    }
-
-    #[test]
-    fn ranges_merge_and_limit() {
-        let many: Vec<String> = (0..40).map(|i| (1000 + i * 2).to_string()).collect();
-        let j = format!(r#"{{"name":"t","network":{{"bind":[{{"ports":[{}]}}]}}}}"#, many.join(","));
-        let e = compile(&prof(&j)).unwrap_err().to_string();
-        assert!(e.contains("network.bind: 40 distinct port ranges"), "{e}");
-        let c = compile(&prof(r#"{"name":"t","network":{"bind":[{"ports":[80,81,"82-90"]}]}}"#)).unwrap();
-        assert_eq!(c.bind.unwrap().count, 1);
-    }
-
-    #[test]
-    fn families_default_excludes_packet() {
-        let c = compile(&prof(r#"{"name":"t","network":{}}"#)).unwrap();
-        assert!(c.families().contains(&"inet".to_string()));
-        assert!(!c.families().contains(&"packet".to_string()));
-        assert_eq!(c.header.flags & profile_flags::CONNECT, 0, "absent connect = unrestricted");
-    }
-
-    #[test]
-    fn hash_is_deterministic_and_content_sensitive() {
-        let a = compile(&prof(r#"{"name":"t","syscalls":{"allow":["read"]}}"#)).unwrap();
-        let b = compile(&prof(r#"{"name":"t","syscalls":{"allow":["read"]}}"#)).unwrap();
-        let c = compile(&prof(r#"{"name":"t","syscalls":{"allow":["write"]}}"#)).unwrap();
-        assert_eq!(a.hash, b.hash);
-        assert_ne!(a.hash, c.hash);
-    }
-
-    #[test]
-    fn parse_errors_name_the_field() {
-        let e = Profile::from_json(r#"{"name":"t","network":{"bind":[{"ports":[70000]}]}}"#).unwrap_err().to_string();
-        assert!(e.contains("network.bind[0].ports[0]"), "{e}");
-        assert!(e.contains("above 65535"), "{e}");
+/// Number of `name` on the host; an error suggesting close names if there is none.
+pub fn syscall_number(name: &str) -> Result<usize> {
+    match sysnames::lookup(name) {
+        Lookup::Host(n) => Ok(n),
+        Lookup::OtherArch(a) => bail!("`{name}` is not a syscall on {} (only on {})", sysnames::HOST_ARCH, a.join(", ")),
+        Lookup::Unknown(close) => bail!("{}", sysnames::unknown_message(name, &close)),
     }
 }

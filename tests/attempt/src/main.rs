@@ -4,6 +4,8 @@
 //! Usage:
 //!   warden-attempt ACTION [ARGS...]   one attempt; prints `ok` or `errno=NAME`
 //!   warden-attempt serve               reads `ACTION ARGS...` lines on stdin, answers each
+//!   warden-attempt seq 'A ARGS' 'B'... runs each attempt in order, printing `A ARGS => result`
+//!                                      (for container entrypoints: the log is the report)
 //!
 //! A process killed by warden never answers: the caller sees the signal in its exit status.
 //! Actions are raw syscalls through libc so nothing else runs between the attempt and its
@@ -330,6 +332,19 @@ fn main() {
     if args.is_empty() {
         eprintln!("usage: warden-attempt ACTION [ARGS...] | warden-attempt serve");
         std::process::exit(2);
+    }
+    if args[0] == "seq" {
+        for line in &args[1..] {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.is_empty() {
+                continue;
+            }
+            // Print the attempt first: if it gets us killed, the log shows what was tried.
+            print!("{line} => ");
+            let _ = std::io::stdout().flush();
+            println!("{}", run(&words));
+        }
+        return;
     }
     if args[0] != "serve" {
         let r = run(&args);

@@ -6,6 +6,8 @@
 //! - [`Attempt`]: a `warden-attempt serve` process (killed by pid, only ours),
 //! - [`EventFollower`]: a `warden events --follow` process.
 //!
+//! - [`containerd`]: a private containerd with NRI and a CRI client.
+//!
 //! Tests call [`prerequisites`] first: outside CI a missing prerequisite skips the test with a
 //! reason; with `CI=true` it fails the test, because a kernel test that did not run proves
 //! nothing.
@@ -18,6 +20,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+pub mod containerd;
 
 pub fn in_ci() -> bool {
     matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
@@ -87,7 +91,8 @@ fn unique(tag: &str) -> String {
 /// each other.
 pub struct Warden {
     pub pin_dir: PathBuf,
-    tmp: PathBuf,
+    /// Private scratch folder (profiles, configs, logs), removed on drop.
+    pub tmp: PathBuf,
 }
 
 impl Warden {
@@ -417,4 +422,127 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+// ---- the daemon ------------------------------------------------------------------------------
+
+/// A `warden run` process against a private containerd, with its own config, pin folder and
+/// profile folder. Killed by pid and its pins removed on drop.
+pub struct WardenDaemon {
+    child: Option<Child>,
+    pub warden: Warden,
+    pub config: PathBuf,
+    pub profiles: PathBuf,
+    pub log: PathBuf,
+}
+
+impl WardenDaemon {
+    /// Writes the config (`extra` is appended TOML) and the profiles (name, JSON).
+    pub fn configure(nri_socket: &Path, profiles: &[(&str, String)], extra: &str) -> WardenDaemon {
+        let warden = Warden::new();
+        let dir = warden.tmp.clone();
+        let pdir = dir.join("profiles");
+        std::fs::create_dir_all(&pdir).unwrap();
+        for (name, json) in profiles {
+            std::fs::write(pdir.join(format!("{name}.json")), json).unwrap();
+        }
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "pin_dir = {:?}\nprofile_dirs = [{:?}]\n{extra}\n[nri]\nsocket_path = {:?}\nplugin_index = \"10\"\n",
+                warden.pin_dir.display().to_string(),
+                pdir.display().to_string(),
+                nri_socket.display().to_string()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("warden.log");
+        WardenDaemon { child: None, warden, config, profiles: pdir, log }
+    }
+
+    /// Starts `warden run` and waits until it is registered with the runtime.
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(bin("warden"))
+            .args(["run", "--config", self.config.to_str().unwrap()])
+            .env("WARDEN_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawning warden run");
+        self.child = Some(child);
+        let before = self.registrations();
+        eventually(Duration::from_secs(15), "warden to register with containerd", || {
+            (self.registrations() > before).then_some(())
+        });
+    }
+
+    pub fn registrations(&self) -> usize {
+        self.log_text().matches("registered with the runtime").count()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    /// Cgroup ids of the confined (root) entries in the pinned state.
+    pub fn confined_ids(&self) -> Vec<u64> {
+        if !self.warden.pin_dir.join("maps").exists() {
+            return Vec::new();
+        }
+        self.warden.status()["confined"].as_array().unwrap().iter().map(|c| c["cgroup_id"].as_u64().unwrap()).collect()
+    }
+}
+
+impl Drop for WardenDaemon {
+    fn drop(&mut self) {
+        self.kill();
+        let out = self.warden.run(&["reset"]);
+        if self.warden.pin_dir.exists() {
+            eprintln!(
+                "warden reset left {} behind: {}{}\n--- daemon log ---\n{}",
+                self.warden.pin_dir.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// The static build of `warden-attempt` (scripts/test.sh builds it), for containers.
+pub fn static_attempt() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let target = exe.ancestors().nth(3).expect("target dir");
+    let host = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let p = target.join(host).join("release").join("warden-attempt");
+    if !p.exists() {
+        let why = format!("{} missing (scripts/test.sh builds it with crt-static)", p.display());
+        if in_ci() {
+            panic!("{why}");
+        }
+        eprintln!("{why}");
+    }
+    p
 }

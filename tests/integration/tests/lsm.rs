@@ -1,6 +1,6 @@
-//! File and exec enforcement and the dangerous-syscall gate (BPF-LSM), with the real warden
-//! (library to confine with a files profile, CLI for events and cleanup), real cgroups and a
-//! helper that really gets EPERM.
+//! File and exec enforcement and the dangerous-syscall gate (BPF-LSM), with the real `warden`
+//! CLI (profiles with `files` rules, confine, replace, events), real cgroups and a helper that
+//! really gets EPERM.
 //!
 //! Where the bpf-lsm layer works, the cases run right here. Where it does not (this project's
 //! CI kernel refuses every BPF trampoline program), the test boots each VM kernel with the
@@ -11,8 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use warden::enforcer::{files, Enforcer, Mode};
-use warden::profile::{compile, CompiledProfile, Profile};
+use serde_json::json;
 use warden_integration_tests::*;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -60,38 +59,34 @@ impl Drop for Tree {
     }
 }
 
-/// A compiled profile: `syscalls` JSON part (optional) plus files rules.
-fn profile(name: &str, syscalls_json: Option<&str>, rules: &[(String, &str)]) -> CompiledProfile {
-    let mut json = serde_json::json!({ "name": name });
+/// A profile JSON: `syscalls` part (optional) plus files rules (None: no files section).
+fn profile(name: &str, syscalls_json: Option<&str>, rules: Option<&[(String, &str)]>) -> String {
+    let mut p = json!({ "name": name });
     if let Some(s) = syscalls_json {
-        json["syscalls"] = serde_json::from_str::<serde_json::Value>(s).unwrap()["syscalls"].clone();
+        p["syscalls"] = serde_json::from_str::<serde_json::Value>(s).unwrap()["syscalls"].clone();
     }
-    let p = Profile::from_json(&json.to_string()).unwrap();
-    let rules: Vec<(String, u8)> = rules.iter().map(|(p, a)| (p.clone(), files::parse_access(a).unwrap())).collect();
-    compile(&p).unwrap().with_files(Some(files::compile_files(&rules).unwrap()))
+    if let Some(rules) = rules {
+        p["files"] = rules.iter().map(|(path, access)| json!({ "path": path, "access": access })).collect();
+    }
+    p.to_string()
 }
 
-fn files_profile(t: &Tree, name: &str) -> CompiledProfile {
-    profile(
-        name,
-        None,
-        &[
-            ("/usr/".into(), "r"),
-            ("/etc/".into(), "r"),
-            ("/dev/null".into(), "rw"),
-            ("/usr/bin/true".into(), "rx"),
-            (t.p("ro/"), "r"),
-            (t.p("rw/"), "rw"),
-            (t.p("etc/"), "r"),
-            (t.p("exec/ok.sh"), "rx"),
-            (t.p("exec/bad.sh"), "rx"),
-        ],
-    )
+fn file_rules(t: &Tree) -> Vec<(String, &'static str)> {
+    vec![
+        ("/usr/".into(), "r"),
+        ("/etc/".into(), "r"),
+        ("/dev/null".into(), "rw"),
+        ("/usr/bin/true".into(), "rx"),
+        (t.p("ro/"), "r"),
+        (t.p("rw/"), "rw"),
+        (t.p("etc/"), "r"),
+        (t.p("exec/ok.sh"), "rx"),
+        (t.p("exec/bad.sh"), "rx"),
+    ]
 }
 
-fn confine(w: &Warden, cg: &Path, p: &CompiledProfile, mode: Mode) {
-    let mut e = Enforcer::open(&w.pin_dir).expect("opening the enforcer");
-    e.apply(cg, p, mode).expect("confining");
+fn files_profile(t: &Tree, name: &str) -> String {
+    profile(name, None, Some(&file_rules(t)))
 }
 
 fn check(p: &mut Attempt, line: &str, want: Outcome) {
@@ -106,7 +101,7 @@ fn cases() {
     // ---- enforce ----
     let cg = TestCgroup::new("files");
     let mut a = Attempt::spawn_in(&cg.path);
-    confine(&w, &cg.path, &files_profile(&t, "files"), Mode::Enforce);
+    w.confine(&cg.path, &files_profile(&t, "files"), "enforce");
     let ok = Outcome::ok;
 
     // opens
@@ -172,20 +167,18 @@ fn cases() {
     assert!(std::fs::read(&secret).is_ok(), "this test process is not confined");
 
     // a profile change applies to the running process
-    let mut base = files_profile(&t, "files");
-    let mut rules: Vec<(String, u8)> = base.files.take().unwrap().iter().map(|e| (e.path(), e.access)).collect();
-    rules.push((t.p("secret/"), files::parse_access("r").unwrap()));
-    let more = files_profile(&t, "files").with_files(Some(files::compile_files(&rules).unwrap()));
-    let mut e = Enforcer::open(&w.pin_dir).unwrap();
-    assert_eq!(e.replace_profile(&more).unwrap(), 1);
-    drop(e);
+    let mut rules = file_rules(&t);
+    rules.push((t.p("secret/"), "r"));
+    let f = w.profile_file(&profile("files", None, Some(&rules)));
+    let out = w.ok(&["replace", "--profile", f.to_str().unwrap()]);
+    assert!(out.contains("now applies to 1 cgroup"), "{out}");
     check(&mut a, &format!("open-r {secret}"), ok());
     check(&mut a, &format!("open-w {secret}"), eperm());
 
     // ---- complain: reports, allows ----
     let cgc = TestCgroup::new("files-complain");
     let mut b = Attempt::spawn_in(&cgc.path);
-    confine(&w, &cgc.path, &files_profile(&t, "files-c"), Mode::Complain);
+    w.confine(&cgc.path, &files_profile(&t, "files-c"), "complain");
     check(&mut b, &format!("open-r {secret}"), ok());
     check(&mut b, "exec /usr/bin/false", Outcome::Reply("exit=1".into()));
     let ev = events
@@ -196,8 +189,7 @@ fn cases() {
     // ---- learn: records paths and execs ----
     let cgl = TestCgroup::new("files-learn");
     let mut l = Attempt::spawn_in(&cgl.path);
-    let learn_profile = profile("learner", None, &[]).with_files(None);
-    confine(&w, &cgl.path, &learn_profile, Mode::Learn);
+    w.confine(&cgl.path, &profile("learner", None, None), "learn");
     check(&mut l, &format!("open-r {secret}"), ok());
     check(&mut l, "exec /usr/bin/true", ok());
     let ev = events
@@ -210,7 +202,7 @@ fn cases() {
     let cgd = TestCgroup::new("gate");
     let deny = ["mount", "unshare", "bpf", "add_key"];
     let sc = all_syscalls_except("gate", &deny);
-    confine(&w, &cgd.path, &profile("gate", Some(&sc), &[]).with_files(None), Mode::Enforce);
+    w.confine(&cgd.path, &profile("gate", Some(&sc), None), "enforce");
     let mnt = t.p("rw/mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let mut d = Attempt::spawn_in(&cgd.path);
@@ -229,7 +221,7 @@ fn files_and_execs_with_bpf_lsm() {
     if !prerequisites() {
         return;
     }
-    match warden::kernel::probe::bpf_lsm_status() {
+    match bpf_lsm_status() {
         Ok(()) => return cases(),
         Err(why) if std::env::var_os(IN_VM).is_some() => panic!("inside the VM the bpf-lsm layer must work: {why}"),
         Err(why) => eprintln!("bpf-lsm unavailable on this kernel ({why}): running the cases in VMs"),
@@ -260,6 +252,18 @@ fn files_and_execs_with_bpf_lsm() {
     }
 }
 
+/// Whether BPF-LSM works here, as warden's probe says (`warden probe --json`).
+fn bpf_lsm_status() -> Result<(), String> {
+    let out = std::process::Command::new(bin("warden")).args(["probe", "--json"]).output().expect("warden probe");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("probe JSON");
+    let l = v["layers"].as_array().unwrap().iter().find(|l| l["name"] == "bpf-lsm").expect("bpf-lsm layer").clone();
+    if l["available"] == true {
+        Ok(())
+    } else {
+        Err(l["missing"].as_array().unwrap().iter().map(|m| m.as_str().unwrap_or("").to_string()).collect::<Vec<_>>().join("; "))
+    }
+}
+
 /// On a kernel without a usable bpf-lsm layer, a profile with files rules is refused with a
 /// message that says what is missing and how to enable it.
 #[test]
@@ -267,18 +271,20 @@ fn files_profile_is_refused_without_bpf_lsm() {
     if !prerequisites() {
         return;
     }
-    if warden::kernel::probe::bpf_lsm_status().is_ok() {
+    if bpf_lsm_status().is_ok() {
         eprintln!("SKIPPED: this kernel has a usable bpf-lsm layer");
         return;
     }
     let t = Tree::new();
     let w = Warden::new();
     let cg = TestCgroup::new("refused");
-    let mut e = Enforcer::open(&w.pin_dir).unwrap();
-    let err = format!("{:#}", e.apply(&cg.path, &files_profile(&t, "files"), Mode::Enforce).unwrap_err());
+    let f = w.profile_file(&files_profile(&t, "files"));
+    let out = w.run(&["confine", "--cgroup", cg.path.to_str().unwrap(), "--profile", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
     assert!(err.contains("bpf-lsm") && err.contains("lsm=") && err.contains("trampolines"), "{err}");
-    assert!(e.maps().roots().is_empty(), "nothing confined");
-    // Without files rules the same enforcer works (and loads no LSM program).
-    e.apply(&cg.path, &profile("nofiles", None, &[]).with_files(None), Mode::Enforce).unwrap();
+    // Without files rules the same profile is enforced (and no LSM program is attached).
+    w.confine(&cg.path, &profile("nofiles", Some(&all_syscalls_except("x", &[])), None), "enforce");
+    assert!(w.confined(&cg.path).is_some());
     assert!(!w.pin_dir.join("links/lsm_file_open").exists());
 }

@@ -1,0 +1,498 @@
+//! Tests of parsing, validation, resolution and compilation (one per error path), property
+//! tests, and the built-in profiles.
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use warden_common::{profile_flags, proto};
+
+use super::*;
+
+fn prof(json: &str) -> Profile {
+    Profile::from_json(json).unwrap()
+}
+
+/// Messages of `check` with the given severity.
+fn diags(json: &str, sev: Severity) -> Vec<String> {
+    check(&prof(json)).into_iter().filter(|d| d.severity == sev).map(|d| d.to_string()).collect()
+}
+
+fn compile_err(json: &str) -> String {
+    compile(&prof(json)).unwrap_err().to_string()
+}
+
+fn has(list: &[String], needle: &str) -> bool {
+    list.iter().any(|l| l.contains(needle))
+}
+
+// ---- compile (kernel form) ----
+
+#[test]
+fn syscalls_compile_to_bitmap() {
+    let c = compile(&prof(r#"{"name":"t","syscalls":{"allow":["read","write","exit_group"]}}"#)).unwrap();
+    assert_eq!(c.allowed_syscalls(), vec!["read", "write", "exit_group"]);
+    assert_eq!(c.header.flags, profile_flags::SYSCALLS);
+}
+
+#[test]
+fn unknown_syscall_suggests() {
+    let e = compile_err(r#"{"name":"t","syscalls":{"allow":["opnat"]}}"#);
+    assert!(e.contains("syscalls.allow[0]: unknown syscall `opnat`"), "{e}");
+    assert!(e.contains("`openat`"), "{e}");
+}
+
+#[test]
+fn other_arch_names_are_notes_not_errors() {
+    // `open` exists on x86_64 only, `renameat2` everywhere: a portable profile lists both.
+    let notes = diags(r#"{"name":"t","syscalls":{"allow":["open","renameat2"]}}"#, Severity::Note);
+    if sysnames::HOST_ARCH == "aarch64" {
+        assert!(has(&notes, "`open` is not a syscall on aarch64"), "{notes:?}");
+    } else {
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+    assert!(compile(&prof(r#"{"name":"t","syscalls":{"allow":["open"]}}"#)).is_ok());
+}
+
+#[test]
+fn nested_cidrs_inherit_wider_ports() {
+    let c = compile(&prof(
+        r#"{"name":"t","network":{"connect":[
+            {"cidr":"10.0.0.0/8","ports":[443],"protocol":"tcp"},
+            {"cidr":"10.1.0.0/16","ports":["53"],"protocol":"udp"}]}}"#,
+    ))
+    .unwrap();
+    assert_eq!(c.connect4.len(), 2);
+    let narrow = c.connect4.iter().find(|(l, _, _)| *l == 16).unwrap();
+    assert!(narrow.2.allows(proto::TCP, 443));
+    assert!(narrow.2.allows(proto::UDP, 53));
+    let wide = c.connect4.iter().find(|(l, _, _)| *l == 8).unwrap();
+    assert!(!wide.2.allows(proto::UDP, 53));
+}
+
+#[test]
+fn ranges_merge_and_limit() {
+    let many: Vec<String> = (0..40).map(|i| (1000 + i * 2).to_string()).collect();
+    let j = format!(r#"{{"name":"t","network":{{"bind":[{{"ports":[{}]}}]}}}}"#, many.join(","));
+    let e = compile_err(&j);
+    assert!(e.contains("network.bind: 40 distinct port ranges"), "{e}");
+    let c = compile(&prof(r#"{"name":"t","network":{"bind":[{"ports":[80,81,"82-90"]}]}}"#)).unwrap();
+    assert_eq!(c.bind.unwrap().count, 1);
+}
+
+#[test]
+fn connect_port_limit_counts_wider_cidrs() {
+    let many: Vec<String> = (0..40).map(|i| (1000 + i * 2).to_string()).collect();
+    let j = format!(r#"{{"name":"t","network":{{"connect":[{{"cidr":"10.0.0.0/8","ports":[{}]}}]}}}}"#, many.join(","));
+    assert!(compile_err(&j).contains("network.connect: 10.0.0.0/8: 40 distinct port ranges"));
+}
+
+#[test]
+fn families_default_excludes_packet() {
+    let c = compile(&prof(r#"{"name":"t","network":{}}"#)).unwrap();
+    assert!(c.families().contains(&"inet".to_string()));
+    assert!(!c.families().contains(&"packet".to_string()));
+    assert_eq!(c.header.flags & profile_flags::CONNECT, 0, "absent connect = unrestricted");
+}
+
+#[test]
+fn unknown_family_is_an_error() {
+    let e = compile_err(r#"{"name":"t","network":{"families":["unix","ipx"]}}"#);
+    assert!(e.contains("network.families[1]: unknown family `ipx`"), "{e}");
+}
+
+#[test]
+fn hash_is_deterministic_and_content_sensitive() {
+    let a = compile(&prof(r#"{"name":"t","syscalls":{"allow":["read"]}}"#)).unwrap();
+    let b = compile(&prof(r#"{"name":"t","syscalls":{"allow":["read"]}}"#)).unwrap();
+    let c = compile(&prof(r#"{"name":"t","syscalls":{"allow":["write"]}}"#)).unwrap();
+    assert_eq!(a.hash, b.hash);
+    assert_ne!(a.hash, c.hash);
+    let f1 = compile(&prof(r#"{"name":"t","files":[{"path":"/tmp/","access":"rw"}]}"#)).unwrap();
+    let f2 = compile(&prof(r#"{"name":"t","files":[{"path":"/tmp/","access":"r"}]}"#)).unwrap();
+    let f3 = compile(&prof(r#"{"name":"t","files":[]}"#)).unwrap();
+    let f4 = compile(&prof(r#"{"name":"t"}"#)).unwrap();
+    assert_ne!(f1.hash, f2.hash);
+    assert_ne!(f3.hash, f4.hash, "empty files section differs from an absent one");
+}
+
+#[test]
+fn files_compile_sorted_and_joined() {
+    let c = compile(&prof(
+        r#"{"name":"t","files":[{"path":"/tmp/","access":"w"},{"path":"/etc/passwd","access":"r"},{"path":"/tmp/","access":"r"}]}"#,
+    ))
+    .unwrap();
+    let f = c.files.unwrap();
+    assert_eq!(f.len(), 2);
+    assert_eq!((f[0].path.as_str(), f[0].prefix, f[0].access.to_string()), ("/etc/passwd", false, "r".into()));
+    assert_eq!((f[1].path.as_str(), f[1].prefix, f[1].access.to_string()), ("/tmp/", true, "rw".into()));
+    assert!(f[1].covers("/tmp/a/b") && !f[1].covers("/tmpx"));
+}
+
+// ---- parse errors ----
+
+#[test]
+fn parse_errors_name_the_field() {
+    let e = Profile::from_json(r#"{"name":"t","network":{"bind":[{"ports":[70000]}]}}"#).unwrap_err().to_string();
+    assert!(e.contains("network.bind[0].ports[0]"), "{e}");
+    assert!(e.contains("above 65535"), "{e}");
+}
+
+#[test]
+fn parse_error_paths() {
+    let cases = [
+        (r#"{"name":"t","files":[{"path":"/a","access":"r"},{"path":"/b"}]}"#, "files[1]", "missing field `access`"),
+        (r#"{"name":"t","bogus":1}"#, "bogus", "unknown field `bogus`"),
+        (r#"{"name":"t","syscalls":{"default":"die"}}"#, "syscalls.default", "unknown variant `die`"),
+        (r#"{"name":"t","syscalls":{"allow":"read"}}"#, "syscalls.allow", "invalid type"),
+        (r#"{"name":"t","network":{"connect":[{"cidr":"10.0.0.0/33"}]}}"#, "network.connect[0].cidr", ""),
+        (r#"{"name":"t","network":{"bind":[{"ports":["90-80"]}]}}"#, "network.bind[0].ports[0]", "reversed"),
+        (r#"{"name":"t","network":{"bind":[{"ports":["http"]}]}}"#, "network.bind[0].ports[0]", "not a port"),
+        (r#"{"name":"t","network":{"bind":[{"ports":[80],"protocol":"sctp"}]}}"#, "network.bind[0].protocol", "unknown variant"),
+        (r#"{"name":"t","extends":"base"}"#, "extends", "invalid type"),
+        (r#"{"description":"x"}"#, "", "missing field `name`"),
+        (r#"{"name":"t""#, "", "EOF"),
+        (r#"{"name":"t","syscalls":{"defaultAction":"SCMP_ACT_NOPE"}}"#, "syscalls.defaultAction", "unknown variant"),
+        (r#"{"name":"t","syscalls":{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW","includes":{"kernel":"1"}}]}}"#, "syscalls.syscalls[0].includes.kernel", "unknown field `kernel`"),
+        (r#"{"name":"t","syscalls":{"defaultAction":"SCMP_ACT_ERRNO","allow":["read"]}}"#, "syscalls", "mixes warden"),
+        (r#"{"name":"t","syscalls":{"syscalls":[]}}"#, "syscalls", "no `defaultAction`"),
+    ];
+    for (json, path, msg) in cases {
+        let e = Profile::parse(json, Some(Path::new("p.json"))).unwrap_err();
+        assert_eq!(e.errors.len(), 1, "{json}");
+        let d = &e.errors[0];
+        assert_eq!(d.path, path, "{json}: {d}");
+        assert!(d.message.contains(msg), "{json}: {d}");
+        assert!(d.to_string().starts_with("p.json: "), "{d}");
+    }
+}
+
+// ---- semantic errors (all collected) ----
+
+#[test]
+fn file_rule_errors_are_collected_with_paths() {
+    let e = compile_err(
+        r#"{"name":"t","files":[
+            {"path":"/etc/","access":"r"},
+            {"path":"etc/passwd","access":"r"},
+            {"path":"/a/../b","access":"rw"},
+            {"path":"/x","access":"rq"},
+            {"path":"","access":""},
+            {"path":"/a\u0000b","access":"r"}]}"#,
+    );
+    for expect in [
+        "(6 errors)",
+        "files[1].path: `etc/passwd` is relative",
+        "files[2].path: `/a/../b` has a `..` component",
+        "files[3].access: `q` is not an access letter",
+        "files[4].path: empty path",
+        "files[4].access: empty access",
+        "files[5].path: path contains a NUL byte",
+    ] {
+        assert!(e.contains(expect), "missing {expect}:\n{e}");
+    }
+}
+
+#[test]
+fn file_limits() {
+    let long = format!("/{}", "a".repeat(300));
+    let e = compile_err(&format!(r#"{{"name":"t","files":[{{"path":"{long}","access":"r"}}]}}"#));
+    assert!(e.contains("files[0].path: path is 301 bytes long; the limit is 255"), "{e}");
+    let rules: Vec<String> = (0..1025).map(|i| format!(r#"{{"path":"/f{i}","access":"r"}}"#)).collect();
+    let e = compile_err(&format!(r#"{{"name":"t","files":[{}]}}"#, rules.join(",")));
+    assert!(e.contains("files: 1025 rules; the limit is 1024"), "{e}");
+}
+
+#[test]
+fn name_errors() {
+    assert!(compile_err(r#"{"name":""}"#).contains("name: empty name"));
+    assert!(compile_err(r#"{"name":"a/b"}"#).contains("name: `a/b` is not a profile name"));
+    assert!(compile_err(&format!(r#"{{"name":"{}"}}"#, "n".repeat(64))).contains("limit is 63"));
+    assert!(compile_err(r#"{"name":"t","extends":["../x"]}"#).contains("extends[0]: `../x` is not a profile name"));
+}
+
+#[test]
+fn compile_refuses_unresolved_extends() {
+    assert!(compile_err(r#"{"name":"t","extends":["base"]}"#).contains("extends: not resolved"));
+}
+
+#[test]
+fn several_sections_report_together() {
+    let e = compile_err(
+        r#"{"name":"t","syscalls":{"allow":["read","nope_call"]},"files":[{"path":"x","access":"r"}],"network":{"families":["ipx"]}}"#,
+    );
+    assert!(e.contains("(3 errors)"), "{e}");
+}
+
+// ---- warnings ----
+
+#[test]
+fn warnings_for_rules_that_defeat_the_purpose() {
+    let w = diags(
+        r#"{"name":"t",
+            "syscalls":{"allow":["read","bpf","ptrace","mount","unshare","setns","init_module","kexec_load"]},
+            "files":[{"path":"/","access":"rw"}],
+            "network":{"families":["unix"],"connect":[{"cidr":"0.0.0.0/0"},{"cidr":"::/0","ports":["0-65535"]},{"cidr":"0.0.0.0/0","ports":[443]}]}}"#,
+        Severity::Warning,
+    );
+    for n in ["bpf", "ptrace", "mount", "unshare", "setns", "init_module", "kexec_load"] {
+        assert!(has(&w, &format!("allows `{n}`")), "{n}: {w:?}");
+    }
+    assert!(has(&w, "files[0]: makes `/` writable"), "{w:?}");
+    assert!(has(&w, "network.connect[0]: allows connecting to every address (0.0.0.0/0) on every port"), "{w:?}");
+    assert!(has(&w, "network.connect[1]: allows connecting to every address (::/0)"), "{w:?}");
+    assert!(!has(&w, "network.connect[2]: allows"), "port 443 only is deliberate: {w:?}");
+    assert!(has(&w, "network.connect[2]: 0.0.0.0/0 needs family `inet`"), "{w:?}");
+    // Warnings do not stop compilation.
+    assert!(compile(&prof(r#"{"name":"t","syscalls":{"allow":["ptrace"]}}"#)).is_ok());
+}
+
+// ---- seccomp inside a profile ----
+
+#[test]
+fn seccomp_as_syscalls_section() {
+    let p = prof(
+        r#"{"name":"t","syscalls":{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+            {"names":["read","write"],"action":"SCMP_ACT_ALLOW"},
+            {"names":["personality"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]}]}}"#,
+    );
+    let c = compile(&p).unwrap();
+    let mut s = c.allowed_syscalls();
+    s.sort();
+    assert_eq!(s, vec!["personality", "read", "write"]);
+    let d = check(&p);
+    assert!(d.iter().any(|d| d.severity == Severity::Warning && d.message.contains("`personality`")), "{d:?}");
+    assert!(d.iter().any(|d| d.severity == Severity::Note && d.message.contains("3 syscalls allowed")), "{d:?}");
+    // It round-trips in the seccomp form.
+    let again = Profile::from_json(&serde_json::to_string(&p).unwrap()).unwrap();
+    assert_eq!(again, p);
+}
+
+// ---- extends ----
+
+/// A temporary folder holding `files`, removed when the returned guard drops.
+fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::Builder::new().prefix("warden-profile-test-").tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(d.path().join(name), text).unwrap();
+    }
+    d
+}
+
+#[test]
+fn extends_merges_rules() {
+    let d = dir_with(&[
+        ("base.json", r#"{"name":"base","description":"b","syscalls":{"default":"log","allow":["read"]},"network":{"families":["unix"],"bind":[]}}"#),
+        ("mid.json", r#"{"name":"mid","extends":["base"],"files":[{"path":"/tmp/","access":"rw"}]}"#),
+        ("app.json", r#"{"name":"app","extends":["mid","base"],"syscalls":{"allow":["write"]},"network":{"families":["inet"],"connect":[{"cidr":"127.0.0.1/32","ports":[80]}]}}"#),
+    ]);
+    let l = resolve::load_file(&d.path().join("app.json"), &SearchPath::new(vec![])).unwrap();
+    assert_eq!(l.errors().count(), 0, "{:?}", l.diagnostics);
+    assert_eq!(l.chain.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), vec!["base", "mid"]);
+    let c = compile(&l.profile).unwrap();
+    assert_eq!(c.allowed_syscalls(), vec!["read", "write"]);
+    assert_eq!(c.header.flags & profile_flags::SYSCALLS_LOG_ONLY, 0, "the app's own default (kill) wins");
+    assert_eq!(c.families(), vec!["unix", "inet"]);
+    assert_eq!(c.bind.unwrap().count, 0, "base's empty bind restricts");
+    assert_eq!(c.files.unwrap().len(), 1);
+    assert_eq!(l.profile.description.as_deref(), Some("b"));
+    // from_file does the same.
+    assert_eq!(Profile::from_file(&d.path().join("app.json")).unwrap(), l.profile);
+}
+
+#[test]
+fn extends_errors() {
+    let d = dir_with(&[
+        ("a.json", r#"{"name":"a","extends":["b"]}"#),
+        ("b.json", r#"{"name":"b","extends":["c"]}"#),
+        ("c.json", r#"{"name":"c","extends":["a"]}"#),
+        ("self.json", r#"{"name":"self","extends":["self"]}"#),
+        ("missing.json", r#"{"name":"missing","extends":["nowhere"]}"#),
+        ("badbase.json", r#"{"name":"badbase","extends":["broken"]}"#),
+        ("broken.json", r#"{"name":"broken","files":[{"path":"rel","access":"r"}]}"#),
+        ("unparsable.json", r#"{"name":"unparsable","extends":["garbage"]}"#),
+        ("garbage.json", r#"{"name":"#),
+        ("renamed.json", r#"{"name":"other"}"#),
+    ]);
+    let sp = SearchPath::new(vec![]);
+    let errs = |f: &str| -> Vec<String> {
+        resolve::load_file(&d.path().join(f), &sp).unwrap().errors().map(|e| e.to_string()).collect()
+    };
+    let e = errs("a.json");
+    assert!(has(&e, "extends[0]: extends cycle: b -> c -> a -> b") || has(&e, "extends cycle: a -> b -> c -> a"), "{e:?}");
+    assert!(has(&errs("self.json"), "extends cycle: self -> self"));
+    let e = errs("missing.json");
+    assert!(has(&e, "missing.json: extends[0]: no profile `nowhere` in the search path"), "{e:?}");
+    let e = errs("badbase.json");
+    assert!(has(&e, "broken.json: files[0].path: `rel` is relative"), "{e:?}");
+    let e = errs("unparsable.json");
+    assert!(has(&e, "garbage.json"), "{e:?}");
+    let l = resolve::load_file(&d.path().join("renamed.json"), &sp).unwrap();
+    assert!(l.diagnostics.iter().any(|d| d.message.contains("differs from the file name")));
+    assert!(Profile::from_file(&d.path().join("a.json")).unwrap_err().to_string().contains("extends cycle"));
+    assert!(Profile::from_file(&d.path().join("nothere.json")).unwrap_err().to_string().contains("nothere.json"));
+}
+
+#[test]
+fn search_path_first_match_wins() {
+    let d1 = dir_with(&[("base.json", r#"{"name":"base","syscalls":{"allow":["read"]}}"#)]);
+    let d2 = dir_with(&[("base.json", r#"{"name":"base","syscalls":{"allow":["write"]}}"#)]);
+    let sp = SearchPath::new(vec![d2.path().to_path_buf(), d1.path().to_path_buf()]);
+    assert_eq!(sp.find("base").unwrap(), d2.path().join("base.json"));
+    let l = resolve::load_spec("base", &sp).unwrap();
+    assert_eq!(compile(&l.profile).unwrap().allowed_syscalls(), vec!["write"]);
+    assert!(sp.find("zzz").unwrap_err().contains(&d1.path().display().to_string()));
+}
+
+// ---- built-in profiles ----
+
+fn builtin_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles")
+}
+
+#[test]
+fn builtin_profiles_load_and_compile_cleanly() {
+    let names = ["runtime-default", "deny-network", "readonly", "busybox-httpd", "client-one-address"];
+    let sp = SearchPath::new(vec![builtin_dir()]);
+    for n in names {
+        let l = resolve::load_spec(n, &sp).unwrap();
+        let bad: Vec<String> = l.diagnostics.iter().filter(|d| d.severity != Severity::Note).map(|d| d.to_string()).collect();
+        assert!(bad.is_empty(), "{n}: {bad:?}");
+        let c = compile(&l.profile).unwrap_or_else(|e| panic!("{n}: {e}"));
+        assert_eq!(c.name, n);
+    }
+    let rd = compile(&resolve::load_spec("runtime-default", &sp).unwrap().profile).unwrap();
+    let allowed = rd.allowed_syscalls();
+    for s in ["execve", "clone", "wait4", "rt_sigaction", "read", "write", "exit_group", "socket", "connect", "bind", "listen", "accept4", "openat", "getdents64"] {
+        assert!(allowed.contains(&s), "runtime-default lacks {s}");
+    }
+    let httpd = compile(&resolve::load_spec("busybox-httpd", &sp).unwrap().profile).unwrap();
+    assert!(httpd.bind.unwrap().allows(proto::TCP, 8080));
+    assert!(!httpd.bind.unwrap().allows(proto::TCP, 8081));
+    assert!(httpd.allowed_syscalls().contains(&"execve"), "extends runtime-default");
+    let client = compile(&resolve::load_spec("client-one-address", &sp).unwrap().profile).unwrap();
+    assert_eq!(client.connect4.len(), 1);
+    let (len, addr, rules) = client.connect4[0];
+    assert_eq!((len, addr), (32, [127, 0, 0, 1]));
+    assert!(rules.allows(proto::TCP, 8080) && !rules.allows(proto::UDP, 8080) && !rules.allows(proto::TCP, 80));
+    let dn = compile(&resolve::load_spec("deny-network", &sp).unwrap().profile).unwrap();
+    assert_eq!(dn.families(), vec!["unix"]);
+    assert_eq!(dn.bind.unwrap().count, 0);
+    assert!(dn.connect4.is_empty() && dn.restricts(profile_flags::CONNECT));
+    let ro = compile(&resolve::load_spec("readonly", &sp).unwrap().profile).unwrap();
+    let writable: Vec<&str> =
+        ro.files.as_ref().unwrap().iter().filter(|f| f.access.contains(Access::WRITE)).map(|f| f.path.as_str()).collect();
+    assert_eq!(writable, vec!["/dev/null", "/dev/shm/", "/tmp/"]);
+}
+
+#[test]
+fn diff_reports_both_ways() {
+    let sp = SearchPath::new(vec![builtin_dir()]);
+    let a = compile(&resolve::load_spec("client-one-address", &sp).unwrap().profile).unwrap();
+    let b = compile(&resolve::load_spec("busybox-httpd", &sp).unwrap().profile).unwrap();
+    let ab = diff::allowed_by_b_not_a(&a, &b);
+    let ba = diff::allowed_by_b_not_a(&b, &a);
+    assert!(has(&ab, "bind: tcp 8080"), "{ab:?}");
+    assert!(has(&ba, "connect: anywhere") || has(&ba, "connect: 127.0.0.1/32"), "{ba:?}");
+    assert!(diff::allowed_by_b_not_a(&a, &a).is_empty());
+    let wide = compile(&prof(r#"{"name":"w","network":{"connect":[{"cidr":"127.0.0.0/8","protocol":"any"}]}}"#)).unwrap();
+    let narrow = compile(&prof(r#"{"name":"n","network":{"connect":[{"cidr":"127.0.0.1/32","ports":[8080],"protocol":"tcp"}]}}"#)).unwrap();
+    assert!(diff::allowed_by_b_not_a(&wide, &narrow).is_empty());
+    let d = diff::allowed_by_b_not_a(&narrow, &wide);
+    assert!(has(&d, "connect: 127.0.0.0/8 tcp+udp all ports"), "{d:?}");
+}
+
+// ---- property tests ----
+
+fn arb_name() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9_.-]{0,20}"
+}
+
+fn arb_path() -> impl Strategy<Value = String> {
+    (prop::collection::vec("[a-zA-Z0-9_.-]{1,12}", 0..5), any::<bool>()).prop_map(|(comps, dir)| {
+        let comps: Vec<String> = comps.into_iter().filter(|c| c != "." && c != "..").collect();
+        let mut p = format!("/{}", comps.join("/"));
+        if dir && p != "/" {
+            p.push('/');
+        }
+        p
+    })
+}
+
+fn arb_ports() -> impl Strategy<Value = Vec<PortRange>> {
+    prop::collection::vec((any::<u16>(), 0u16..200), 1..4)
+        .prop_map(|v| v.into_iter().map(|(lo, w)| PortRange { lo, hi: lo.saturating_add(w) }).collect())
+}
+
+fn arb_protocol() -> impl Strategy<Value = Protocol> {
+    prop_oneof![Just(Protocol::Tcp), Just(Protocol::Udp), Just(Protocol::Any)]
+}
+
+fn arb_profile() -> impl Strategy<Value = Profile> {
+    let names: Vec<&'static str> = sysnames::names_on(sysnames::HOST_ARCH).into_iter().take(300).collect();
+    let syscalls = prop::option::of((any::<bool>(), prop::collection::vec(prop::sample::select(names), 0..30))).prop_map(|o| {
+        o.map(|(log, allow)| SyscallsSpec::Allow(Syscalls { default: if log { DefaultAction::Log } else { DefaultAction::Kill }, allow: allow.into_iter().map(String::from).collect() }))
+    });
+    let files = prop::option::of(prop::collection::vec(
+        (arb_path(), prop::sample::select(vec!["r", "w", "x", "rw", "rx", "rwx"])).prop_map(|(path, a)| FileRuleSpec { path, access: a.into() }),
+        0..8,
+    ));
+    let connect = prop::option::of(prop::collection::vec(
+        (any::<[u8; 4]>(), 0u8..=32, prop::option::of(arb_ports()), arb_protocol()).prop_map(|(a, l, ports, protocol)| ConnectRule {
+            cidr: ipnet::IpNet::V4(ipnet::Ipv4Net::new(a.into(), l).unwrap()),
+            ports,
+            protocol,
+        }),
+        0..4,
+    ));
+    let bind = prop::option::of(prop::collection::vec((arb_ports(), arb_protocol()).prop_map(|(ports, protocol)| BindRule { ports, protocol }), 0..3));
+    let families = prop::option::of(prop::collection::vec(prop::sample::select(FAMILIES.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>()), 0..4));
+    let network = prop::option::of((connect, bind, families, any::<bool>()).prop_map(|(connect, bind, families, raw_sockets)| Network {
+        connect,
+        bind,
+        families,
+        raw_sockets,
+    }));
+    (arb_name(), prop::option::of("[ -~]{0,30}"), prop::collection::vec(arb_name(), 0..3), syscalls, files, network).prop_map(
+        |(name, description, extends, syscalls, files, network)| Profile { name, description, extends, syscalls, files, network },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn parse_serialize_parse_is_stable(p in arb_profile()) {
+        let text = serde_json::to_string_pretty(&p).unwrap();
+        let again = Profile::from_json(&text).unwrap();
+        prop_assert_eq!(&again, &p);
+        prop_assert_eq!(serde_json::to_string_pretty(&again).unwrap(), text);
+    }
+
+    #[test]
+    fn compile_is_deterministic_and_order_independent(mut p in arb_profile()) {
+        p.extends.clear();
+        let a = compile(&p);
+        let b = compile(&p);
+        match (a, b) {
+            (Ok(a), Ok(b)) => {
+                prop_assert_eq!(&a, &b);
+                // Rule order does not change the kernel state or its hash.
+                let mut q = p.clone();
+                if let Some(SyscallsSpec::Allow(s)) = &mut q.syscalls { s.allow.reverse(); }
+                if let Some(f) = &mut q.files { f.reverse(); }
+                if let Some(n) = &mut q.network {
+                    if let Some(c) = &mut n.connect { c.reverse(); }
+                    if let Some(b) = &mut n.bind { b.reverse(); }
+                }
+                let c = compile(&q).unwrap();
+                prop_assert_eq!(a.hash, c.hash);
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+            _ => prop_assert!(false, "nondeterministic"),
+        }
+    }
+
+    #[test]
+    fn parser_never_panics(s in "\\PC{0,200}") {
+        let _ = Profile::from_json(&s);
+    }
+}

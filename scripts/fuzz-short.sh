@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the profile parser fuzz target briefly (FUZZ_SECONDS, default 30), seeded with the
+# built-in profiles. Skips (exit 0) when cargo-fuzz or the nightly toolchain is missing, so it
+# can be part of every test run. See docs/profiles.md for longer runs.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+seconds="${FUZZ_SECONDS:-30}"
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "fuzz-short: cargo-fuzz not installed (cargo install cargo-fuzz --locked): skipped"
+    exit 0
+fi
+if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    echo "fuzz-short: no nightly toolchain: skipped"
+    exit 0
+fi
+
+corpus="$root/fuzz/corpus/profile_parse"
+mkdir -p "$corpus"
+cp "$root"/profiles/*.json "$corpus/"
+
+cd "$root/fuzz"
+# CARGO_TARGET_DIR, if set, is honoured; the fuzz build has its own flags, so keep it apart.
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+    export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz"
+fi
+cargo +nightly fuzz run profile_parse "$corpus" -- -max_total_time="$seconds" -max_len=8192
+echo "fuzz-short: ${seconds}s without a crash"

@@ -1,0 +1,273 @@
+//! warden as containerd's NRI plugin, end to end: a private containerd 1.7, `warden run`, real
+//! pods annotated with profiles, and the static `warden-attempt` inside busybox containers
+//! reporting exactly what happened. Needs root; under CI=true a missing piece fails the test.
+use std::net::TcpListener;
+use std::time::Duration;
+
+use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd, PodHandle};
+use warden_integration_tests::*;
+
+const ATTEMPT: &str = "/warden-attempt";
+
+fn ready(test: &str) -> bool {
+    prerequisites_or_skip(test) && prerequisites()
+}
+
+fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = l.local_addr().unwrap().port();
+    (l, p)
+}
+
+/// Every syscall but unshare; connect only to 127.0.0.1:`port`; no bind.
+fn app_profile(name: &str, port: u16) -> String {
+    let allow: Vec<&str> = syscalls::Sysno::iter().map(|s| s.name()).filter(|n| *n != "unshare").collect();
+    serde_json::json!({
+        "name": name,
+        "syscalls": { "default": "kill", "allow": allow },
+        "network": { "connect": [ { "cidr": "127.0.0.1/32", "ports": [port], "protocol": "tcp" } ], "bind": [] }
+    })
+    .to_string()
+}
+
+fn no_net(name: &str) -> String {
+    serde_json::json!({ "name": name, "network": { "connect": [] } }).to_string()
+}
+
+/// Creates and starts a container running `warden-attempt seq ATTEMPTS...`.
+async fn run_attempts(c: &Containerd, pod: &PodHandle, name: &str, attempts: &[String]) -> Result<String, tonic::Status> {
+    let helper = static_attempt();
+    let mut cmd = vec![ATTEMPT, "seq"];
+    cmd.extend(attempts.iter().map(String::as_str));
+    let id = c
+        .create_container_with(pod, name, &cmd, &[], &[(helper.as_path(), ATTEMPT)])
+        .await
+        .map_err(|e| tonic::Status::internal(format!("{e:#}")))?;
+    c.start_container(&id).await?;
+    Ok(id)
+}
+
+/// Starts a container that repeats one attempt every 100 ms until stopped.
+async fn run_loop(c: &Containerd, pod: &PodHandle, name: &str, attempt: &str) -> String {
+    let helper = static_attempt();
+    let script = format!("while :; do {ATTEMPT} {attempt}; sleep 0.1; done");
+    let id = c
+        .create_container_with(pod, name, &["sh", "-c", &script], &[], &[(helper.as_path(), ATTEMPT)])
+        .await
+        .unwrap();
+    c.start_container(&id).await.unwrap();
+    id
+}
+
+/// Waits for a container to exit; returns its exit code.
+async fn exit_code(c: &Containerd, id: &str) -> i32 {
+    for _ in 0..150 {
+        let st = c.container_status(id).await.unwrap();
+        if st.finished_at != 0 {
+            return st.exit_code;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("container {id} did not exit");
+}
+
+/// The last non-empty log line of a looping container, after waiting for `n` new lines.
+async fn latest_line(c: &Containerd, pod: &str, ctr: &str) -> String {
+    let before = c.container_log(pod, ctr).lines().count();
+    for _ in 0..100 {
+        let log = c.container_log(pod, ctr);
+        if log.lines().count() >= before + 2 {
+            return log.lines().last().unwrap_or("").to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("container {ctr} stopped logging:\n{}", c.container_log(pod, ctr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotated_pod_is_confined_from_its_first_instruction() {
+    if !ready("annotated_pod_is_confined_from_its_first_instruction") {
+        return;
+    }
+    let (_l, allowed) = listener();
+    let (_l2, other) = listener();
+    let c = Containerd::start().await.unwrap();
+    let mut w = WardenDaemon::configure(&c.nri_socket, &[("web", app_profile("web", allowed))], "");
+    w.start();
+
+    let pod = c.run_pod("web", "shop", &[("warden.io/profile", "web")]).await.unwrap();
+    // The entrypoint's very first action is forbidden: the policy must already be there.
+    let first = run_attempts(&c, &pod, "first", &["unshare-uts".into()]).await.unwrap();
+    assert_eq!(exit_code(&c, &first).await, 137, "killed by SIGKILL:\n{}", c.container_log("web", "first"));
+    assert_eq!(c.container_log("web", "first").trim(), "unshare-uts =>");
+
+    let id = run_attempts(
+        &c,
+        &pod,
+        "tries",
+        &[
+            format!("connect 127.0.0.1 {allowed}"),
+            format!("connect 127.0.0.1 {other}"),
+            "bind-tcp 127.0.0.1 4444".into(),
+            "raw-socket".into(),
+            "getpid".into(),
+            "unshare-uts".into(),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(exit_code(&c, &id).await, 137);
+    let log = c.container_log("web", "tries");
+    let lines: Vec<&str> = log.lines().map(str::trim_end).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("connect 127.0.0.1 {allowed} => ok").as_str(),
+            format!("connect 127.0.0.1 {other} => errno=EPERM").as_str(),
+            "bind-tcp 127.0.0.1 4444 => errno=EPERM",
+            "raw-socket => errno=EPERM",
+            "getpid => ok",
+            "unshare-uts =>",
+        ],
+        "{log}"
+    );
+    // The daemon logged the denials with pod, namespace and container.
+    eventually(Duration::from_secs(5), "denial logged", || {
+        let l = w.log_text();
+        (l.contains("pod=web") && l.contains("container=tries") && l.contains(&format!("127.0.0.1:{other}"))).then_some(())
+    });
+    assert!(w.log_text().contains("confined"), "{}", w.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unannotated_pods_are_untouched_and_containers_get_their_own_profiles() {
+    if !ready("unannotated_pods_are_untouched_and_containers_get_their_own_profiles") {
+        return;
+    }
+    let (_l, port) = listener();
+    let c = Containerd::start().await.unwrap();
+    let mut w = WardenDaemon::configure(&c.nri_socket, &[("no-net", no_net("no-net")), ("web", app_profile("web", port))], "");
+    w.start();
+
+    let plain = c.run_pod("plain", "shop", &[]).await.unwrap();
+    let id = run_attempts(&c, &plain, "free", &[format!("connect 127.0.0.1 {port}"), "unshare-uts".into(), "raw-socket".into()]).await.unwrap();
+    assert_eq!(exit_code(&c, &id).await, 0);
+    // Untouched: unshare fails only for want of CAP_SYS_ADMIN (as in any container), it is
+    // not killed; raw sockets are allowed by the runtime's default CAP_NET_RAW.
+    assert_eq!(
+        c.container_log("plain", "free"),
+        format!("connect 127.0.0.1 {port} => ok\nunshare-uts => errno=EPERM\nraw-socket => ok")
+    );
+
+    let two = c
+        .run_pod("two", "shop", &[("warden.io/profile", "web"), ("warden.io/profile.isolated", "no-net")])
+        .await
+        .unwrap();
+    let a = run_attempts(&c, &two, "app", &[format!("connect 127.0.0.1 {port}")]).await.unwrap();
+    let b = run_attempts(&c, &two, "isolated", &[format!("connect 127.0.0.1 {port}")]).await.unwrap();
+    assert_eq!(exit_code(&c, &a).await, 0);
+    assert_eq!(exit_code(&c, &b).await, 0);
+    assert_eq!(c.container_log("two", "app"), format!("connect 127.0.0.1 {port} => ok"));
+    assert_eq!(c.container_log("two", "isolated"), format!("connect 127.0.0.1 {port} => errno=EPERM"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_policies_fail_the_start_unless_fail_open() {
+    if !ready("refused_policies_fail_the_start_unless_fail_open") {
+        return;
+    }
+    let c = Containerd::start().await.unwrap();
+    let mut w = WardenDaemon::configure(&c.nri_socket, &[("broken", r#"{"name":"broken","syscalls":{"allow":["opnat"]}}"#.into())], "");
+    w.start();
+
+    let cases = [
+        ("unknown", vec![("warden.io/profile", "nope")], "unknown profile"),
+        ("tricks", vec![("warden.io/profile", "../../etc/passwd")], "profile name"),
+        ("badmode", vec![("warden.io/profile", "broken"), ("warden.io/mode", "audit")], "unknown mode"),
+        ("invalid", vec![("warden.io/profile", "broken")], "opnat"),
+        ("typo", vec![("warden.io/profle", "x")], "unknown warden annotation"),
+    ];
+    for (pod_name, ann, why) in &cases {
+        let pod = c.run_pod(pod_name, "shop", ann).await.unwrap();
+        let err = run_attempts(&c, &pod, "app", &["getpid".into()]).await.expect_err("start must fail");
+        let msg = err.message();
+        assert!(msg.contains(why), "{pod_name}: {msg}");
+        assert!(msg.contains(&format!("pod shop/{pod_name}")) && msg.contains("container app"), "{pod_name}: {msg}");
+    }
+    assert!(w.confined_ids().is_empty(), "nothing half-applied");
+    drop(w);
+
+    // fail_open: the same unknown profile starts, unconfined, with a loud warning.
+    let mut w = WardenDaemon::configure(&c.nri_socket, &[], "fail_open = true");
+    w.start();
+    let pod = c.run_pod("open", "shop", &[("warden.io/profile", "nope")]).await.unwrap();
+    let id = run_attempts(&c, &pod, "app", &["unshare-uts".into()]).await.unwrap();
+    assert_eq!(exit_code(&c, &id).await, 0);
+    assert!(w.log_text().contains("FAIL-OPEN"), "{}", w.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_remove_clean_up_every_entry_and_link() {
+    if !ready("stop_and_remove_clean_up_every_entry_and_link") {
+        return;
+    }
+    let (_l, port) = listener();
+    let c = Containerd::start().await.unwrap();
+    let mut w = WardenDaemon::configure(&c.nri_socket, &[("web", app_profile("web", port))], "");
+    w.start();
+    let pod = c.run_pod("web", "shop", &[("warden.io/profile", "web")]).await.unwrap();
+    let id = run_loop(&c, &pod, "loop", &format!("connect 127.0.0.1 {port}")).await;
+    assert_eq!(w.confined_ids().len(), 1);
+    assert!(w.warden.link_pinned("sys_enter"));
+    c.stop_container(&id).await.unwrap();
+    c.remove_container(&id).await.unwrap();
+    eventually(Duration::from_secs(5), "entries released", || w.confined_ids().is_empty().then_some(()));
+    let links = std::fs::read_dir(w.warden.pin_dir.join("cgroups")).unwrap().count();
+    assert_eq!(links, 0, "no per-cgroup links left");
+    assert!(!w.warden.link_pinned("sys_enter"), "sys_enter detached with the last syscall policy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforcement_survives_containerd_and_warden_restarts_and_late_starts() {
+    if !ready("enforcement_survives_containerd_and_warden_restarts_and_late_starts") {
+        return;
+    }
+    let (_l, port) = listener();
+    let connect = format!("connect 127.0.0.1 {port}");
+    let mut c = Containerd::start().await.unwrap();
+    let mut w = WardenDaemon::configure(&c.nri_socket, &[("no-net", no_net("no-net"))], "");
+
+    // Started before warden: NRI lets it run unconfined; Synchronize confines it.
+    let early = c.run_pod("early", "shop", &[("warden.io/profile", "no-net")]).await.unwrap();
+    run_loop(&c, &early, "loop", &connect).await;
+    assert_eq!(latest_line(&c, "early", "loop").await, "ok");
+    w.start();
+    eventually(Duration::from_secs(5), "synchronize confines the running container", || {
+        (c.container_log("early", "loop").lines().last() == Some("errno=EPERM")).then_some(())
+    });
+
+    // containerd restarts: warden reconnects; the running container stays confined.
+    let regs = w.registrations();
+    c.restart().await.unwrap();
+    eventually(Duration::from_secs(15), "warden reconnects", || (w.registrations() > regs).then_some(()));
+    assert_eq!(latest_line(&c, "early", "loop").await, "errno=EPERM");
+    let after = c.run_pod("after", "shop", &[("warden.io/profile", "no-net")]).await.unwrap();
+    let id = run_attempts(&c, &after, "app", &[connect.clone()]).await.unwrap();
+    assert_eq!(exit_code(&c, &id).await, 0);
+    assert_eq!(c.container_log("after", "app"), format!("{connect} => errno=EPERM"));
+
+    // warden killed with SIGKILL: still enforced while it is down; a new warden adopts.
+    w.kill();
+    assert_eq!(latest_line(&c, "early", "loop").await, "errno=EPERM", "enforced while warden is down");
+    let confined_before = w.confined_ids();
+    assert!(!confined_before.is_empty());
+    w.start();
+    assert_eq!(latest_line(&c, "early", "loop").await, "errno=EPERM");
+    let late = c.run_pod("late", "shop", &[("warden.io/profile", "no-net")]).await.unwrap();
+    let id = run_attempts(&c, &late, "app", &[connect.clone()]).await.unwrap();
+    assert_eq!(exit_code(&c, &id).await, 0);
+    assert_eq!(c.container_log("late", "app"), format!("{connect} => errno=EPERM"));
+    // The adopted entry of the still-running container was kept through the restart.
+    let loop_cgroup = w.confined_ids().into_iter().filter(|id| confined_before.contains(id)).count();
+    assert!(loop_cgroup >= 1, "the running container's pinned entry was adopted, not dropped");
+}
