@@ -175,6 +175,8 @@ pub struct Enforcer {
     pin_dir: PathBuf,
     /// Ok: the BPF-LSM programs are loaded. Err: why the bpf-lsm layer is unusable here.
     lsm: std::result::Result<(), String>,
+    /// The kernel's BTF, parsed when the first LSM program is loaded.
+    btf: Option<Btf>,
     _lock: File,
 }
 
@@ -244,18 +246,16 @@ impl Enforcer {
             };
             r.with_context(|| format!("loading eBPF program {name}"))?;
         }
-        let lsm = match crate::kernel::probe::bpf_lsm_status() {
-            Ok(()) => load_lsm_programs(&mut ebpf),
-            Err(why) => Err(why),
-        };
-        match &lsm {
-            Ok(()) => debug!("BPF-LSM programs loaded"),
-            Err(why) => debug!("bpf-lsm layer unavailable: {why}"),
+        // LSM programs are loaded when first attached (set_lsm_group): verifying them is the
+        // costly part of a load, and most warden invocations find their links pinned already.
+        let lsm = crate::kernel::probe::bpf_lsm_status();
+        if let Err(why) = &lsm {
+            debug!("bpf-lsm layer unavailable: {why}");
         }
         let mut maps = Maps::open(pin_dir)?;
         maps.state.set(maps::STATE_LAYOUT, MAP_LAYOUT_VERSION as u64, 0)?;
 
-        let mut e = Enforcer { ebpf, maps, pin_dir: pin_dir.to_path_buf(), lsm, _lock: lock };
+        let mut e = Enforcer { ebpf, maps, pin_dir: pin_dir.to_path_buf(), lsm, btf: None, _lock: lock };
         e.ensure_raw_tp("warden_cgroup_mkdir", "cgroup_mkdir")?;
         e.ensure_raw_tp("warden_cgroup_rmdir", "cgroup_rmdir")?;
         Ok(e)
@@ -307,11 +307,22 @@ impl Enforcer {
             if pin.exists() || self.lsm.is_err() {
                 continue;
             }
+            if self.btf.is_none() {
+                self.btf = Some(Btf::from_sys_fs().context("reading the kernel BTF for the BPF-LSM programs")?);
+            }
+            let btf = self.btf.as_ref().expect("parsed above");
             let Some(p) = self.ebpf.program_mut(prog) else { bail!("program {prog} missing from the object") };
             let p: &mut Lsm = p.try_into()?;
             if p.fd().is_err() {
-                // Optional hook this kernel lacks (skipped at load).
-                continue;
+                if let Err(e) = p.load(hook, btf) {
+                    let e = anyhow::Error::from(e);
+                    if *required {
+                        return Err(e).with_context(|| format!("the lsm/{hook} program does not load on this kernel"));
+                    }
+                    // A hook this kernel lacks: that syscall class keeps only the sys_enter kill.
+                    warn!(hook, "optional lsm program not loaded: {e:#}");
+                    continue;
+                }
             }
             let r = p.attach().and_then(|id| p.take_link(id)).map_err(anyhow::Error::from).and_then(|l| {
                 let link: FdLink = l.into();
@@ -629,26 +640,6 @@ impl Enforcer {
     pub fn sys_enter_attached(&self) -> bool {
         self.link_pin("sys_enter").exists()
     }
-}
-
-/// Loads the BPF-LSM programs against the running kernel's BTF. A required program that fails
-/// makes the layer unusable (the reason is returned); an optional one is skipped.
-fn load_lsm_programs(ebpf: &mut Ebpf) -> std::result::Result<(), String> {
-    let btf = Btf::from_sys_fs().map_err(|e| format!("reading the kernel BTF: {e}"))?;
-    for (prog, hook, _, required) in LSM_PROGRAMS {
-        let p: &mut Lsm = match ebpf.program_mut(prog).map(|p| p.try_into()) {
-            Some(Ok(p)) => p,
-            _ => return Err(format!("program {prog} missing from the eBPF object")),
-        };
-        if let Err(e) = p.load(hook, &btf) {
-            let e = format!("{:#}", anyhow::Error::from(e));
-            if *required {
-                return Err(format!("the lsm/{hook} program does not load on this kernel: {e}"));
-            }
-            warn!(hook, "optional lsm program not loaded (that syscall class keeps only the sys_enter kill): {e}");
-        }
-    }
-    Ok(())
 }
 
 /// Drops every pinned map and link under `pin_dir`: all enforcement by this warden ends (links
