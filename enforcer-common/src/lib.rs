@@ -378,6 +378,9 @@ pub mod globals {
     pub const FILE_F_PATH: &str = "OFF_FILE_F_PATH";
     /// `struct file` -> `f_mode` (fmode_t).
     pub const FILE_F_MODE: &str = "OFF_FILE_F_MODE";
+    /// `struct file` -> `f_inode`; `struct inode` -> `i_mode` (umode_t).
+    pub const FILE_F_INODE: &str = "OFF_FILE_F_INODE";
+    pub const INODE_I_MODE: &str = "OFF_INODE_I_MODE";
     /// `struct linux_binprm` -> `file` (struct file *).
     pub const BPRM_FILE: &str = "OFF_BPRM_FILE";
     /// `struct path` -> `mnt`, `dentry`.

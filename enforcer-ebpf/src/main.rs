@@ -60,6 +60,10 @@ static OFF_FILE_F_PATH: u64 = 0;
 #[no_mangle]
 static OFF_FILE_F_MODE: u64 = 0;
 #[no_mangle]
+static OFF_FILE_F_INODE: u64 = 0;
+#[no_mangle]
+static OFF_INODE_I_MODE: u64 = 0;
+#[no_mangle]
 static OFF_BPRM_FILE: u64 = 0;
 #[no_mangle]
 static OFF_PATH_MNT: u64 = 0;
@@ -643,9 +647,27 @@ pub fn warden_file_open(ctx: LsmContext) -> i32 {
         return LSM_ALLOW;
     }
     let Some(s) = scratch() else { return LSM_DENY };
-    let n = file_path(s, file);
+    let mut n = file_path(s, file);
+    // A directory is judged as `path/`, so the rule `/etc/` also covers opendir("/etc").
+    let imode: u16 = unsafe {
+        read::<*const u8>(file, global(&OFF_FILE_F_INODE)).and_then(|i| read::<u16>(i, global(&OFF_INODE_I_MODE)))
+    }
+    .unwrap_or(0);
+    if imode & S_IFMT == S_IFDIR && n >= 2 && (n as usize) < PATH_SCRATCH - 1 {
+        // Through map memory, so the masked index is what the verifier sees.
+        s.pos = (n as u64).wrapping_sub(2);
+        let last = (unsafe { core::ptr::read_volatile(&s.pos) } as usize) & (PATH_SCRATCH - 1);
+        if s.path[last] != b'/' {
+            s.path[(last + 1) & (PATH_SCRATCH - 1)] = b'/';
+            s.path[(last + 2) & (PATH_SCRATCH - 1)] = 0;
+            n += 1;
+        }
+    }
     judge_path(cgid, root, &pol, restricts, s, n, need, file_op::OPEN, kind::FILE)
 }
+
+const S_IFMT: u16 = 0o170000;
+const S_IFDIR: u16 = 0o040000;
 
 /// Runs for the executable and again for a script's interpreter (binfmt_script), so both need x.
 #[lsm(hook = "bprm_check_security")]

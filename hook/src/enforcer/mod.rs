@@ -219,6 +219,8 @@ impl Enforcer {
             .override_global(globals::TASK_TI_STATUS, &off.task_ti_status, true)
             .override_global(globals::FILE_F_PATH, &off.files.file_f_path, true)
             .override_global(globals::FILE_F_MODE, &off.files.file_f_mode, true)
+            .override_global(globals::FILE_F_INODE, &off.files.file_f_inode, true)
+            .override_global(globals::INODE_I_MODE, &off.files.inode_i_mode, true)
             .override_global(globals::BPRM_FILE, &off.files.bprm_file, true)
             .override_global(globals::PATH_MNT, &off.files.path_mnt, true)
             .override_global(globals::PATH_DENTRY, &off.files.path_dentry, true)

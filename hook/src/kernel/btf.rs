@@ -26,6 +26,8 @@ pub struct KernelOffsets {
 pub struct FileOffsets {
     pub file_f_path: u64,
     pub file_f_mode: u64,
+    pub file_f_inode: u64,
+    pub inode_i_mode: u64,
     pub bprm_file: u64,
     pub path_mnt: u64,
     pub path_dentry: u64,
@@ -45,6 +47,8 @@ impl FileOffsets {
         Ok(Self {
             file_f_path: member_offset(btf, "file", &["f_path"])?,
             file_f_mode: member_offset(btf, "file", &["f_mode"])?,
+            file_f_inode: member_offset(btf, "file", &["f_inode"])?,
+            inode_i_mode: member_offset(btf, "inode", &["i_mode"])?,
             bprm_file: member_offset(btf, "linux_binprm", &["file"])?,
             path_mnt: member_offset(btf, "path", &["mnt"])?,
             path_dentry: member_offset(btf, "path", &["dentry"])?,

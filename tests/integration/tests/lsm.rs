@@ -138,6 +138,9 @@ fn cases() {
     // prefix boundary, symlinks and `..` judged by the resolved path
     check(&mut a, &format!("open-r {}", t.p("etc/passwd")), ok());
     check(&mut a, &format!("open-r {}", t.p("etcx/passwd")), eperm());
+    // a directory rule covers the directory itself when opened (opendir), not its siblings
+    check(&mut a, &format!("open-r {}", t.p("etc")), ok());
+    check(&mut a, &format!("open-r {}", t.p("etcx")), eperm());
     check(&mut a, &format!("open-r {}", t.p("rw/esc")), eperm());
     check(&mut a, &format!("open-r {}", t.p("rw/good")), ok());
     check(&mut a, &format!("open-r {}", t.p("ro/../secret/s")), eperm());
