@@ -12,6 +12,14 @@ fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=WARDEN_EBPF_TOOLCHAIN");
     let toolchain = std::env::var("WARDEN_EBPF_TOOLCHAIN").unwrap_or_else(|_| "nightly".into());
     let root_dir = ebpf_dir.to_str().context("non-UTF-8 path")?;
+    // AYA_BUILD_SKIP=1 (e.g. the fuzz build, which only parses profiles): embed an empty
+    // object; the loader refuses it with a clear error.
+    if matches!(std::env::var("AYA_BUILD_SKIP").as_deref(), Ok("1") | Ok("true")) {
+        let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("warden");
+        std::fs::write(out, b"")?;
+        println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+        return Ok(());
+    }
     aya_build::build_ebpf(
         [Package { name: "warden-ebpf", root_dir, ..Default::default() }],
         Toolchain::Custom(&toolchain),

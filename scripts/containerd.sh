@@ -13,6 +13,7 @@
 #   WARDEN_CONTAINERD_BIN=...  WARDEN_BUSYBOX_IMAGE_TAR=... (the integration tests read these)
 # A second run only checks stamps and takes well under a second.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 log() { printf '[containerd.sh] %s\n' "$*" >&2; }
 
@@ -30,15 +31,7 @@ PAUSE_REF="docker.io/warden/pause:local"
 if [ "$(id -u)" != 0 ]; then log "must run as root (apt, containerd)"; exit 1; fi
 
 apt_system_packages() {
-    local missing=()
-    for p in runc busybox-static; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    if [ "${#missing[@]}" -gt 0 ]; then
-        log "apt-get install ${missing[*]} (bookworm)"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
+    apt_ensure runc busybox-static
 }
 
 containerd_private() {

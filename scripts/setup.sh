@@ -11,6 +11,7 @@
 #     hard-coded, so a toolchain update keeps working.
 #   - bpffs mounted at /sys/fs/bpf (pinned enforcement state lives there).
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -24,17 +25,8 @@ need_root() {
 }
 
 apt_packages() {
-    local pkgs=(protobuf-compiler pkg-config iproute2 busybox-static runc
-                containernetworking-plugins qemu-system-x86 qemu-utils cpio kmod linux-libc-dev python3)
-    local missing=()
-    for p in "${pkgs[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-    done
-    if [ "${#missing[@]}" -gt 0 ]; then
-        log "apt-get install ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
+    apt_ensure protobuf-compiler pkg-config iproute2 busybox-static runc \
+        containernetworking-plugins qemu-system-x86 qemu-utils cpio kmod linux-libc-dev python3
 }
 
 rust_components() {
@@ -76,6 +68,14 @@ bpf_linker() {
     touch "$stamp"
 }
 
+cargo_fuzz() {
+    # The parser fuzz target (scripts/fuzz-short.sh) runs briefly in every test run.
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        log "cargo install cargo-fuzz"
+        cargo install cargo-fuzz --locked --quiet
+    fi
+}
+
 bpffs() {
     if ! mountpoint -q /sys/fs/bpf; then
         log "mount bpffs at /sys/fs/bpf"
@@ -90,5 +90,6 @@ need_root
 apt_packages
 rust_components
 bpf_linker
+cargo_fuzz
 bpffs
 log "ready"

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+bash scripts/containerd.sh   # private containerd 1.7 with NRI, runc, local images
+bash scripts/vm-kernels.sh   # Debian kernels (bookworm 6.1, sid 7.x) and qemu for the VM tests
 
 log=$(mktemp /tmp/warden-test.XXXXXX.log)
 trap 'rm -f "$log"' EXIT
@@ -25,8 +27,22 @@ echo "== unit tests and kernel tests (real cgroups, real eBPF)"
 cargo test --locked --lib --bins --tests 2>&1 | grep -v '^warning: warden@' | tee -a "$log" || true
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
+# Suites outside cargo test count as one test each in the closing line.
+extra_pass=0; extra_fail=0
+suite() { # name command...
+    local name=$1; shift
+    echo "== $name"
+    if "$@"; then extra_pass=$((extra_pass + 1)); echo "$name: passed"
+    else extra_fail=$((extra_fail + 1)); status=1; echo "$name: FAILED"; fi
+}
+# The VM harness proves that a failure, panic or hang inside a VM fails the suite, on each
+# kernel, and that BPF-LSM programs really run there.
+suite "VM harness self-test (bookworm 6.1, sid 7.x)" bash tests/vm/selftest.sh bookworm sid
+suite "fuzz (profile parser, short run)" env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash scripts/fuzz-short.sh
+
 # One closing line over every test binary (cargo prints one `test result:` per binary).
 read -r passed failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;/) p += $i; if ($(i+1) ~ /^failed;/) f += $i } } END { print p+0, f+0 }' "$log")
+passed=$((passed + extra_pass)); failed=$((failed + extra_fail))
 [ "${passed:-0}" -gt 0 ] || { echo "no test ran"; status=1; }
 [ "$status" = 0 ] || [ "${failed:-0}" -gt 0 ] || failed=1
 echo "warden: ${passed:-0} passed, ${failed:-0} failed"

@@ -383,7 +383,10 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
             bpf_probe_read_kernel(regs.wrapping_add(arch::PT_REGS_ARG0) as *const u64)
         }
         .unwrap_or(u64::MAX);
-        let allowed = family < 64 && (hdr.families >> family) & 1 == 1;
+        // inet and inet6 are left to warden_sock_create, which refuses with EPERM instead of
+        // a kill.
+        let has_cgroup_hook = family == AF_INET as u64 || family == AF_INET6 as u64;
+        let allowed = has_cgroup_hook || (family < 64 && (hdr.families >> family) & 1 == 1);
         if !allowed {
             let a = Attempt { kind: kind::SOCKET, nr: nr as u32, family: family as u16, port: 0, addr: [0; 16], path: core::ptr::null() };
             if judge(cgid, root, &pol, false, &a) {

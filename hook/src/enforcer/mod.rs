@@ -202,6 +202,9 @@ impl Enforcer {
         }
         maps::check_layout(pin_dir)?;
 
+        if EBPF_OBJECT.is_empty() {
+            bail!("this warden binary was built without its eBPF object (AYA_BUILD_SKIP): rebuild without it");
+        }
         let off = KernelOffsets::from_running_kernel()?;
         debug!(?off, "kernel offsets from BTF");
         let rate_limit: u64 = std::env::var("WARDEN_EVENT_RATE_LIMIT")

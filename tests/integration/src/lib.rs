@@ -73,11 +73,13 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
     })
 }
 
-/// A binary of this workspace, next to the test executable's `deps/` folder.
+/// A binary of this workspace: beside this executable (a bin in target/debug) or one level up
+/// (a test in target/debug/deps).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    dir.join(name)
+    let here = exe.parent().expect("exe folder");
+    let cands = [here.join(name), here.parent().map(|p| p.join(name)).unwrap_or_default()];
+    cands.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| cands[1].clone())
 }
 
 fn unique(tag: &str) -> String {
@@ -534,9 +536,10 @@ impl Drop for WardenDaemon {
 /// The static build of `warden-attempt` (scripts/test.sh builds it), for containers.
 pub fn static_attempt() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let target = exe.ancestors().nth(3).expect("target dir");
     let host = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let p = target.join(host).join("release").join("warden-attempt");
+    let rel = Path::new(&host).join("release").join("warden-attempt");
+    // The target folder is an ancestor of this executable (target/debug[/deps]/exe).
+    let p = exe.ancestors().map(|a| a.join(&rel)).find(|p| p.is_file()).unwrap_or_else(|| exe.ancestors().nth(3).unwrap().join(&rel));
     if !p.exists() {
         let why = format!("{} missing (scripts/test.sh builds it with crt-static)", p.display());
         if in_ci() {

@@ -410,3 +410,20 @@ fn probe_reports_layers() {
     let human = w.ok(&["probe"]);
     assert!(human.contains("enforcement layers"));
 }
+
+#[test]
+fn families_outside_the_profile_get_eperm_where_a_cgroup_hook_exists() {
+    if !prerequisites() {
+        return;
+    }
+    let w = Warden::new();
+    let cg = TestCgroup::new("families");
+    let mut p = Attempt::spawn_in(&cg.path);
+    w.confine(&cg.path, r#"{"name":"unix-only","network":{"families":["unix"]}}"#, "enforce");
+    // inet/inet6 are refused by the cgroup sock_create hook: EPERM, the process lives on.
+    assert_eq!(p.attempt("connect 127.0.0.1 9"), Outcome::errno("EPERM"));
+    assert_eq!(p.attempt("connect ::1 9"), Outcome::errno("EPERM"));
+    assert_eq!(p.attempt("unix-socket"), Outcome::ok());
+    // packet has no cgroup hook: judged at socket() by the syscall hook (SIGKILL) without BPF-LSM.
+    assert_eq!(p.attempt("packet-socket"), Outcome::Killed(SIGKILL));
+}

@@ -271,3 +271,77 @@ async fn enforcement_survives_containerd_and_warden_restarts_and_late_starts() {
     let loop_cgroup = w.confined_ids().into_iter().filter(|id| confined_before.contains(id)).count();
     assert!(loop_cgroup >= 1, "the running container's pinned entry was adopted, not dropped");
 }
+
+/// The built-in profiles from profiles/, as the daemon's profile folder.
+fn builtin_profiles() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles");
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| (e.path().file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap()))
+        .collect()
+}
+
+async fn sh(c: &Containerd, pod: &PodHandle, name: &str, script: &str) -> String {
+    let helper = static_attempt();
+    let id = c.create_container_with(pod, name, &["sh", "-c", script], &[], &[(helper.as_path(), ATTEMPT)]).await.unwrap();
+    c.start_container(&id).await.unwrap_or_else(|s| panic!("start {name}: {}", s.message()));
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_profiles_run_their_workloads() {
+    if !ready("builtin_profiles_run_their_workloads") {
+        return;
+    }
+    let c = Containerd::start().await.unwrap();
+    let profiles = builtin_profiles();
+    let refs: Vec<(&str, String)> = profiles.iter().map(|(n, j)| (n.as_str(), j.clone())).collect();
+    let mut w = WardenDaemon::configure(&c.nri_socket, &refs, "");
+    w.start();
+
+    // busybox httpd under busybox-httpd: serves on 8080; may not listen anywhere else.
+    let web = c.run_pod("httpd", "shop", &[("warden.io/profile", "busybox-httpd")]).await.unwrap();
+    sh(&c, &web, "server", "mkdir -p /tmp/www && echo hello-from-warden > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /tmp/www").await;
+    eventually(Duration::from_secs(10), "httpd listening on 8080", || std::net::TcpStream::connect("127.0.0.1:8080").ok());
+    let other = sh(&c, &web, "other-port", "httpd -f -p 127.0.0.1:8081 -h /tmp; echo rc=$?").await;
+    exit_code(&c, &other).await;
+    let log = c.container_log("httpd", "other-port");
+    assert!(log.contains("Operation not permitted") && log.contains("rc=1"), "bind 8081 refused:\n{log}");
+
+    // A client under client-one-address: 127.0.0.1:8080 only. (No `wget -T`: bookworm's
+    // busybox wget segfaults on its timeout path even unconfined.)
+    let client = c.run_pod("client", "shop", &[("warden.io/profile", "client-one-address")]).await.unwrap();
+    let id = sh(&c, &client, "wget", "wget -q -O- http://127.0.0.1:8080/; wget -q -O- http://127.0.0.2:8080/; echo rc=$?").await;
+    assert_eq!(exit_code(&c, &id).await, 0);
+    let log = c.container_log("client", "wget");
+    assert!(log.contains("hello-from-warden"), "allowed fetch works:\n{log}");
+    assert!(log.contains("Operation not permitted") && log.contains("rc=1"), "127.0.0.2 refused:\n{log}");
+
+    // deny-network: no connect at all.
+    let isolated = c.run_pod("isolated", "shop", &[("warden.io/profile", "deny-network")]).await.unwrap();
+    let id = sh(&c, &isolated, "wget", "wget -q -O- http://127.0.0.1:8080/; echo rc=$?").await;
+    assert_eq!(exit_code(&c, &id).await, 0);
+    let log = c.container_log("isolated", "wget");
+    assert!(log.contains("Operation not permitted") && log.contains("rc=1"), "{log}");
+
+    // runtime-default: an ordinary shell workload runs; unshare (not in the list) is killed.
+    let plain = c.run_pod("shell", "shop", &[("warden.io/profile", "runtime-default")]).await.unwrap();
+    let id = sh(&c, &plain, "work", "echo start; ls / >/dev/null; cat /proc/self/status >/dev/null; date >/dev/null; sleep 0.1; echo done").await;
+    assert_eq!(exit_code(&c, &id).await, 0, "{}", c.container_log("shell", "work"));
+    assert_eq!(c.container_log("shell", "work"), "start\ndone");
+    let id = sh(&c, &plain, "ns", &format!("{ATTEMPT} unshare-uts")).await;
+    assert_eq!(exit_code(&c, &id).await, 137);
+
+    // readonly needs BPF-LSM (files rules). Where the kernel cannot run it, the pod is refused
+    // and the message says what is missing; where it can, the VM tests cover it.
+    let probe: serde_json::Value = serde_json::from_str(&w.warden.ok(&["probe", "--json"])).unwrap();
+    let lsm = probe["layers"].as_array().unwrap().iter().find(|l| l["name"] == "bpf-lsm").unwrap().clone();
+    if lsm["available"] == false {
+        let ro = c.run_pod("ro", "shop", &[("warden.io/profile", "readonly")]).await.unwrap();
+        let err = run_attempts(&c, &ro, "app", &["getpid".into()]).await.expect_err("refused without BPF-LSM");
+        let msg = err.message();
+        assert!(msg.contains("bpf-lsm") && msg.contains("pod shop/ro"), "{msg}");
+    }
+}
