@@ -38,6 +38,8 @@ suite() { # name command...
 # The VM harness proves that a failure, panic or hang inside a VM fails the suite, on each
 # kernel, and that BPF-LSM programs really run there.
 suite "VM harness self-test (bookworm 6.1, sid 7.x)" bash tests/vm/selftest.sh bookworm sid
+# Builds the deb and rpm (release), installs them into a bookworm chroot and an rpm root.
+suite "packages (deb in a bookworm chroot, rpm root, systemd unit)" bash tests/packaging/test.sh
 suite "fuzz (profile parser, short run)" env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" bash scripts/fuzz-short.sh
 
 # One closing line over every test binary (cargo prints one `test result:` per binary).

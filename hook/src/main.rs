@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod cli_profile;
 use warden::{
@@ -93,6 +93,12 @@ enum Cmd {
     },
     /// Validate, show, import (OCI seccomp) and compare profiles.
     Profile(cli_profile::ProfileCmd),
+    /// Print a shell completion script (used when building the packages).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page, roff (used when building the packages).
+    #[command(hide = true)]
+    Manpage,
 }
 
 fn main() {
@@ -146,6 +152,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Run { .. } => unreachable!("handled in main"),
         Cmd::Profile(cmd) => cli_profile::run(cmd)?,
+        // Generated from the same clap definition as the parser, so they cannot drift.
+        Cmd::Completions { shell } => clap_complete::generate(shell, &mut Cli::command(), "warden", &mut std::io::stdout()),
+        Cmd::Manpage => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?,
         Cmd::Probe { json } => {
             let p = Probe::run();
             if json {
