@@ -656,6 +656,12 @@ pub fn warden_file_open(ctx: LsmContext) -> i32 {
         read::<*const u8>(file, global(&OFF_FILE_F_INODE)).and_then(|i| read::<u16>(i, global(&OFF_INODE_I_MODE)))
     }
     .unwrap_or(0);
+    // FIFOs and sockets opened by path are IPC endpoints, not file contents (runc's exec fifo,
+    // reopened through /proc/self/fd at container start, is one): not judged. Creating them
+    // (mknod) is.
+    if imode & S_IFMT == S_IFIFO || imode & S_IFMT == S_IFSOCK {
+        return LSM_ALLOW;
+    }
     if imode & S_IFMT == S_IFDIR && n >= 2 && (n as usize) < PATH_SCRATCH - 1 {
         // Through map memory, so the masked index is what the verifier sees.
         s.pos = (n as u64).wrapping_sub(2);
@@ -671,6 +677,8 @@ pub fn warden_file_open(ctx: LsmContext) -> i32 {
 
 const S_IFMT: u16 = 0o170000;
 const S_IFDIR: u16 = 0o040000;
+const S_IFIFO: u16 = 0o010000;
+const S_IFSOCK: u16 = 0o140000;
 
 /// Runs for the executable and again for a script's interpreter (binfmt_script), so both need x.
 #[lsm(hook = "bprm_check_security")]

@@ -295,6 +295,50 @@ impl Enforcer {
         self.link_pin(&format!("lsm_{hook}"))
     }
 
+    /// Loads LSM program `prog` for `hook` unless loaded. Ok(false): an optional program this
+    /// kernel cannot load (warned); Err: a required one.
+    fn load_lsm(&mut self, prog: &str, hook: &str, required: bool) -> Result<bool> {
+        if self.btf.is_none() {
+            self.btf = Some(Btf::from_sys_fs().context("reading the kernel BTF for the BPF-LSM programs")?);
+        }
+        let btf = self.btf.as_ref().expect("parsed above");
+        let Some(p) = self.ebpf.program_mut(prog) else { bail!("program {prog} missing from the object") };
+        let p: &mut Lsm = p.try_into()?;
+        if p.fd().is_ok() {
+            return Ok(true);
+        }
+        match p.load(hook, btf) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                if required {
+                    return Err(e).with_context(|| format!("the lsm/{hook} program does not load on this kernel"));
+                }
+                // A hook this kernel lacks: that syscall class keeps only the sys_enter kill.
+                warn!(hook, "optional lsm program not loaded: {e:#}");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Loads (verifies) every BPF-LSM program now instead of at first use: for a long-running
+    /// daemon, so that the first container with a `files` profile does not wait for the
+    /// verifier inside the runtime's request timeout. A required program that does not load
+    /// makes the layer unusable (profiles with `files` are then refused, with the reason).
+    pub fn preload_lsm(&mut self) {
+        if self.lsm.is_err() {
+            return;
+        }
+        for (prog, hook, _, required) in LSM_PROGRAMS {
+            if let Err(e) = self.load_lsm(prog, hook, *required) {
+                warn!("bpf-lsm layer unusable: {e:#}");
+                self.lsm = Err(format!("{e:#}"));
+                return;
+            }
+        }
+        info!("BPF-LSM programs loaded");
+    }
+
     /// Attaches (`want`) or detaches the LSM programs of `group`.
     fn set_lsm_group(&mut self, group: LsmGroup, want: bool) -> Result<()> {
         for (prog, hook, g, required) in LSM_PROGRAMS {
@@ -312,23 +356,11 @@ impl Enforcer {
             if pin.exists() || self.lsm.is_err() {
                 continue;
             }
-            if self.btf.is_none() {
-                self.btf = Some(Btf::from_sys_fs().context("reading the kernel BTF for the BPF-LSM programs")?);
+            if !self.load_lsm(prog, hook, *required)? {
+                continue; // optional hook this kernel lacks
             }
-            let btf = self.btf.as_ref().expect("parsed above");
             let Some(p) = self.ebpf.program_mut(prog) else { bail!("program {prog} missing from the object") };
             let p: &mut Lsm = p.try_into()?;
-            if p.fd().is_err() {
-                if let Err(e) = p.load(hook, btf) {
-                    let e = anyhow::Error::from(e);
-                    if *required {
-                        return Err(e).with_context(|| format!("the lsm/{hook} program does not load on this kernel"));
-                    }
-                    // A hook this kernel lacks: that syscall class keeps only the sys_enter kill.
-                    warn!(hook, "optional lsm program not loaded: {e:#}");
-                    continue;
-                }
-            }
             let r = p.attach().and_then(|id| p.take_link(id)).map_err(anyhow::Error::from).and_then(|l| {
                 let link: FdLink = l.into();
                 link.pin(&pin).map(|_| ()).map_err(anyhow::Error::from)

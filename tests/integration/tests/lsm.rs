@@ -216,7 +216,67 @@ fn cases() {
         let mut d = Attempt::spawn_in(&cgd.path);
         check(&mut d, line, Outcome::Killed(SIGKILL));
     }
+    pod_case(&t);
     eprintln!("all BPF-LSM cases passed on {}", std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim());
+}
+
+/// A real containerd pod (overlayfs root) with a `files` profile, through the NRI daemon: an
+/// allowed read of a file in the image works, a forbidden one fails, from the first instruction.
+fn pod_case(_t: &Tree) {
+    use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd};
+    if !prerequisites_or_skip("pod_case") {
+        return;
+    }
+    if std::env::var_os(IN_VM).is_some() {
+        // The VM's /tmp is an overlay (host / + tmpfs): containerd's overlayfs snapshots cannot
+        // live on it. /run is a plain tmpfs there.
+        std::env::set_var("TMPDIR", "/run");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let c = Containerd::start().await.unwrap();
+        let profile = json!({
+            "name": "pod-files",
+            "files": [
+                { "path": "/warden-attempt", "access": "rx" },
+                // runc's init lists /proc/self/fd (judged as /proc/<pid>/fd/) after warden
+                // installed the policy and before it executes the entrypoint.
+                { "path": "/proc/", "access": "r" },
+                { "path": "/bin/", "access": "r" },
+                { "path": "/dev/null", "access": "rw" }
+            ]
+        })
+        .to_string();
+        let mut w = WardenDaemon::configure(&c.nri_socket, &[("pod-files", profile)], "");
+        w.start();
+        let pod = c.run_pod("files", "lsm", &[("warden.io/profile", "pod-files")]).await.unwrap();
+        let helper = static_attempt();
+        let cmd = ["/warden-attempt", "seq", "open-r /bin/busybox", "open-r /etc/passwd", "open-w /bin/busybox", "exec /bin/busybox"];
+        let id = c.create_container_with(&pod, "reader", &cmd, &[], &[(helper.as_path(), "/warden-attempt")]).await.unwrap();
+        c.start_container(&id).await.unwrap();
+        let mut log = String::new();
+        for _ in 0..150 {
+            let st = c.container_status(&id).await.unwrap();
+            if st.finished_at != 0 {
+                log = c.container_log("files", "reader");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let lines: Vec<&str> = log.lines().map(str::trim_end).collect();
+        assert_eq!(
+            lines,
+            [
+                "open-r /bin/busybox => ok",
+                "open-r /etc/passwd => errno=EPERM",
+                "open-w /bin/busybox => errno=EPERM",
+                "exec /bin/busybox => errno=EPERM",
+            ],
+            "container log:\n{log}\ndaemon log:\n{}",
+            w.log_text()
+        );
+        eprintln!("pod case passed (overlayfs root, real containerd + NRI)");
+    });
 }
 
 #[test]
