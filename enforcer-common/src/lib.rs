@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Version of the pinned map layout. A daemon refuses to adopt pins of another version.
-pub const MAP_LAYOUT_VERSION: u32 = 1;
+pub const MAP_LAYOUT_VERSION: u32 = 2;
 
 /// Number of syscall numbers a profile bitmap covers. x86_64 and aarch64 numbers are all below
 /// 512; any number at or above it (x32 numbers have bit 30 set) is outside every allow-list.
@@ -50,6 +50,85 @@ pub mod profile_flags {
     pub const FAMILIES: u32 = 1 << 4;
     /// SOCK_RAW inet sockets are allowed (only meaningful with FAMILIES).
     pub const RAW_SOCKETS: u32 = 1 << 5;
+    /// A `files` section is present: opens, writes and execs are judged against the
+    /// `WARDEN_FILES` trie (BPF-LSM).
+    pub const FILES: u32 = 1 << 6;
+}
+
+/// Access bits of a files rule (value of the `WARDEN_FILES` trie).
+pub mod access {
+    pub const READ: u8 = 1;
+    pub const WRITE: u8 = 2;
+    pub const EXEC: u8 = 4;
+}
+
+/// What a FILE/EXEC event's process tried (carried in [`Event::port`]).
+pub mod file_op {
+    pub const OPEN: u16 = 0;
+    /// open(O_CREAT) of a new file, mknod.
+    pub const CREATE: u16 = 1;
+    pub const MKDIR: u16 = 2;
+    pub const UNLINK: u16 = 3;
+    pub const RMDIR: u16 = 4;
+    pub const RENAME_FROM: u16 = 5;
+    pub const RENAME_TO: u16 = 6;
+    /// The new name of a hard link.
+    pub const LINK: u16 = 7;
+    pub const SYMLINK: u16 = 8;
+    pub const TRUNCATE: u16 = 9;
+    pub const CHMOD: u16 = 10;
+    pub const CHOWN: u16 = 11;
+    pub const EXEC: u16 = 12;
+    /// The existing name of a hard link (the new name may not grant more than it has).
+    pub const LINK_SOURCE: u16 = 13;
+}
+
+/// Bytes of path a files-trie key holds: LPM key data is at most 256 bytes, 4 go to the profile
+/// id. An exact-file rule stores its path plus the terminating NUL, so rule paths are at most
+/// `FILE_PATH_MAX - 1` bytes.
+pub const FILE_PATH_MAX: usize = 252;
+
+/// Bytes of path an event carries (FILE and EXEC events, see [`FileEvent`]).
+pub const EVENT_PATH_MAX: usize = 256;
+
+/// Key data of the `WARDEN_FILES` LPM trie: profile id (big endian, so it is a prefix) + path
+/// bytes. A directory rule `/etc/` is the 5 bytes `/etc/` (prefix length 32 + 5*8 bits): it
+/// covers `/etc/passwd`, not `/etcx`. An exact rule is the path plus its NUL, so it matches that
+/// path only. Values are [`access`] bits, with every containing directory rule's bits folded in
+/// by userspace: the longest match alone answers.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileKey {
+    pub profile_id_be: [u8; 4],
+    pub path: [u8; FILE_PATH_MAX],
+}
+
+impl Default for FileKey {
+    fn default() -> Self {
+        Self { profile_id_be: [0; 4], path: [0; FILE_PATH_MAX] }
+    }
+}
+
+/// Per-CPU scratch of the file programs (too large for the 512-byte eBPF stack): laid out as an
+/// LPM key (`prefixlen`, then [`FileKey`]), with room after the key's 252 path bytes so the
+/// kernel can write paths up to `PATH_SCRATCH` bytes; a longer path is judged by its first 252
+/// bytes (only directory rules can match it, which is exact: no exact rule is that long).
+pub const PATH_SCRATCH: usize = 512;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PathScratch {
+    pub prefixlen: u32,
+    pub profile_id_be: [u8; 4],
+    pub path: [u8; PATH_SCRATCH],
+    /// Work area of the path builder of the dir+dentry hooks (names are written right to left
+    /// ending at PATH_SCRATCH - 1; the 256 spare bytes let the verifier see every write in bounds).
+    pub work: [u8; PATH_SCRATCH + 256],
+    /// Loop state of the path builder, kept in map memory (not registers) so that the verifier
+    /// sees the same state at every iteration and prunes instead of exploring each path.
+    pub cur_mnt: u64,
+    pub cur_dentry: u64,
+    pub pos: u64,
 }
 
 /// Kinds of attempts, used in events and counters.
@@ -62,7 +141,11 @@ pub mod kind {
     /// A syscall made through the 32-bit compat entry (int 0x80 / ia32): numbers mean other
     /// calls there, so a confined process may not use it at all.
     pub const COMPAT_SYSCALL: u8 = 5;
-    pub const COUNT: usize = 6;
+    /// Open, create, delete, rename, truncate, chmod/chown of a path ([`super::FileEvent`]).
+    pub const FILE: u8 = 6;
+    /// Execution of a file ([`super::FileEvent`]).
+    pub const EXEC: u8 = 7;
+    pub const COUNT: usize = 8;
 }
 
 /// Verdict recorded in an event.
@@ -268,12 +351,21 @@ pub struct LearnKey {
 
 /// Value of the `WARDEN_LEARN_INFO` map, keyed by root cgroup id.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LearnInfo {
     /// Distinct items this cgroup holds in `WARDEN_LEARN_NET`.
     pub items: u64,
     /// Attempts whose (new) item was not recorded: per-cgroup bound reached or map full.
     pub truncated: u64,
+    /// Socket families created (byte N set = AF number N), recorded at socket()/socketpair()
+    /// by the syscall hook with a plain store (families without a cgroup hook: unix, netlink).
+    pub families: [u8; 64],
+}
+
+impl Default for LearnInfo {
+    fn default() -> Self {
+        Self { items: 0, truncated: 0, families: [0; 64] }
+    }
 }
 
 /// Record in the `EVENTS` ring buffer.
@@ -288,7 +380,8 @@ pub struct Event {
     pub pid: u32,
     pub tgid: u32,
     pub profile_id: u32,
-    /// Syscall number (SYSCALL, COMPAT_SYSCALL), or IPPROTO_* for network kinds.
+    /// Syscall number (SYSCALL, COMPAT_SYSCALL), IPPROTO_* for network kinds, or the
+    /// [`access`] bits needed (FILE, EXEC).
     pub nr: u32,
     pub kind: u8,
     pub verdict: u8,
@@ -296,11 +389,22 @@ pub struct Event {
     pub _pad: u8,
     /// AF_* of the attempt (network kinds).
     pub family: u16,
-    /// Host byte order port (network kinds); socket type for SOCKET.
+    /// Host byte order port (network kinds); socket type for SOCKET; [`file_op`] for FILE and
+    /// EXEC.
     pub port: u16,
     /// IPv4 in the first four bytes, or IPv6.
     pub addr: [u8; 16],
     pub comm: [u8; 16],
+}
+
+/// Ring buffer record of the FILE and EXEC kinds: the common header plus the path the kernel
+/// resolved (NUL terminated, truncated to [`EVENT_PATH_MAX`] - 1 bytes). Readers tell the two
+/// records apart by `kind` (and the record length).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileEvent {
+    pub ev: Event,
+    pub path: [u8; EVENT_PATH_MAX],
 }
 
 /// Offsets into kernel structs, read from the running kernel's BTF by userspace and handed to
@@ -319,6 +423,31 @@ pub mod globals {
     pub const CGROUP_ROOT_HIERARCHY_ID: &str = "OFF_CGROUP_ROOT_HIERARCHY_ID";
     /// `struct task_struct` -> `thread_info.status` (x86: TS_COMPAT marks a 32-bit syscall).
     pub const TASK_TI_STATUS: &str = "OFF_TASK_TI_STATUS";
+    /// `struct file` -> `f_path` (struct path).
+    pub const FILE_F_PATH: &str = "OFF_FILE_F_PATH";
+    /// `struct file` -> `f_mode` (fmode_t).
+    pub const FILE_F_MODE: &str = "OFF_FILE_F_MODE";
+    /// `struct file` -> `f_inode`; `struct inode` -> `i_mode` (umode_t).
+    pub const FILE_F_INODE: &str = "OFF_FILE_F_INODE";
+    pub const INODE_I_MODE: &str = "OFF_INODE_I_MODE";
+    /// `struct linux_binprm` -> `file` (struct file *).
+    pub const BPRM_FILE: &str = "OFF_BPRM_FILE";
+    /// `struct path` -> `mnt`, `dentry`.
+    pub const PATH_MNT: &str = "OFF_PATH_MNT";
+    pub const PATH_DENTRY: &str = "OFF_PATH_DENTRY";
+    /// `struct dentry` -> `d_parent`, `d_name.len`, `d_name.name`.
+    pub const DENTRY_PARENT: &str = "OFF_DENTRY_PARENT";
+    pub const DENTRY_NAME_LEN: &str = "OFF_DENTRY_NAME_LEN";
+    pub const DENTRY_NAME: &str = "OFF_DENTRY_NAME";
+    /// `struct vfsmount` -> `mnt_root`.
+    pub const VFSMOUNT_ROOT: &str = "OFF_VFSMOUNT_ROOT";
+    /// `struct mount` -> `mnt` (the embedded vfsmount), `mnt_parent`, `mnt_mountpoint`.
+    pub const MOUNT_MNT: &str = "OFF_MOUNT_MNT";
+    pub const MOUNT_PARENT: &str = "OFF_MOUNT_PARENT";
+    pub const MOUNT_MOUNTPOINT: &str = "OFF_MOUNT_MOUNTPOINT";
+    /// `struct task_struct` -> `fs`; `struct fs_struct` -> `root` (struct path).
+    pub const TASK_FS: &str = "OFF_TASK_FS";
+    pub const FS_ROOT: &str = "OFF_FS_ROOT";
     /// Events per second per confined cgroup before events are dropped (counted).
     pub const EVENT_RATE_LIMIT: &str = "EVENT_RATE_LIMIT";
 }
@@ -339,6 +468,8 @@ mod user {
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for LearnKey {}
     unsafe impl aya::Pod for LearnInfo {}
+    unsafe impl aya::Pod for FileEvent {}
+    unsafe impl aya::Pod for FileKey {}
 }
 
 #[cfg(test)]
@@ -356,7 +487,11 @@ mod tests {
         assert_eq!(size_of::<Net6Key>(), 20);
         assert_eq!(size_of::<Event>(), 8 * 3 + 4 * 4 + 4 + 4 + 16 + 16);
         assert_eq!(size_of::<LearnKey>(), 32);
-        assert_eq!(size_of::<LearnInfo>(), 16);
+        assert_eq!(size_of::<LearnInfo>(), 16 + 64);
+        assert_eq!(size_of::<FileEvent>(), size_of::<Event>() + EVENT_PATH_MAX);
+        // LPM key data (without the 4-byte prefix length) is at most 256 bytes.
+        assert_eq!(size_of::<FileKey>(), 256);
+        assert_eq!(size_of::<PathScratch>(), 8 + 2 * PATH_SCRATCH + 256 + 24);
     }
 
     #[test]

@@ -11,6 +11,21 @@
 //! - `warden_cgroup_mkdir` / `warden_cgroup_rmdir` (raw_tp): a cgroup made below a confined
 //!   cgroup inherits its policy before mkdir() returns, so no process can escape by moving into
 //!   a fresh sub-cgroup.
+//! - `warden_file_open`, `warden_bprm_check` and the `warden_path_*` programs (BPF-LSM): the
+//!   files allow-list (r/w/x by path, an LPM trie per profile); denial = EPERM.
+//! - `warden_sb_mount`, `warden_ptrace`, `warden_bpf`, ... (BPF-LSM): dangerous syscalls outside
+//!   the syscall allow-list fail with EPERM before they do anything (the sys_enter kill follows).
+//!
+//! The LSM programs are global `lsm` programs whose first step is the cgroup lookup, not
+//! `lsm_cgroup` programs: warden uses ~20 hooks and the kernel allows at most 10 distinct
+//! lsm_cgroup hooks system-wide (shared with every other user), descendants of a confined
+//! cgroup are already covered by the WARDEN_CGROUPS entries the mkdir tracepoint writes, and the
+//! loader attaches them only while some confined cgroup needs them (like sys_enter). The cost
+//! for an unconfined process is one hash lookup per hook call.
+//!
+//! Every program function is `#[inline(always)]`: aya's macros wrap the body as an inner
+//! function, and if LLVM keeps that as a separate subprogram, kernel 6.1's verifier rejects its
+//! context argument ("reg type unsupported for arg#0").
 #![no_std]
 #![no_main]
 // atomic_xadd: the bpf target has no AtomicU64::fetch_add, but the kernel has atomic add.
@@ -22,14 +37,15 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_send_signal,
     },
-    macros::{cgroup_sock, cgroup_sock_addr, map, raw_tracepoint},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuHashMap, RingBuf},
-    programs::{RawTracePointContext, SockAddrContext, SockContext},
+    macros::{cgroup_sock, cgroup_sock_addr, lsm, map, raw_tracepoint},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{LsmContext, RawTracePointContext, SockAddrContext, SockContext},
 };
 use warden_common::{
-    cgroup_flags, kind, mode, profile_flags, verdict, CgroupPolicy, Counters, Event, LearnInfo,
-    LearnKey, Net4Key, Net6Key, PortRules, ProfileHeader, ProfileMeta, RateWindow, SyscallSet,
-    LEARN_ITEMS_PER_CGROUP, LEARN_NET_ENTRIES, SYSCALL_BITMAP_BITS,
+    access, cgroup_flags, file_op, kind, mode, profile_flags, verdict, CgroupPolicy, Counters,
+    Event, FileEvent, FileKey, LearnInfo, LearnKey, Net4Key, Net6Key, PathScratch, PortRules,
+    ProfileHeader, ProfileMeta, RateWindow, SyscallSet, EVENT_PATH_MAX, FILE_PATH_MAX,
+    LEARN_ITEMS_PER_CGROUP, LEARN_NET_ENTRIES, PATH_SCRATCH, SYSCALL_BITMAP_BITS,
 };
 
 // ---- read-only globals, set by the loader from the running kernel's BTF ----------------------
@@ -46,6 +62,38 @@ static OFF_CGROUP_ROOT: u64 = 0;
 static OFF_CGROUP_ROOT_HIERARCHY_ID: u64 = 0;
 #[no_mangle]
 static OFF_TASK_TI_STATUS: u64 = 0;
+#[no_mangle]
+static OFF_FILE_F_PATH: u64 = 0;
+#[no_mangle]
+static OFF_FILE_F_MODE: u64 = 0;
+#[no_mangle]
+static OFF_FILE_F_INODE: u64 = 0;
+#[no_mangle]
+static OFF_INODE_I_MODE: u64 = 0;
+#[no_mangle]
+static OFF_BPRM_FILE: u64 = 0;
+#[no_mangle]
+static OFF_PATH_MNT: u64 = 0;
+#[no_mangle]
+static OFF_PATH_DENTRY: u64 = 0;
+#[no_mangle]
+static OFF_DENTRY_PARENT: u64 = 0;
+#[no_mangle]
+static OFF_DENTRY_NAME_LEN: u64 = 0;
+#[no_mangle]
+static OFF_DENTRY_NAME: u64 = 0;
+#[no_mangle]
+static OFF_VFSMOUNT_ROOT: u64 = 0;
+#[no_mangle]
+static OFF_MOUNT_MNT: u64 = 0;
+#[no_mangle]
+static OFF_MOUNT_PARENT: u64 = 0;
+#[no_mangle]
+static OFF_MOUNT_MOUNTPOINT: u64 = 0;
+#[no_mangle]
+static OFF_TASK_FS: u64 = 0;
+#[no_mangle]
+static OFF_FS_ROOT: u64 = 0;
 #[no_mangle]
 static EVENT_RATE_LIMIT: u64 = 1000;
 
@@ -80,6 +128,13 @@ static WARDEN_LEARN_NET: HashMap<LearnKey, u8> = HashMap::pinned(LEARN_NET_ENTRI
 static WARDEN_LEARN_INFO: HashMap<u64, LearnInfo> = HashMap::pinned(65536, 0);
 #[map]
 static WARDEN_EVENTS: RingBuf = RingBuf::pinned(1 << 20, 0);
+/// Files rules: (profile id, path bytes) -> access bits (see warden_common::FileKey).
+#[map]
+static WARDEN_FILES: LpmTrie<FileKey, u32> = LpmTrie::pinned(65536, 0);
+/// Per-CPU scratch for path keys (too large for the stack). Not pinned: each loaded object has
+/// its own. The LSM programs are not sleepable, so nothing else runs on this CPU meanwhile.
+#[map]
+static WARDEN_PATH_SCRATCH: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1, 0);
 /// Index 0: pinned layout version (written by userspace). Index 1: cgroups that could not
 /// inherit a policy because WARDEN_CGROUPS was full (the daemon alarms on it).
 #[map]
@@ -125,6 +180,8 @@ struct Attempt {
     family: u16,
     port: u16,
     addr: [u8; 16],
+    /// FILE and EXEC: the resolved path (NUL terminated, in the per-CPU scratch).
+    path: *const u8,
 }
 
 /// Count a violation (exactly, per CPU) and send an event unless the cgroup's rate window is
@@ -169,12 +226,8 @@ fn report(cgid: u64, root: u64, pol: &CgroupPolicy, verdict: u8, a: &Attempt) {
         }
     }
 
-    let Some(mut entry) = WARDEN_EVENTS.reserve::<Event>(0) else {
-        counters.events_dropped += 1;
-        return;
-    };
     let pid_tgid = bpf_get_current_pid_tgid();
-    entry.write(Event {
+    let ev = Event {
         cgroup_id: cgid,
         root_cgroup: root,
         ktime_ns: now,
@@ -190,8 +243,35 @@ fn report(cgid: u64, root: u64, pol: &CgroupPolicy, verdict: u8, a: &Attempt) {
         port: a.port,
         addr: a.addr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    });
-    entry.submit(0);
+    };
+    if a.kind == kind::FILE || a.kind == kind::EXEC {
+        let Some(mut entry) = WARDEN_EVENTS.reserve::<FileEvent>(0) else {
+            counters.events_dropped += 1;
+            return;
+        };
+        let p = entry.as_mut_ptr();
+        unsafe {
+            (*p).ev = ev;
+            let dst = (*p).path.as_mut_ptr();
+            if aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                dst as *mut _,
+                EVENT_PATH_MAX as u32,
+                a.path as *const _,
+            ) != 0
+            {
+                *dst = 0;
+            }
+            (*p).path[EVENT_PATH_MAX - 1] = 0;
+        }
+        entry.submit(0);
+    } else {
+        let Some(mut entry) = WARDEN_EVENTS.reserve::<Event>(0) else {
+            counters.events_dropped += 1;
+            return;
+        };
+        entry.write(ev);
+        entry.submit(0);
+    }
     counters.events_sent += 1;
 }
 
@@ -209,6 +289,12 @@ fn atomic_inc(p: *mut u64) {
 /// Hook for file/exec learning (BPF-LSM branch): record those items of `root` with the same
 /// scheme (a deduplicating map keyed by root cgroup + item, the same per-cgroup bound and
 /// `LearnInfo` counters), and userspace adds them in `hook/src/learn.rs` (`Learned::files`).
+/// Kinds whose items fit the learn dedupe key (address, port, protocol, family).
+#[inline(always)]
+fn is_network(k: u8) -> bool {
+    k == kind::CONNECT || k == kind::SENDMSG || k == kind::BIND || k == kind::SOCKET
+}
+
 #[inline(always)]
 fn record(root: u64, a: &Attempt) -> bool {
     let key = LearnKey {
@@ -256,7 +342,13 @@ fn judge(cgid: u64, root: u64, pol: &CgroupPolicy, allowed: bool, a: &Attempt) -
     if pol.mode == mode::LEARN {
         // Learn: everything goes through. Network items are recorded in the kernel (deduped,
         // bounded); only a new item sends an event, and the record does not depend on it.
-        if a.kind != kind::SYSCALL && record(root, a) {
+        // File and exec items carry a path the dedupe key cannot hold: they are reported (the
+        // learner dedupes them in userspace) until they get a kernel record of their own.
+        if is_network(a.kind) {
+            if record(root, a) {
+                report(cgid, root, pol, verdict::LEARNED, a);
+            }
+        } else if a.kind != kind::SYSCALL {
             report(cgid, root, pol, verdict::LEARNED, a);
         }
         return false;
@@ -270,7 +362,7 @@ fn judge(cgid: u64, root: u64, pol: &CgroupPolicy, allowed: bool, a: &Attempt) -
             if let Some(set) = WARDEN_LEARN_SC.get_ptr_mut(&root) {
                 unsafe { (*set).seen[(a.nr as usize) & (SYSCALL_BITMAP_BITS - 1)] = 1 };
             }
-        } else if a.kind != kind::COMPAT_SYSCALL {
+        } else if is_network(a.kind) {
             record(root, a);
         }
         report(cgid, root, pol, verdict::WOULD_DENY, a);
@@ -301,6 +393,7 @@ mod arch {
 }
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
+#[inline(always)]
 pub fn warden_sys_enter(ctx: RawTracePointContext) -> i32 {
     // First step: one lookup. Unconfined processes leave here.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
@@ -311,7 +404,10 @@ pub fn warden_sys_enter(ctx: RawTracePointContext) -> i32 {
 
 /// Calibration only (never attached by the engine): the cheapest possible sys_enter program,
 /// so the benchmark can state warden's cost relative to the unavoidable cost of any hook.
-#[raw_tracepoint(tracepoint = "sys_enter")]
+// Its own ELF section (plain `raw_tp`, attached to sys_enter by name at run time): two programs
+// in one section make older verifiers (6.1) treat the second as a subprogram of the first.
+#[raw_tracepoint]
+#[inline(always)]
 pub fn warden_noop_sys_enter(_ctx: RawTracePointContext) -> i32 {
     0
 }
@@ -322,11 +418,12 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
     let nr: u64 = ctx.arg::<u64>(1);
 
     if pol.mode == mode::LEARN {
-        if nr < SYSCALL_BITMAP_BITS as u64 {
-            if let Some(set) = WARDEN_LEARN_SC.get_ptr_mut(&root) {
-                // One byte per syscall: a plain store, no read-modify-write race between CPUs.
-                unsafe { (*set).seen[(nr as usize) & (SYSCALL_BITMAP_BITS - 1)] = 1 };
-            }
+        if let Some(set) = WARDEN_LEARN_SC.get_ptr_mut(&root) {
+            // One byte per syscall (no bit read-modify-write two CPUs could race on). Masked and
+            // unconditional for the verifier (see the enforce path below); out-of-range numbers
+            // OR in 0.
+            let idx = (nr as usize) & (SYSCALL_BITMAP_BITS - 1);
+            unsafe { (*set).seen[idx] |= (nr < SYSCALL_BITMAP_BITS as u64) as u8 };
         }
         // Socket families without a cgroup hook (unix, netlink, packet...) are only seen here.
         if nr == arch::NR_SOCKET || nr == arch::NR_SOCKETPAIR {
@@ -336,8 +433,15 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
             }
             .unwrap_or(u64::MAX);
             if family < 64 {
-                let a = Attempt { kind: kind::SOCKET, nr: 0, family: family as u16, port: 0, addr: [0; 16] };
-                judge(cgid, root, &pol, true, &a);
+                // A plain byte store in the cgroup's learn record (no dedupe insert, no event):
+                // routing this through judge()/report() again made the program too much for
+                // kernel 6.1's verifier.
+                if WARDEN_LEARN_INFO.get_ptr_mut(&root).is_none() {
+                    let _ = WARDEN_LEARN_INFO.insert(&root, &LearnInfo::default(), 1 /* BPF_NOEXIST */);
+                }
+                if let Some(info) = WARDEN_LEARN_INFO.get_ptr_mut(&root) {
+                    unsafe { (*info).families[(family & 63) as usize] = 1 };
+                }
             }
         }
         return;
@@ -368,11 +472,14 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
     }
 
     if restricts_syscalls {
-        let allowed = nr < SYSCALL_BITMAP_BITS as u64
-            && (hdr.syscalls[((nr >> 6) & 7) as usize] >> (nr & 63)) & 1 == 1;
+        // The load is unconditional and masked, and the range test is combined with `&`, not
+        // `&&`: behind a dominating `nr < 512` branch LLVM drops the mask, and older verifiers
+        // (6.1) then see an unbounded index.
+        let word = hdr.syscalls[((nr >> 6) & 7) as usize];
+        let allowed = (nr < SYSCALL_BITMAP_BITS as u64) & ((word >> (nr & 63)) & 1 == 1);
         if !allowed {
             if hdr.flags & profile_flags::SYSCALLS_LOG_ONLY != 0 {
-                let a = Attempt { kind: kind::SYSCALL, nr: nr as u32, family: 0, port: 0, addr: [0; 16] };
+                let a = Attempt { kind: kind::SYSCALL, nr: nr as u32, family: 0, port: 0, addr: [0; 16], path: core::ptr::null() };
                 let complain = CgroupPolicy { mode: mode::COMPLAIN, ..pol };
                 judge(cgid, root, &complain, false, &a);
             } else {
@@ -396,7 +503,7 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
         let has_cgroup_hook = family == AF_INET as u64 || family == AF_INET6 as u64;
         let allowed = has_cgroup_hook || (family < 64 && (hdr.families >> family) & 1 == 1);
         if !allowed {
-            let a = Attempt { kind: kind::SOCKET, nr: nr as u32, family: family as u16, port: 0, addr: [0; 16] };
+            let a = Attempt { kind: kind::SOCKET, nr: nr as u32, family: family as u16, port: 0, addr: [0; 16], path: core::ptr::null() };
             if judge(cgid, root, &pol, false, &a) {
                 unsafe { bpf_send_signal(SIGKILL) };
             }
@@ -409,7 +516,7 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
 /// only in complain.
 #[inline(always)]
 fn deny_syscall(cgid: u64, root: u64, pol: &CgroupPolicy, k: u8, nr: u32) {
-    let a = Attempt { kind: k, nr, family: 0, port: 0, addr: [0; 16] };
+    let a = Attempt { kind: k, nr, family: 0, port: 0, addr: [0; 16], path: core::ptr::null() };
     if judge(cgid, root, pol, false, &a) {
         unsafe { bpf_send_signal(SIGKILL) };
     }
@@ -476,7 +583,7 @@ fn sock_addr(ctx: &SockAddrContext, k: u8, v6: bool) -> i32 {
         b[3] = a[3];
         (AF_INET, b)
     };
-    let attempt = Attempt { kind: k, nr: proto as u32, family, port, addr };
+    let attempt = Attempt { kind: k, nr: proto as u32, family, port, addr, path: core::ptr::null() };
 
     let allowed = match profile(pol.profile_id) {
         None => false, // confined, profile missing: fail closed
@@ -503,44 +610,51 @@ fn sock_addr(ctx: &SockAddrContext, k: u8, v6: bool) -> i32 {
 }
 
 #[cgroup_sock_addr(connect4)]
+#[inline(always)]
 pub fn warden_connect4(ctx: SockAddrContext) -> i32 {
     sock_addr(&ctx, kind::CONNECT, false)
 }
 
 #[cgroup_sock_addr(connect6)]
+#[inline(always)]
 pub fn warden_connect6(ctx: SockAddrContext) -> i32 {
     sock_addr(&ctx, kind::CONNECT, true)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
+#[inline(always)]
 pub fn warden_sendmsg4(ctx: SockAddrContext) -> i32 {
     sock_addr(&ctx, kind::SENDMSG, false)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
+#[inline(always)]
 pub fn warden_sendmsg6(ctx: SockAddrContext) -> i32 {
     sock_addr(&ctx, kind::SENDMSG, true)
 }
 
 #[cgroup_sock_addr(bind4)]
+#[inline(always)]
 pub fn warden_bind4(ctx: SockAddrContext) -> i32 {
     sock_addr(&ctx, kind::BIND, false)
 }
 
 #[cgroup_sock_addr(bind6)]
+#[inline(always)]
 pub fn warden_bind6(ctx: SockAddrContext) -> i32 {
     sock_addr(&ctx, kind::BIND, true)
 }
 
 /// inet/inet6 socket creation: family allow-list and SOCK_RAW.
 #[cgroup_sock(sock_create)]
+#[inline(always)]
 pub fn warden_sock_create(ctx: SockContext) -> i32 {
     let cgid = unsafe { bpf_get_current_cgroup_id() };
     let Some((root, pol)) = policy_for(cgid) else { return ALLOW };
     let sk = unsafe { &*ctx.sock };
     let family = sk.family;
     let ty = sk.type_;
-    let attempt = Attempt { kind: kind::SOCKET, nr: sk.protocol, family: family as u16, port: ty as u16, addr: [0; 16] };
+    let attempt = Attempt { kind: kind::SOCKET, nr: sk.protocol, family: family as u16, port: ty as u16, addr: [0; 16], path: core::ptr::null() };
     let allowed = match profile(pol.profile_id) {
         None => false,
         Some(hdr) => {
@@ -554,6 +668,459 @@ pub fn warden_sock_create(ctx: SockContext) -> i32 {
         }
     };
     if judge(cgid, root, &pol, allowed, &attempt) { DENY } else { ALLOW }
+}
+
+// ---- files and execs (BPF-LSM) ---------------------------------------------------------------
+
+/// LSM verdicts: 0 lets the operation go on, -EPERM refuses it.
+const LSM_ALLOW: i32 = 0;
+const LSM_DENY: i32 = -1;
+
+const FMODE_READ: u32 = 0x1;
+const FMODE_WRITE: u32 = 0x2;
+const FMODE_EXEC: u32 = 0x20;
+
+/// Path components (and mount crossings) the dir+dentry path builder follows.
+const MAX_PATH_DEPTH: u32 = 40;
+
+#[inline(always)]
+fn scratch() -> Option<&'static mut PathScratch> {
+    WARDEN_PATH_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+unsafe fn read<T>(base: *const u8, off: u64) -> Option<T> {
+    bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok()
+}
+
+/// The policy of the current process when its files (or execs) are judged or learned.
+/// None: not confined, or its profile does not restrict files and it is not learning.
+#[inline(always)]
+fn files_policy() -> Option<(u64, u64, CgroupPolicy, bool)> {
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    let (root, pol) = policy_for(cgid)?;
+    let restricts = match profile(pol.profile_id) {
+        None => true, // confined, profile missing: fail closed
+        Some(h) => h.flags & profile_flags::FILES != 0,
+    };
+    if !restricts && pol.mode != mode::LEARN {
+        return None;
+    }
+    Some((cgid, root, pol, restricts))
+}
+
+/// Judges the path in `s.path` (`n`: its length with the NUL as the kernel returned it, or a
+/// negative error) against the profile: the longest matching rule must grant `need`.
+#[inline(always)]
+fn judge_path(
+    cgid: u64,
+    root: u64,
+    pol: &CgroupPolicy,
+    restricts: bool,
+    s: &mut PathScratch,
+    n: i64,
+    need: u8,
+    op: u16,
+    k: u8,
+) -> i32 {
+    if n <= 0 {
+        s.path[0] = 0;
+    }
+    let allowed = if !restricts {
+        true
+    } else if n <= 0 {
+        false // unresolvable path (too long, ...): fail closed
+    } else {
+        // A path longer than the key is judged by its first FILE_PATH_MAX bytes: only directory
+        // rules can match those, which is exact (no exact rule is that long).
+        let bytes = if n as usize > FILE_PATH_MAX { FILE_PATH_MAX } else { n as usize };
+        s.prefixlen = 32 + (bytes as u32) * 8;
+        s.profile_id_be = pol.profile_id.to_be_bytes();
+        let key = unsafe { &*(s as *const PathScratch as *const Key<FileKey>) };
+        match WARDEN_FILES.get(key) {
+            Some(a) => (*a as u8) & need == need,
+            None => false,
+        }
+    };
+    let a = Attempt { kind: k, nr: need as u32, family: 0, port: op, addr: [0; 16], path: s.path.as_ptr() };
+    if judge(cgid, root, pol, allowed, &a) { LSM_DENY } else { LSM_ALLOW }
+}
+
+/// bpf_d_path of `file->f_path` into the scratch; returns what the helper returned.
+#[inline(always)]
+fn file_path(s: &mut PathScratch, file: *const u8) -> i64 {
+    let p = file.wrapping_add(global(&OFF_FILE_F_PATH) as usize) as *mut aya_ebpf::bindings::path;
+    unsafe { aya_ebpf::helpers::generated::bpf_d_path(p, s.path.as_mut_ptr() as *mut _, PATH_SCRATCH as u32) }
+}
+
+#[lsm(hook = "file_open")]
+#[inline(always)]
+pub fn warden_file_open(ctx: LsmContext) -> i32 {
+    let Some((cgid, root, pol, restricts)) = files_policy() else { return LSM_ALLOW };
+    let file: *const u8 = ctx.arg(0);
+    let fmode: u32 = unsafe { read(file, global(&OFF_FILE_F_MODE)) }.unwrap_or(0);
+    if fmode & FMODE_EXEC != 0 {
+        return LSM_ALLOW; // the exec itself is judged by bprm_check_security
+    }
+    let mut need = 0u8;
+    if fmode & FMODE_READ != 0 {
+        need |= access::READ;
+    }
+    if fmode & FMODE_WRITE != 0 {
+        need |= access::WRITE;
+    }
+    if need == 0 {
+        return LSM_ALLOW;
+    }
+    let Some(s) = scratch() else { return LSM_DENY };
+    let mut n = file_path(s, file);
+    // A directory is judged as `path/`, so the rule `/etc/` also covers opendir("/etc").
+    let imode: u16 = unsafe {
+        read::<*const u8>(file, global(&OFF_FILE_F_INODE)).and_then(|i| read::<u16>(i, global(&OFF_INODE_I_MODE)))
+    }
+    .unwrap_or(0);
+    // FIFOs and sockets opened by path are IPC endpoints, not file contents (runc's exec fifo,
+    // reopened through /proc/self/fd at container start, is one): not judged. Creating them
+    // (mknod) is.
+    if imode & S_IFMT == S_IFIFO || imode & S_IFMT == S_IFSOCK {
+        return LSM_ALLOW;
+    }
+    if imode & S_IFMT == S_IFDIR && n >= 2 && (n as usize) < PATH_SCRATCH - 1 {
+        // Through map memory, so the masked index is what the verifier sees.
+        s.pos = (n as u64).wrapping_sub(2);
+        let last = (unsafe { core::ptr::read_volatile(&s.pos) } as usize) & (PATH_SCRATCH - 1);
+        if s.path[last] != b'/' {
+            s.path[(last + 1) & (PATH_SCRATCH - 1)] = b'/';
+            s.path[(last + 2) & (PATH_SCRATCH - 1)] = 0;
+            n += 1;
+        }
+    }
+    judge_path(cgid, root, &pol, restricts, s, n, need, file_op::OPEN, kind::FILE)
+}
+
+const S_IFMT: u16 = 0o170000;
+const S_IFDIR: u16 = 0o040000;
+const S_IFIFO: u16 = 0o010000;
+const S_IFSOCK: u16 = 0o140000;
+
+/// Runs for the executable and again for a script's interpreter (binfmt_script), so both need x.
+#[lsm(hook = "bprm_check_security")]
+#[inline(always)]
+pub fn warden_bprm_check(ctx: LsmContext) -> i32 {
+    let Some((cgid, root, pol, restricts)) = files_policy() else { return LSM_ALLOW };
+    let bprm: *const u8 = ctx.arg(0);
+    // A direct load (not a probe read): the verifier knows bprm->file as a trusted struct file.
+    let file: *const u8 =
+        unsafe { core::ptr::read_volatile(bprm.wrapping_add(global(&OFF_BPRM_FILE) as usize) as *const *const u8) };
+    let Some(s) = scratch() else { return LSM_DENY };
+    let n = file_path(s, file);
+    judge_path(cgid, root, &pol, restricts, s, n, access::EXEC, file_op::EXEC, kind::EXEC)
+}
+
+/// Builds the path of `dentry` on mount `vfsmnt`, as the current task sees it (up to its root,
+/// across mounts), into `s.path`; returns its length with the NUL, or -1. bpf_d_path is not
+/// allowed in the path_* hooks, so this walks d_parent / mnt_parent like d_path does.
+#[inline(always)]
+fn build_path(s: &mut PathScratch, vfsmnt: *const u8, dentry: *const u8) -> i64 {
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let (root_mnt, root_dentry) = unsafe {
+        let Some(fs) = read::<*const u8>(task, global(&OFF_TASK_FS)) else { return -1 };
+        let r = global(&OFF_FS_ROOT);
+        let Some(m) = read::<*const u8>(fs, r + global(&OFF_PATH_MNT)) else { return -1 };
+        let Some(d) = read::<*const u8>(fs, r + global(&OFF_PATH_DENTRY)) else { return -1 };
+        (m as u64, d as u64)
+    };
+    const END: usize = PATH_SCRATCH - 1;
+    const MASK: u64 = (PATH_SCRATCH - 1) as u64;
+    s.work[END] = 0;
+    s.pos = END as u64;
+    s.cur_mnt = vfsmnt as u64;
+    s.cur_dentry = dentry as u64;
+    let mut done = false;
+    let mut i = 0;
+    while i < MAX_PATH_DEPTH {
+        i += 1;
+        // Loop state from map memory: unknown scalars to the verifier, so iterations prune.
+        let mnt = unsafe { core::ptr::read_volatile(&s.cur_mnt) };
+        let den = unsafe { core::ptr::read_volatile(&s.cur_dentry) };
+        let pos = unsafe { core::ptr::read_volatile(&s.pos) } & MASK;
+        if den == root_dentry && mnt == root_mnt {
+            done = true;
+            break;
+        }
+        let Some(mnt_root) = (unsafe { read::<u64>(mnt as *const u8, global(&OFF_VFSMOUNT_ROOT)) }) else { return -1 };
+        if den == mnt_root {
+            // Top of this mount: continue from its mountpoint in the parent mount.
+            let mount = (mnt as *const u8).wrapping_sub(global(&OFF_MOUNT_MNT) as usize);
+            let Some(parent) = (unsafe { read::<u64>(mount, global(&OFF_MOUNT_PARENT)) }) else { return -1 };
+            if parent == mount as u64 {
+                done = true; // root of the mount tree
+                break;
+            }
+            let Some(mp) = (unsafe { read::<u64>(mount, global(&OFF_MOUNT_MOUNTPOINT)) }) else { return -1 };
+            s.cur_dentry = mp;
+            s.cur_mnt = parent + global(&OFF_MOUNT_MNT);
+            continue;
+        }
+        let Some(parent) = (unsafe { read::<u64>(den as *const u8, global(&OFF_DENTRY_PARENT)) }) else { return -1 };
+        if parent == den {
+            done = true; // root of a detached tree
+            break;
+        }
+        let Some(len) = (unsafe { read::<u32>(den as *const u8, global(&OFF_DENTRY_NAME_LEN)) }) else { return -1 };
+        let Some(name) = (unsafe { read::<u64>(den as *const u8, global(&OFF_DENTRY_NAME)) }) else { return -1 };
+        let len = (len & 0xff) as u64;
+        if len + 1 >= pos {
+            return -1; // longer than the scratch: fail closed
+        }
+        let p = (pos - len) & MASK;
+        if unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                s.work.as_mut_ptr().wrapping_add(p as usize) as *mut _,
+                len as u32,
+                name as *const _,
+            )
+        } != 0
+        {
+            return -1;
+        }
+        let p = (p.wrapping_sub(1)) & MASK;
+        s.work[p as usize] = b'/';
+        s.pos = p;
+        s.cur_dentry = parent;
+    }
+    if !done {
+        return -1;
+    }
+    let mut pos = s.pos & MASK;
+    if pos == END as u64 {
+        pos -= 1;
+        s.work[pos as usize] = b'/';
+    }
+    let n = ((PATH_SCRATCH as u64) - pos) & MASK;
+    let src = s.work.as_ptr().wrapping_add(pos as usize);
+    if unsafe { aya_ebpf::helpers::generated::bpf_probe_read_kernel(s.path.as_mut_ptr() as *mut _, n as u32, src as *const _) } != 0 {
+        return -1;
+    }
+    n as i64
+}
+
+/// Judges `dentry` below the directory `dir` (a `struct path *`) for `need`.
+#[inline(always)]
+fn dir_entry(dir: *const u8, dentry: *const u8, need: u8, op: u16) -> i32 {
+    let Some((cgid, root, pol, restricts)) = files_policy() else { return LSM_ALLOW };
+    let Some(s) = scratch() else { return LSM_DENY };
+    let Some(mnt) = (unsafe { read::<*const u8>(dir, global(&OFF_PATH_MNT)) }) else { return LSM_DENY };
+    let n = build_path(s, mnt, dentry);
+    judge_path(cgid, root, &pol, restricts, s, n, need, op, kind::FILE)
+}
+
+/// Judges the object of a `struct path *` for `need`.
+#[inline(always)]
+fn whole_path(path: *const u8, need: u8, op: u16) -> i32 {
+    let Some(dentry) = (unsafe { read::<*const u8>(path, global(&OFF_PATH_DENTRY)) }) else { return LSM_DENY };
+    dir_entry(path, dentry, need, op)
+}
+
+#[lsm(hook = "path_mknod")]
+#[inline(always)]
+pub fn warden_path_mknod(ctx: LsmContext) -> i32 {
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::CREATE)
+}
+
+#[lsm(hook = "path_mkdir")]
+#[inline(always)]
+pub fn warden_path_mkdir(ctx: LsmContext) -> i32 {
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::MKDIR)
+}
+
+#[lsm(hook = "path_unlink")]
+#[inline(always)]
+pub fn warden_path_unlink(ctx: LsmContext) -> i32 {
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::UNLINK)
+}
+
+#[lsm(hook = "path_rmdir")]
+#[inline(always)]
+pub fn warden_path_rmdir(ctx: LsmContext) -> i32 {
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::RMDIR)
+}
+
+#[lsm(hook = "path_symlink")]
+#[inline(always)]
+pub fn warden_path_symlink(ctx: LsmContext) -> i32 {
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::SYMLINK)
+}
+
+/// Both ends of a rename need w.
+#[lsm(hook = "path_rename")]
+#[inline(always)]
+pub fn warden_path_rename(ctx: LsmContext) -> i32 {
+    let r = dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::RENAME_FROM);
+    if r != LSM_ALLOW {
+        return r;
+    }
+    dir_entry(ctx.arg(2), ctx.arg(3), access::WRITE, file_op::RENAME_TO)
+}
+
+/// The new name needs w; and since files are judged by path, a hard link must not reach more
+/// than its source: the source must grant r (a link is a new way to open it).
+#[lsm(hook = "path_link")]
+#[inline(always)]
+pub fn warden_path_link(ctx: LsmContext) -> i32 {
+    let old_dentry: *const u8 = ctx.arg(0);
+    let new_dir: *const u8 = ctx.arg(1);
+    let r = dir_entry(new_dir, ctx.arg(2), access::WRITE, file_op::LINK);
+    if r != LSM_ALLOW {
+        return r;
+    }
+    // Same mount as the new name (the kernel refuses cross-mount links before this hook).
+    dir_entry(new_dir, old_dentry, access::READ, file_op::LINK_SOURCE)
+}
+
+#[lsm(hook = "path_truncate")]
+#[inline(always)]
+pub fn warden_path_truncate(ctx: LsmContext) -> i32 {
+    whole_path(ctx.arg(0), access::WRITE, file_op::TRUNCATE)
+}
+
+#[lsm(hook = "path_chmod")]
+#[inline(always)]
+pub fn warden_path_chmod(ctx: LsmContext) -> i32 {
+    whole_path(ctx.arg(0), access::WRITE, file_op::CHMOD)
+}
+
+#[lsm(hook = "path_chown")]
+#[inline(always)]
+pub fn warden_path_chown(ctx: LsmContext) -> i32 {
+    whole_path(ctx.arg(0), access::WRITE, file_op::CHOWN)
+}
+
+// ---- dangerous syscalls refused before they run (BPF-LSM) ------------------------------------
+
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_SYSCALL_NR: usize = 15 * 8; // orig_ax
+#[cfg(not(bpf_target_arch = "x86_64"))]
+const PT_REGS_SYSCALL_NR: usize = 34 * 8 + 8; // aarch64 syscallno
+
+/// The syscall the current task is in (from its saved user registers), or -1.
+#[inline(always)]
+fn current_syscall() -> i64 {
+    unsafe {
+        let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf();
+        let regs = aya_ebpf::helpers::generated::bpf_task_pt_regs(task) as *const u8;
+        match bpf_probe_read_kernel(regs.wrapping_add(PT_REGS_SYSCALL_NR) as *const i32) {
+            Ok(n) => n as i64,
+            Err(_) => -1,
+        }
+    }
+}
+
+/// EPERM when a confined process in enforce mode reached this hook through a syscall its
+/// profile does not allow (sys_enter has already sent SIGKILL and reported it; this makes sure
+/// the syscall has no effect). Log-only syscall policies are left alone.
+#[inline(always)]
+fn syscall_gate() -> i32 {
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    let Some((_, pol)) = policy_for(cgid) else { return LSM_ALLOW };
+    if pol.mode != mode::ENFORCE {
+        return LSM_ALLOW;
+    }
+    let Some(hdr) = profile(pol.profile_id) else { return LSM_DENY };
+    if hdr.flags & profile_flags::SYSCALLS == 0 || hdr.flags & profile_flags::SYSCALLS_LOG_ONLY != 0 {
+        return LSM_ALLOW;
+    }
+    let nr = current_syscall();
+    let allowed = nr >= 0
+        && nr < SYSCALL_BITMAP_BITS as i64
+        && (hdr.syscalls[((nr >> 6) & 7) as usize] >> (nr & 63)) & 1 == 1;
+    if allowed { LSM_ALLOW } else { LSM_DENY }
+}
+
+#[lsm(hook = "sb_mount")]
+#[inline(always)]
+pub fn warden_sb_mount(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "sb_umount")]
+#[inline(always)]
+pub fn warden_sb_umount(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "move_mount")]
+#[inline(always)]
+pub fn warden_move_mount(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "ptrace_access_check")]
+#[inline(always)]
+pub fn warden_ptrace(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "bpf")]
+#[inline(always)]
+pub fn warden_bpf(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "perf_event_open")]
+#[inline(always)]
+pub fn warden_perf_event_open(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "kernel_load_data")]
+#[inline(always)]
+pub fn warden_kernel_load_data(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "kernel_read_file")]
+#[inline(always)]
+pub fn warden_kernel_read_file(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "userns_create")]
+#[inline(always)]
+pub fn warden_userns_create(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "key_alloc")]
+#[inline(always)]
+pub fn warden_key_alloc(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+/// Socket families outside the profile's list fail with EPERM (sys_enter's kill follows for
+/// socket()/socketpair()); kernel-internal sockets are not judged.
+#[lsm(hook = "socket_create")]
+#[inline(always)]
+pub fn warden_socket_create(ctx: LsmContext) -> i32 {
+    let kern: i32 = ctx.arg(3);
+    if kern != 0 {
+        return LSM_ALLOW;
+    }
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    let Some((_, pol)) = policy_for(cgid) else { return LSM_ALLOW };
+    if pol.mode != mode::ENFORCE {
+        return LSM_ALLOW;
+    }
+    let Some(hdr) = profile(pol.profile_id) else { return LSM_DENY };
+    if hdr.flags & profile_flags::FAMILIES == 0 {
+        return LSM_ALLOW;
+    }
+    let family: i32 = ctx.arg(0);
+    if family >= 0 && family < 64 && (hdr.families >> family) & 1 == 1 {
+        LSM_ALLOW
+    } else {
+        LSM_DENY
+    }
 }
 
 // ---- descendants -----------------------------------------------------------------------------
@@ -578,6 +1145,7 @@ fn cgroup_id_v2(cgrp: *const u8) -> Option<u64> {
 }
 
 #[raw_tracepoint(tracepoint = "cgroup_mkdir")]
+#[inline(always)]
 pub fn warden_cgroup_mkdir(ctx: RawTracePointContext) -> i32 {
     let cgrp: *const u8 = ctx.arg::<*const u8>(0);
     let Some(id) = cgroup_id_v2(cgrp) else { return 0 };
@@ -607,6 +1175,7 @@ pub fn warden_cgroup_mkdir(ctx: RawTracePointContext) -> i32 {
 }
 
 #[raw_tracepoint(tracepoint = "cgroup_rmdir")]
+#[inline(always)]
 pub fn warden_cgroup_rmdir(ctx: RawTracePointContext) -> i32 {
     let cgrp: *const u8 = ctx.arg::<*const u8>(0);
     let Some(id) = cgroup_id_v2(cgrp) else { return 0 };

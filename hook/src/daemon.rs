@@ -51,7 +51,9 @@ impl Daemon {
             }
         }
         let cgroup2 = cgroup::cgroup2_mount()?;
-        let enforcer = Enforcer::open(&cfg.pin_dir)?;
+        let mut enforcer = Enforcer::open(&cfg.pin_dir)?;
+        // Verify the BPF-LSM programs now, not inside the runtime's StartContainer timeout.
+        enforcer.preload_lsm();
         Ok(Daemon { cfg, probe, cgroup2, enforcer: Mutex::new(enforcer), containers: Mutex::new(HashMap::new()) })
     }
 

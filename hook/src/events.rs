@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde::Serialize;
-use warden_common::{kind, verdict, Event};
+use warden_common::{file_op, kind, verdict, Event, FileEvent};
 
 use crate::enforcer::{kind_name, maps::name_of, Maps, Mode};
 use crate::profile::family_name;
@@ -34,6 +34,49 @@ pub struct EventView {
     pub protocol: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
+    /// FILE and EXEC: the full path the kernel resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// FILE and EXEC: access needed (`r`, `w`, `rw`, `x`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
+    /// FILE and EXEC: the operation (`open`, `create`, `unlink`, `rename-to`, `exec`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op: Option<&'static str>,
+}
+
+pub fn file_op_name(op: u16) -> &'static str {
+    match op {
+        file_op::OPEN => "open",
+        file_op::CREATE => "create",
+        file_op::MKDIR => "mkdir",
+        file_op::UNLINK => "unlink",
+        file_op::RMDIR => "rmdir",
+        file_op::RENAME_FROM => "rename-from",
+        file_op::RENAME_TO => "rename-to",
+        file_op::LINK => "link",
+        file_op::LINK_SOURCE => "link-source",
+        file_op::SYMLINK => "symlink",
+        file_op::TRUNCATE => "truncate",
+        file_op::CHMOD => "chmod",
+        file_op::CHOWN => "chown",
+        file_op::EXEC => "exec",
+        _ => "unknown",
+    }
+}
+
+/// A FILE or EXEC record: the view with its path.
+pub fn file_view(fe: &FileEvent, profile: String) -> EventView {
+    let mut v = view(&fe.ev, profile);
+    let end = fe.path.iter().position(|b| *b == 0).unwrap_or(fe.path.len());
+    let path = String::from_utf8_lossy(&fe.path[..end]).into_owned();
+    let acc = crate::enforcer::files::access_string(fe.ev.nr as u8);
+    let op = file_op_name(fe.ev.port);
+    v.detail = format!("{} {op} {path} (needs {acc})", kind_name(fe.ev.kind));
+    v.path = Some(path);
+    v.access = Some(acc);
+    v.op = Some(op);
+    v
 }
 
 fn proto_name(p: u32) -> String {
@@ -70,6 +113,9 @@ pub fn view(ev: &Event, profile: String) -> EventView {
         port: None,
         protocol: None,
         family: None,
+        path: None,
+        access: None,
+        op: None,
     };
     match ev.kind {
         kind::SYSCALL => {
@@ -135,9 +181,16 @@ pub fn read(pin_dir: &Path, follow: bool, timeout: Option<Duration>, mut sink: i
             }
             // SAFETY: the kernel wrote an Event (repr(C), any bit pattern valid).
             let ev: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+            let fe: Option<FileEvent> = ((ev.kind == kind::FILE || ev.kind == kind::EXEC)
+                && item.len() >= std::mem::size_of::<FileEvent>())
+            .then(|| unsafe { std::ptr::read_unaligned(item.as_ptr() as *const FileEvent) });
             drop(item);
             let profile = maps.meta_of(ev.profile_id).map(|m| name_of(&m)).unwrap_or_default();
-            if !sink(view(&ev, profile)) {
+            let v = match &fe {
+                Some(fe) => file_view(fe, profile),
+                None => view(&ev, profile),
+            };
+            if !sink(v) {
                 return Ok(());
             }
         }

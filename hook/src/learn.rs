@@ -192,6 +192,15 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
     let mut connect: BTreeMap<(IpAddr, Protocol), BTreeSet<u16>> = BTreeMap::new();
     let mut bind: BTreeMap<Protocol, BTreeSet<u16>> = BTreeMap::new();
     let mut families: BTreeSet<String> = BTreeSet::new();
+    // Families seen at socket()/socketpair() by the syscall hook (unix, netlink, ...).
+    for (n, seen) in l.info.families.iter().enumerate() {
+        if *seen != 0 {
+            let name = family_name(n as u32);
+            if family_number(&name).is_some() {
+                families.insert(name);
+            }
+        }
+    }
     let mut raw = false;
     let mut mapped = 0;
     for k in &l.items {
@@ -512,7 +521,7 @@ mod tests {
     #[test]
     fn truncation_is_marked() {
         let mut l = learned(vec![], &["read"]);
-        l.info = LearnInfo { items: LEARN_ITEMS_PER_CGROUP, truncated: 5 };
+        l.info = LearnInfo { items: LEARN_ITEMS_PER_CGROUP, truncated: 5, ..Default::default() };
         let g = generate(&l, &opts());
         assert_eq!(g.truncated, 5);
         assert!(g.profile.description.unwrap().contains("INCOMPLETE: 5"));

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuHashMap, RingBuf};
 use warden_common::{
-    cgroup_flags, CgroupPolicy, Counters, LearnInfo, LearnKey, Net4Key, Net6Key, PortRules, ProfileHeader, ProfileMeta,
+    cgroup_flags, CgroupPolicy, Counters, FileKey, LearnInfo, LearnKey, Net4Key, Net6Key, PortRules, ProfileHeader, ProfileMeta,
     RateWindow, SyscallSet, MAP_LAYOUT_VERSION,
 };
 
@@ -19,6 +19,7 @@ pub struct Maps {
     pub connect4: LpmTrie<MapData, Net4Key, PortRules>,
     pub connect6: LpmTrie<MapData, Net6Key, PortRules>,
     pub bind: HashMap<MapData, u32, PortRules>,
+    pub files: LpmTrie<MapData, FileKey, u32>,
     pub counters: PerCpuHashMap<MapData, u64, Counters>,
     pub rate: HashMap<MapData, u64, RateWindow>,
     pub learn: HashMap<MapData, u64, SyscallSet>,
@@ -52,6 +53,7 @@ impl Maps {
             connect4: open(&dir, "WARDEN_CONNECT4")?.try_into()?,
             connect6: open(&dir, "WARDEN_CONNECT6")?.try_into()?,
             bind: open(&dir, "WARDEN_BIND")?.try_into()?,
+            files: open(&dir, "WARDEN_FILES")?.try_into()?,
             counters: open(&dir, "WARDEN_COUNTERS")?.try_into()?,
             rate: open(&dir, "WARDEN_RATE")?.try_into()?,
             learn: open(&dir, "WARDEN_LEARN_SC")?.try_into()?,
@@ -132,6 +134,14 @@ impl Maps {
         let k4 = self.connect4.keys().filter_map(|k| k.ok()).filter(|k| k.data().profile_id_be == be).collect();
         let k6 = self.connect6.keys().filter_map(|k| k.ok()).filter(|k| k.data().profile_id_be == be).collect();
         (k4, k6)
+    }
+}
+
+impl Maps {
+    /// Keys of every files-trie entry of `profile_id`.
+    pub fn file_keys(&self, profile_id: u32) -> Vec<Key<FileKey>> {
+        let be = profile_id.to_be_bytes();
+        self.files.keys().filter_map(|k| k.ok()).filter(|k| k.data().profile_id_be == be).collect()
     }
 }
 

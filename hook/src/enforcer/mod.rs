@@ -9,6 +9,7 @@
 //!
 //! All state lives in the pins, so any warden process (daemon or CLI) adopts it. Writers take
 //! an exclusive flock on the pin folder.
+pub mod files;
 pub mod maps;
 
 use std::collections::BTreeSet;
@@ -19,8 +20,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::lpm_trie::Key,
-    programs::{links::FdLink, CgroupAttachMode, CgroupSock, CgroupSockAddr, RawTracePoint},
-    Ebpf, EbpfLoader,
+    programs::{links::FdLink, CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, RawTracePoint},
+    Btf, Ebpf, EbpfLoader,
 };
 use serde::Serialize;
 use tracing::{debug, info, warn};
@@ -47,6 +48,62 @@ const CGROUP_PROGRAMS: &[&str] = &[
     "warden_bind4",
     "warden_bind6",
 ];
+
+/// Which group of LSM programs a confined cgroup needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LsmGroup {
+    /// Files and execs: a `files` section, or learn mode (which records paths and execs).
+    Files,
+    /// Dangerous syscalls refused before they run: a killing syscall policy or a family list.
+    Gate,
+}
+
+/// BPF-LSM programs: (program, LSM hook, group, required). A required program that does not
+/// load makes the bpf-lsm layer unusable; an optional one (a hook this kernel lacks) is skipped
+/// with a warning. Links are pinned as `links/lsm_<hook>`.
+const LSM_PROGRAMS: &[(&str, &str, LsmGroup, bool)] = &[
+    ("warden_file_open", "file_open", LsmGroup::Files, true),
+    ("warden_bprm_check", "bprm_check_security", LsmGroup::Files, true),
+    ("warden_path_mknod", "path_mknod", LsmGroup::Files, true),
+    ("warden_path_mkdir", "path_mkdir", LsmGroup::Files, true),
+    ("warden_path_unlink", "path_unlink", LsmGroup::Files, true),
+    ("warden_path_rmdir", "path_rmdir", LsmGroup::Files, true),
+    ("warden_path_symlink", "path_symlink", LsmGroup::Files, true),
+    ("warden_path_rename", "path_rename", LsmGroup::Files, true),
+    ("warden_path_link", "path_link", LsmGroup::Files, true),
+    ("warden_path_truncate", "path_truncate", LsmGroup::Files, true),
+    ("warden_path_chmod", "path_chmod", LsmGroup::Files, true),
+    ("warden_path_chown", "path_chown", LsmGroup::Files, true),
+    ("warden_sb_mount", "sb_mount", LsmGroup::Gate, false),
+    ("warden_sb_umount", "sb_umount", LsmGroup::Gate, false),
+    ("warden_move_mount", "move_mount", LsmGroup::Gate, false),
+    ("warden_ptrace", "ptrace_access_check", LsmGroup::Gate, false),
+    ("warden_bpf", "bpf", LsmGroup::Gate, false),
+    ("warden_perf_event_open", "perf_event_open", LsmGroup::Gate, false),
+    ("warden_kernel_load_data", "kernel_load_data", LsmGroup::Gate, false),
+    ("warden_kernel_read_file", "kernel_read_file", LsmGroup::Gate, false),
+    ("warden_userns_create", "userns_create", LsmGroup::Gate, false),
+    ("warden_key_alloc", "key_alloc", LsmGroup::Gate, false),
+    ("warden_socket_create", "socket_create", LsmGroup::Gate, false),
+];
+
+/// The profile header as the kernel holds it: the compiled header plus the FILES flag when the
+/// profile has a `files` section (present but empty = nothing allowed).
+pub fn kernel_header(p: &CompiledProfile) -> warden_common::ProfileHeader {
+    let mut h = p.header;
+    if p.files.is_some() {
+        h.flags |= profile_flags::FILES;
+    }
+    h
+}
+
+fn lsm_groups_needed(flags: u32, mode: u8) -> (bool, bool) {
+    let files = mode == mode::LEARN || flags & profile_flags::FILES != 0;
+    let gate = mode == mode::ENFORCE
+        && ((flags & profile_flags::SYSCALLS != 0 && flags & profile_flags::SYSCALLS_LOG_ONLY == 0)
+            || flags & profile_flags::FAMILIES != 0);
+    (files, gate)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -106,6 +163,8 @@ pub fn kind_name(k: u8) -> &'static str {
         BIND => "bind",
         SOCKET => "socket",
         COMPAT_SYSCALL => "compat-syscall",
+        FILE => "file",
+        EXEC => "exec",
         _ => "unknown",
     }
 }
@@ -114,6 +173,10 @@ pub struct Enforcer {
     ebpf: Ebpf,
     maps: Maps,
     pin_dir: PathBuf,
+    /// Ok: the BPF-LSM programs are loaded. Err: why the bpf-lsm layer is unusable here.
+    lsm: std::result::Result<(), String>,
+    /// The kernel's BTF, parsed when the first LSM program is loaded.
+    btf: Option<Btf>,
     _lock: File,
 }
 
@@ -157,6 +220,22 @@ impl Enforcer {
             .override_global(globals::CGROUP_ROOT, &off.cgroup_root, true)
             .override_global(globals::CGROUP_ROOT_HIERARCHY_ID, &off.cgroup_root_hierarchy_id, true)
             .override_global(globals::TASK_TI_STATUS, &off.task_ti_status, true)
+            .override_global(globals::FILE_F_PATH, &off.files.file_f_path, true)
+            .override_global(globals::FILE_F_MODE, &off.files.file_f_mode, true)
+            .override_global(globals::FILE_F_INODE, &off.files.file_f_inode, true)
+            .override_global(globals::INODE_I_MODE, &off.files.inode_i_mode, true)
+            .override_global(globals::BPRM_FILE, &off.files.bprm_file, true)
+            .override_global(globals::PATH_MNT, &off.files.path_mnt, true)
+            .override_global(globals::PATH_DENTRY, &off.files.path_dentry, true)
+            .override_global(globals::DENTRY_PARENT, &off.files.dentry_parent, true)
+            .override_global(globals::DENTRY_NAME_LEN, &off.files.dentry_name_len, true)
+            .override_global(globals::DENTRY_NAME, &off.files.dentry_name, true)
+            .override_global(globals::VFSMOUNT_ROOT, &off.files.vfsmount_root, true)
+            .override_global(globals::MOUNT_MNT, &off.files.mount_mnt, true)
+            .override_global(globals::MOUNT_PARENT, &off.files.mount_parent, true)
+            .override_global(globals::MOUNT_MOUNTPOINT, &off.files.mount_mountpoint, true)
+            .override_global(globals::TASK_FS, &off.files.task_fs, true)
+            .override_global(globals::FS_ROOT, &off.files.fs_root, true)
             .override_global(globals::EVENT_RATE_LIMIT, &rate_limit, true)
             .load(EBPF_OBJECT)
             .context("loading warden's eBPF object")?;
@@ -166,14 +245,22 @@ impl Enforcer {
                 aya::programs::Program::RawTracePoint(p) => p.load(),
                 aya::programs::Program::CgroupSockAddr(p) => p.load(),
                 aya::programs::Program::CgroupSock(p) => p.load(),
+                // BPF-LSM programs: below, only where the layer works (this project's CI kernel
+                // refuses every trampoline program with EPERM).
                 _ => continue,
             };
             r.with_context(|| format!("loading eBPF program {name}"))?;
         }
+        // LSM programs are loaded when first attached (set_lsm_group): verifying them is the
+        // costly part of a load, and most warden invocations find their links pinned already.
+        let lsm = crate::kernel::probe::bpf_lsm_status();
+        if let Err(why) = &lsm {
+            debug!("bpf-lsm layer unavailable: {why}");
+        }
         let mut maps = Maps::open(pin_dir)?;
         maps.state.set(maps::STATE_LAYOUT, MAP_LAYOUT_VERSION as u64, 0)?;
 
-        let mut e = Enforcer { ebpf, maps, pin_dir: pin_dir.to_path_buf(), _lock: lock };
+        let mut e = Enforcer { ebpf, maps, pin_dir: pin_dir.to_path_buf(), lsm, btf: None, _lock: lock };
         e.ensure_raw_tp("warden_cgroup_mkdir", "cgroup_mkdir")?;
         e.ensure_raw_tp("warden_cgroup_rmdir", "cgroup_rmdir")?;
         Ok(e)
@@ -181,6 +268,110 @@ impl Enforcer {
 
     pub fn maps(&self) -> &Maps {
         &self.maps
+    }
+
+    /// Whether the BPF-LSM layer (files, execs, syscalls refused before they run) works here;
+    /// Err says what is missing.
+    pub fn lsm_status(&self) -> std::result::Result<(), &str> {
+        self.lsm.as_ref().map(|_| ()).map_err(|s| s.as_str())
+    }
+
+    /// Refuses a profile whose files rules this kernel cannot enforce.
+    fn check_layers(&self, profile: &CompiledProfile) -> Result<()> {
+        if profile.files.is_some() {
+            if let Err(why) = &self.lsm {
+                bail!(
+                    "profile {} has files rules, which need the bpf-lsm layer, and it is not usable here: {why}. {}",
+                    profile.name,
+                    crate::kernel::probe::ENABLE_BPF_LSM
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Pin of the link of LSM hook `hook`.
+    fn lsm_pin(&self, hook: &str) -> PathBuf {
+        self.link_pin(&format!("lsm_{hook}"))
+    }
+
+    /// Loads LSM program `prog` for `hook` unless loaded. Ok(false): an optional program this
+    /// kernel cannot load (warned); Err: a required one.
+    fn load_lsm(&mut self, prog: &str, hook: &str, required: bool) -> Result<bool> {
+        if self.btf.is_none() {
+            self.btf = Some(Btf::from_sys_fs().context("reading the kernel BTF for the BPF-LSM programs")?);
+        }
+        let btf = self.btf.as_ref().expect("parsed above");
+        let Some(p) = self.ebpf.program_mut(prog) else { bail!("program {prog} missing from the object") };
+        let p: &mut Lsm = p.try_into()?;
+        if p.fd().is_ok() {
+            return Ok(true);
+        }
+        match p.load(hook, btf) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                if required {
+                    return Err(e).with_context(|| format!("the lsm/{hook} program does not load on this kernel"));
+                }
+                // A hook this kernel lacks: that syscall class keeps only the sys_enter kill.
+                warn!(hook, "optional lsm program not loaded: {e:#}");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Loads (verifies) every BPF-LSM program now instead of at first use: for a long-running
+    /// daemon, so that the first container with a `files` profile does not wait for the
+    /// verifier inside the runtime's request timeout. A required program that does not load
+    /// makes the layer unusable (profiles with `files` are then refused, with the reason).
+    pub fn preload_lsm(&mut self) {
+        if self.lsm.is_err() {
+            return;
+        }
+        for (prog, hook, _, required) in LSM_PROGRAMS {
+            if let Err(e) = self.load_lsm(prog, hook, *required) {
+                warn!("bpf-lsm layer unusable: {e:#}");
+                self.lsm = Err(format!("{e:#}"));
+                return;
+            }
+        }
+        info!("BPF-LSM programs loaded");
+    }
+
+    /// Attaches (`want`) or detaches the LSM programs of `group`.
+    fn set_lsm_group(&mut self, group: LsmGroup, want: bool) -> Result<()> {
+        for (prog, hook, g, required) in LSM_PROGRAMS {
+            if *g != group {
+                continue;
+            }
+            let pin = self.lsm_pin(hook);
+            if !want {
+                if pin.exists() {
+                    std::fs::remove_file(&pin).with_context(|| format!("detaching lsm/{hook}"))?;
+                    info!(hook, "lsm program detached: no confined cgroup needs it");
+                }
+                continue;
+            }
+            if pin.exists() || self.lsm.is_err() {
+                continue;
+            }
+            if !self.load_lsm(prog, hook, *required)? {
+                continue; // optional hook this kernel lacks
+            }
+            let Some(p) = self.ebpf.program_mut(prog) else { bail!("program {prog} missing from the object") };
+            let p: &mut Lsm = p.try_into()?;
+            let r = p.attach().and_then(|id| p.take_link(id)).map_err(anyhow::Error::from).and_then(|l| {
+                let link: FdLink = l.into();
+                link.pin(&pin).map(|_| ()).map_err(anyhow::Error::from)
+            });
+            match r {
+                Ok(()) => info!(hook, "lsm program attached"),
+                Err(e) if *required => return Err(e).with_context(|| format!("attaching {prog} to lsm/{hook}")),
+                Err(e) => warn!(hook, "lsm program not attached: {e:#}"),
+            }
+        }
+        Ok(())
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -217,6 +408,7 @@ impl Enforcer {
     /// entry, link or profile of this call is left behind.
     pub fn apply(&mut self, path: &Path, profile: &CompiledProfile, mode: Mode) -> Result<u64> {
         let cgid = cgroup::cgroup_id(path)?;
+        self.check_layers(profile)?;
         let profile_id = self.install_profile(profile)?;
         let r = self.apply_installed(path, cgid, profile_id, profile, mode);
         if r.is_err() {
@@ -239,6 +431,14 @@ impl Enforcer {
     ) -> Result<()> {
         if needs_sys_enter(profile.header.flags, mode.raw()) {
             self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
+        }
+        // LSM programs before the entry: the policy must be complete when it takes effect.
+        let (files, gate) = lsm_groups_needed(kernel_header(profile).flags, mode.raw());
+        if files {
+            self.set_lsm_group(LsmGroup::Files, true)?;
+        }
+        if gate {
+            self.set_lsm_group(LsmGroup::Gate, true)?;
         }
         self.attach_cgroup(path, cgid)?;
         // Learn and complain record into the learn maps (learned items; would-deny items).
@@ -351,6 +551,7 @@ impl Enforcer {
     /// Switches every cgroup confined to a version of `profile.name` to this version: each
     /// cgroup's entry is replaced in one update. Returns how many cgroups switched.
     pub fn replace_profile(&mut self, profile: &CompiledProfile) -> Result<usize> {
+        self.check_layers(profile)?;
         let new_id = self.install_profile(profile)?;
         let mut n = 0;
         for (cgid, pol) in self.maps.roots() {
@@ -361,6 +562,13 @@ impl Enforcer {
             if same_name {
                 if needs_sys_enter(profile.header.flags, pol.mode) {
                     self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
+                }
+                let (files, gate) = lsm_groups_needed(kernel_header(profile).flags, pol.mode);
+                if files {
+                    self.set_lsm_group(LsmGroup::Files, true)?;
+                }
+                if gate {
+                    self.set_lsm_group(LsmGroup::Gate, true)?;
                 }
                 self.maps.cgroups.insert(cgid, CgroupPolicy { profile_id: new_id, ..pol }, 0)?;
                 n += 1;
@@ -404,12 +612,17 @@ impl Enforcer {
         if let Some(b) = &p.bind {
             self.maps.bind.insert(id, *b, 0)?;
         }
+        if let Some(rules) = &p.files {
+            for e in files::entries(rules)? {
+                self.maps.files.insert(&Key::new(e.prefix_len(), e.file_key(id)), e.access as u32, 0)?;
+            }
+        }
         let mut meta = ProfileMeta { hash: p.hash, ..Default::default() };
         let n = p.name.len().min(meta.name.len() - 1);
         meta.name[..n].copy_from_slice(&p.name.as_bytes()[..n]);
         self.maps.meta.insert(id, meta, 0)?;
         // The header last: a profile id is complete once its header exists.
-        self.maps.profiles.insert(id, p.header, 0)?;
+        self.maps.profiles.insert(id, kernel_header(p), 0)?;
         Ok(())
     }
 
@@ -423,6 +636,9 @@ impl Enforcer {
             let _ = self.maps.connect6.remove(&k);
         }
         let _ = self.maps.bind.remove(&id);
+        for k in self.maps.file_keys(id) {
+            let _ = self.maps.files.remove(&k);
+        }
         let _ = self.maps.meta.remove(&id);
     }
 
@@ -440,6 +656,15 @@ impl Enforcer {
             let flags = self.maps.profiles.get(&p.profile_id, 0).map(|h| h.flags).unwrap_or(0);
             needs_sys_enter(flags, p.mode)
         });
+        let (mut files, mut gate) = (false, false);
+        for (_, p) in &roots {
+            let flags = self.maps.profiles.get(&p.profile_id, 0).map(|h| h.flags).unwrap_or(0);
+            let (f, g) = lsm_groups_needed(flags, p.mode);
+            files |= f;
+            gate |= g;
+        }
+        self.set_lsm_group(LsmGroup::Files, files)?;
+        self.set_lsm_group(LsmGroup::Gate, gate)?;
         let pin = self.link_pin("sys_enter");
         if need && !pin.exists() {
             self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;

@@ -16,6 +16,53 @@ pub struct KernelOffsets {
     pub cgroup_root_hierarchy_id: u64,
     /// x86_64 only: task_struct.thread_info.status (TS_COMPAT).
     pub task_ti_status: u64,
+    /// Files and execs (BPF-LSM programs).
+    pub files: FileOffsets,
+}
+
+/// Offsets the file and exec programs need (struct file, linux_binprm, path, dentry, mount,
+/// fs_struct). `f_path` is at 16 on 6.1 and 64 on 6.18/7.2, for example.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct FileOffsets {
+    pub file_f_path: u64,
+    pub file_f_mode: u64,
+    pub file_f_inode: u64,
+    pub inode_i_mode: u64,
+    pub bprm_file: u64,
+    pub path_mnt: u64,
+    pub path_dentry: u64,
+    pub dentry_parent: u64,
+    pub dentry_name_len: u64,
+    pub dentry_name: u64,
+    pub vfsmount_root: u64,
+    pub mount_mnt: u64,
+    pub mount_parent: u64,
+    pub mount_mountpoint: u64,
+    pub task_fs: u64,
+    pub fs_root: u64,
+}
+
+impl FileOffsets {
+    pub fn from_btf(btf: &Btf) -> Result<Self> {
+        Ok(Self {
+            file_f_path: member_offset(btf, "file", &["f_path"])?,
+            file_f_mode: member_offset(btf, "file", &["f_mode"])?,
+            file_f_inode: member_offset(btf, "file", &["f_inode"])?,
+            inode_i_mode: member_offset(btf, "inode", &["i_mode"])?,
+            bprm_file: member_offset(btf, "linux_binprm", &["file"])?,
+            path_mnt: member_offset(btf, "path", &["mnt"])?,
+            path_dentry: member_offset(btf, "path", &["dentry"])?,
+            dentry_parent: member_offset(btf, "dentry", &["d_parent"])?,
+            dentry_name_len: member_offset(btf, "dentry", &["d_name", "len"])?,
+            dentry_name: member_offset(btf, "dentry", &["d_name", "name"])?,
+            vfsmount_root: member_offset(btf, "vfsmount", &["mnt_root"])?,
+            mount_mnt: member_offset(btf, "mount", &["mnt"])?,
+            mount_parent: member_offset(btf, "mount", &["mnt_parent"])?,
+            mount_mountpoint: member_offset(btf, "mount", &["mnt_mountpoint"])?,
+            task_fs: member_offset(btf, "task_struct", &["fs"])?,
+            fs_root: member_offset(btf, "fs_struct", &["root"])?,
+        })
+    }
 }
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -50,6 +97,7 @@ impl KernelOffsets {
             } else {
                 0
             },
+            files: FileOffsets::from_btf(&btf).context("offsets for the file and exec programs")?,
         })
     }
 }
@@ -133,5 +181,9 @@ mod tests {
         assert!(o.cgroup_kn > 0);
         assert!(o.cgroup_root > o.cgroup_kn);
         assert!(o.cgroup_parent > 0 && o.cgroup_parent < o.cgroup_kn);
+        // struct qstr: { u32 hash; u32 len; } in a union, then the name pointer.
+        assert_eq!(o.files.dentry_name, o.files.dentry_name_len + 4);
+        assert_eq!(o.files.path_dentry, o.files.path_mnt + 8);
+        assert!(o.files.file_f_path > 0);
     }
 }

@@ -122,8 +122,9 @@ impl Probe {
         for n in need {
             if let Some(l) = self.layer(n) {
                 if !l.available {
+                    let hint = if n == "bpf-lsm" { format!(". {ENABLE_BPF_LSM}") } else { String::new() };
                     anyhow::bail!(
-                        "profile {} needs the {n} enforcement layer, which this kernel lacks: {}",
+                        "profile {} needs the {n} enforcement layer, which this kernel lacks: {}{hint}",
                         c.name,
                         l.missing.join("; ")
                     );
@@ -185,6 +186,33 @@ fn read_lsms() -> Option<Vec<String>> {
     std::fs::read_to_string(p)
         .ok()
         .map(|s| s.trim().split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())
+}
+
+/// How to get a usable bpf-lsm layer (appended to refusals of profiles with `files` rules).
+pub const ENABLE_BPF_LSM: &str = "To enable it: put `bpf` in the active LSM list (kernel command line \
+    lsm=...,bpf, e.g. lsm=landlock,lockdown,yama,apparmor,bpf) on a kernel built with \
+    CONFIG_BPF_LSM=y and working BPF trampolines (fentry/lsm programs must load); \
+    `warden probe` shows what this kernel has";
+
+/// Whether BPF-LSM programs can run here: `bpf` in the active LSM list AND a trampoline
+/// program loads. Err says what is missing and how to enable it.
+pub fn bpf_lsm_status() -> Result<(), String> {
+    let mut why = Vec::new();
+    match read_lsms() {
+        None => why.push("cannot read /sys/kernel/security/lsm (securityfs not mounted?)".to_string()),
+        Some(l) if !l.iter().any(|x| x == "bpf") => why.push(format!(
+            "`bpf` is not in the active LSM list ({}): boot with lsm={},bpf",
+            l.join(","),
+            l.join(",")
+        )),
+        _ => {}
+    }
+    match aya::sys::is_program_supported(ProgramType::Lsm(LsmAttachType::Mac)) {
+        Ok(true) => {}
+        Ok(false) => why.push("BPF-LSM programs do not load (no working BPF trampolines on this kernel)".into()),
+        Err(e) => why.push(format!("loading a probe BPF-LSM program failed ({e}): this kernel refuses BPF trampoline programs")),
+    }
+    if why.is_empty() { Ok(()) } else { Err(why.join("; ")) }
 }
 
 pub fn is_bpffs(p: &Path) -> bool {

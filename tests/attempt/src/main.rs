@@ -27,6 +27,8 @@ fn errno_name(e: i32) -> String {
         libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
         libc::ENOSYS => "ENOSYS",
         libc::EROFS => "EROFS",
+        libc::ENOTEMPTY => "ENOTEMPTY",
+        libc::EXDEV => "EXDEV",
         _ => return format!("errno={e}"),
     };
     format!("errno={name}")
@@ -210,11 +212,130 @@ fn run(args: &[&str]) -> String {
                     Err(e) => errno_name(e.raw_os_error().unwrap_or(0)),
                 }
             }
+            // Files (raw syscalls; the path is used as given).
+            "open-r" | "open-w" | "open-rw" | "create" | "open-trunc" => {
+                need(2)?;
+                let flags = match args[0] {
+                    "open-r" => libc::O_RDONLY,
+                    "open-w" => libc::O_WRONLY,
+                    "open-rw" => libc::O_RDWR,
+                    "create" => libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                    _ => libc::O_WRONLY | libc::O_TRUNC,
+                };
+                let c = cstr(args[1]);
+                let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+                if fd >= 0 {
+                    unsafe { libc::close(fd) };
+                }
+                result(fd as libc::c_long)
+            }
+            "create-ro" => {
+                // O_CREAT without write access: a create that no write-open judges.
+                need(2)?;
+                let c = cstr(args[1]);
+                let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o644) };
+                if fd >= 0 {
+                    unsafe { libc::close(fd) };
+                }
+                result(fd as libc::c_long)
+            }
+            "unlink" => { need(2)?; result(unsafe { libc::unlink(cstr(args[1]).as_ptr()) } as libc::c_long) }
+            "rmdir" => { need(2)?; result(unsafe { libc::rmdir(cstr(args[1]).as_ptr()) } as libc::c_long) }
+            "truncate" => { need(2)?; result(unsafe { libc::truncate(cstr(args[1]).as_ptr(), 0) } as libc::c_long) }
+            "chmod" => { need(2)?; result(unsafe { libc::chmod(cstr(args[1]).as_ptr(), 0o600) } as libc::c_long) }
+            "chown" => { need(2)?; result(unsafe { libc::chown(cstr(args[1]).as_ptr(), 0, 0) } as libc::c_long) }
+            "rename" => {
+                need(3)?;
+                result(unsafe { libc::rename(cstr(args[1]).as_ptr(), cstr(args[2]).as_ptr()) } as libc::c_long)
+            }
+            "link" => {
+                need(3)?;
+                result(unsafe { libc::link(cstr(args[1]).as_ptr(), cstr(args[2]).as_ptr()) } as libc::c_long)
+            }
+            "symlink" => {
+                need(3)?;
+                result(unsafe { libc::symlink(cstr(args[1]).as_ptr(), cstr(args[2]).as_ptr()) } as libc::c_long)
+            }
+            // fork + execve(PATH, [PATH, ARGS...]); `ok` when execve succeeded and the program
+            // exited 0, `errno=...` when execve failed, `exit=N` otherwise.
+            "exec" => {
+                need(2)?;
+                exec(&args[1..])
+            }
+            // Dangerous classes (BPF-LSM denies them before they run).
+            "mount-tmpfs" => {
+                need(2)?;
+                let (src, fs, dst) = (cstr("none"), cstr("tmpfs"), cstr(args[1]));
+                result(unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) } as libc::c_long)
+            }
+            "unshare-user" => result(unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) }),
+            "bpf-map" => {
+                // BPF_MAP_CREATE of a 1-entry array.
+                let mut attr = [0u32; 16];
+                attr[0] = 2; // BPF_MAP_TYPE_ARRAY
+                attr[1] = 4;
+                attr[2] = 4;
+                attr[3] = 1;
+                let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), std::mem::size_of_val(&attr)) };
+                if fd >= 0 {
+                    unsafe { libc::close(fd as i32) };
+                }
+                result(fd)
+            }
+            "add-key" => {
+                let (t, d) = (cstr("user"), cstr("warden-test"));
+                result(unsafe { libc::syscall(libc::SYS_add_key, t.as_ptr(), d.as_ptr(), b"x".as_ptr(), 1usize, -2i32 /* KEY_SPEC_PROCESS_KEYRING */) })
+            }
             "pid" => std::process::id().to_string(),
             other => return Err(format!("unknown action {other}")),
         })
     })();
     r.unwrap_or_else(|e| e)
+}
+
+fn cstr(s: &str) -> std::ffi::CString {
+    std::ffi::CString::new(s).unwrap()
+}
+
+fn exec(argv: &[&str]) -> String {
+    let cargs: Vec<std::ffi::CString> = argv.iter().map(|a| cstr(a)).collect();
+    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let env: [*const libc::c_char; 1] = [std::ptr::null()];
+    let mut fds = [0i32; 2];
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return result(-1);
+        }
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::close(fds[0]);
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            if null >= 0 {
+                libc::dup2(null, 1);
+            }
+            libc::execve(ptrs[0], ptrs.as_ptr(), env.as_ptr());
+            let e = *libc::__errno_location();
+            libc::write(fds[1], &e as *const i32 as *const _, 4);
+            libc::_exit(127);
+        }
+        libc::close(fds[1]);
+        let mut e = 0i32;
+        let n = libc::read(fds[0], &mut e as *mut i32 as *mut _, 4);
+        libc::close(fds[0]);
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, 0);
+        if n == 4 {
+            return errno_name(e);
+        }
+        if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 {
+            "ok".into()
+        } else if libc::WIFEXITED(st) {
+            format!("exit={}", libc::WEXITSTATUS(st))
+        } else {
+            format!("signal={}", libc::WTERMSIG(st))
+        }
+    }
 }
 
 fn main() {

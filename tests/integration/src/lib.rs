@@ -475,7 +475,10 @@ impl WardenDaemon {
             .expect("spawning warden run");
         self.child = Some(child);
         let before = self.registrations();
-        eventually(Duration::from_secs(15), "warden to register with containerd", || {
+        // In a TCG VM (tests/vm/run sets WARDEN_VM) loading and verifying the programs takes
+        // tens of seconds.
+        let wait = if std::env::var_os("WARDEN_VM").is_some() { 120 } else { 15 };
+        eventually(Duration::from_secs(wait), "warden to register with containerd", || {
             (self.registrations() > before).then_some(())
         });
     }
