@@ -72,29 +72,7 @@ impl Probe {
         });
 
         let mut m = common;
-        match &active_lsms {
-            None => m.push("cannot read /sys/kernel/security/lsm (securityfs not mounted?)".into()),
-            Some(l) if !l.iter().any(|x| x == "bpf") => m.push(format!(
-                "`bpf` is not in the active LSM list ({}): boot with lsm={},bpf",
-                l.join(","),
-                l.join(",")
-            )),
-            _ => {}
-        }
-        // `bpf` in the list is not enough: LSM programs need BPF trampolines, which some
-        // kernels refuse (this project's CI kernel does). Try to load and attach one.
-        match aya::sys::is_program_supported(ProgramType::Lsm(LsmAttachType::Mac)) {
-            Ok(true) => {}
-            Ok(false) => m.push(
-                "BPF-LSM programs do not load or attach (no working BPF trampolines): use a kernel \
-                 with CONFIG_BPF_LSM=y and BPF trampoline support (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)"
-                    .into(),
-            ),
-            Err(e) => m.push(format!(
-                "loading a probe BPF-LSM program failed ({e}): this kernel refuses BPF trampoline \
-                 programs; use a kernel with CONFIG_BPF_LSM=y and working trampolines"
-            )),
-        }
+        m.extend(bpf_lsm_missing(active_lsms.as_deref()));
         layers.push(Layer {
             name: "bpf-lsm",
             covers: "file and exec allow-lists, dangerous syscalls denied before they run (EPERM)",
@@ -194,24 +172,37 @@ pub const ENABLE_BPF_LSM: &str = "To enable it: put `bpf` in the active LSM list
     CONFIG_BPF_LSM=y and working BPF trampolines (fentry/lsm programs must load); \
     `warden probe` shows what this kernel has";
 
-/// Whether BPF-LSM programs can run here: `bpf` in the active LSM list AND a trampoline
-/// program loads. Err says what is missing and how to enable it.
-pub fn bpf_lsm_status() -> Result<(), String> {
+/// Why BPF-LSM programs cannot run here (empty: they can), given the active LSM list. `bpf` in
+/// the list is not enough: LSM programs need BPF trampolines, which some kernels refuse (this
+/// project's CI kernel does), so a real LSM program is loaded and attached.
+fn bpf_lsm_missing(active_lsms: Option<&[String]>) -> Vec<String> {
     let mut why = Vec::new();
-    match read_lsms() {
+    match active_lsms {
         None => why.push("cannot read /sys/kernel/security/lsm (securityfs not mounted?)".to_string()),
-        Some(l) if !l.iter().any(|x| x == "bpf") => why.push(format!(
-            "`bpf` is not in the active LSM list ({}): boot with lsm={},bpf",
-            l.join(","),
-            l.join(",")
-        )),
+        Some(l) if !l.iter().any(|x| x == "bpf") => {
+            why.push(format!("`bpf` is not in the active LSM list ({}): boot with lsm={},bpf", l.join(","), l.join(",")))
+        }
         _ => {}
     }
     match aya::sys::is_program_supported(ProgramType::Lsm(LsmAttachType::Mac)) {
         Ok(true) => {}
-        Ok(false) => why.push("BPF-LSM programs do not load (no working BPF trampolines on this kernel)".into()),
-        Err(e) => why.push(format!("loading a probe BPF-LSM program failed ({e}): this kernel refuses BPF trampoline programs")),
+        Ok(false) => why.push(
+            "BPF-LSM programs do not load or attach (no working BPF trampolines): use a kernel with \
+             CONFIG_BPF_LSM=y and BPF trampoline support (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)"
+                .into(),
+        ),
+        Err(e) => why.push(format!(
+            "loading a probe BPF-LSM program failed ({e}): this kernel refuses BPF trampoline \
+             programs; use a kernel with CONFIG_BPF_LSM=y and working trampolines"
+        )),
     }
+    why
+}
+
+/// Whether BPF-LSM programs can run here: `bpf` in the active LSM list AND a trampoline
+/// program loads. Err says what is missing and how to enable it.
+pub fn bpf_lsm_status() -> Result<(), String> {
+    let why = bpf_lsm_missing(read_lsms().as_deref());
     if why.is_empty() { Ok(()) } else { Err(why.join("; ")) }
 }
 
