@@ -445,6 +445,9 @@ pub mod globals {
     pub const MOUNT_MNT: &str = "OFF_MOUNT_MNT";
     pub const MOUNT_PARENT: &str = "OFF_MOUNT_PARENT";
     pub const MOUNT_MOUNTPOINT: &str = "OFF_MOUNT_MOUNTPOINT";
+    /// `struct mount` -> `mnt_ns`: kernel-internal mounts (overlayfs's private layer clones,
+    /// shmem, nsfs) carry MNT_NS_INTERNAL there.
+    pub const MOUNT_NS: &str = "OFF_MOUNT_NS";
     /// `struct task_struct` -> `fs`; `struct fs_struct` -> `root` (struct path).
     pub const TASK_FS: &str = "OFF_TASK_FS";
     pub const FS_ROOT: &str = "OFF_FS_ROOT";

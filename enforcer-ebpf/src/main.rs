@@ -91,6 +91,8 @@ static OFF_MOUNT_PARENT: u64 = 0;
 #[no_mangle]
 static OFF_MOUNT_MOUNTPOINT: u64 = 0;
 #[no_mangle]
+static OFF_MOUNT_NS: u64 = 0;
+#[no_mangle]
 static OFF_TASK_FS: u64 = 0;
 #[no_mangle]
 static OFF_FS_ROOT: u64 = 0;
@@ -772,6 +774,9 @@ pub fn warden_file_open(ctx: LsmContext) -> i32 {
     if need == 0 {
         return LSM_ALLOW;
     }
+    if on_internal_mount(file) {
+        return LSM_ALLOW;
+    }
     let Some(s) = scratch() else { return LSM_DENY };
     let mut n = file_path(s, file);
     // A directory is judged as `path/`, so the rule `/etc/` also covers opendir("/etc").
@@ -796,6 +801,26 @@ pub fn warden_file_open(ctx: LsmContext) -> i32 {
         }
     }
     judge_path(cgid, root, &pol, restricts, s, n, need, file_op::OPEN, kind::FILE)
+}
+
+/// `MNT_NS_INTERNAL` (fs/mount.h): ERR_PTR(-EINVAL) in `mount->mnt_ns` of long-term kernel
+/// mounts (clone_private_mount, kern_mount).
+const MNT_NS_INTERNAL: u64 = -22i64 as u64;
+
+/// Whether `file` lives on a kernel-internal mount that no path walk in any mount namespace
+/// reaches. Since 6.8 overlayfs opens its layers' real files as "backing files" whose f_path is
+/// the real path on a private clone of the layer mount (before, it was the overlay path), and
+/// that open runs file_open again in the opener's context: judging it would judge the image's
+/// layer path (`/var/lib/containerd/...`), not the path the process opened. The process's own
+/// open of the overlay file was judged just before (do_dentry_open calls security_file_open
+/// before f_op->open). Otherwise only magic links (/proc/PID/fd, /proc/PID/ns) reach such
+/// mounts (memfd, nsfs), for objects the process already holds: nothing a path rule can name.
+#[inline(always)]
+fn on_internal_mount(file: *const u8) -> bool {
+    let f_path = global(&OFF_FILE_F_PATH);
+    let Some(mnt) = (unsafe { read::<u64>(file, f_path + global(&OFF_PATH_MNT)) }) else { return false };
+    let mount = (mnt as *const u8).wrapping_sub(global(&OFF_MOUNT_MNT) as usize);
+    matches!(unsafe { read::<u64>(mount, global(&OFF_MOUNT_NS)) }, Some(MNT_NS_INTERNAL))
 }
 
 const S_IFMT: u16 = 0o170000;
@@ -1088,6 +1113,14 @@ pub fn warden_kernel_read_file(_ctx: LsmContext) -> i32 {
 #[lsm(hook = "userns_create")]
 #[inline(always)]
 pub fn warden_userns_create(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+/// Anonymous inodes made with a security context: io_uring_setup's ring (and userfaultfd).
+/// The hook has no io_uring argument; syscall_gate judges the syscall that reached it.
+#[lsm(hook = "inode_init_security_anon")]
+#[inline(always)]
+pub fn warden_anon_inode(_ctx: LsmContext) -> i32 {
     syscall_gate()
 }
 

@@ -282,6 +282,15 @@ fn run(args: &[&str]) -> String {
                 }
                 result(fd)
             }
+            "io-uring-setup" => {
+                // io_uring_setup(1, &params): 120 zeroed bytes of struct io_uring_params.
+                let mut params = [0u8; 120];
+                let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+                if fd >= 0 {
+                    unsafe { libc::close(fd as i32) };
+                }
+                result(fd)
+            }
             "add-key" => {
                 let (t, d) = (cstr("user"), cstr("warden-test"));
                 result(unsafe { libc::syscall(libc::SYS_add_key, t.as_ptr(), d.as_ptr(), b"x".as_ptr(), 1usize, -2i32 /* KEY_SPEC_PROCESS_KEYRING */) })
