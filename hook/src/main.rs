@@ -222,7 +222,10 @@ fn run(cli: Cli) -> Result<()> {
                     // whose new item did not fit (the truncation marker).
                     "learn_records": list.iter().filter(|c| c.mode == "learn" || c.mode == "complain").map(|c| {
                         let i = maps.learn_info_of(c.cgroup_id);
-                        (c.cgroup_id.to_string(), serde_json::json!({"items": i.items, "truncated": i.truncated, "bound": warden_common::LEARN_ITEMS_PER_CGROUP}))
+                        (c.cgroup_id.to_string(), serde_json::json!({
+                            "items": i.items, "truncated": i.truncated, "bound": warden_common::LEARN_ITEMS_PER_CGROUP,
+                            "file_items": i.file_items, "file_truncated": i.file_truncated, "file_bound": warden_common::LEARN_FILES_PER_CGROUP,
+                        }))
                     }).collect::<std::collections::BTreeMap<_, _>>(),
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -360,6 +363,13 @@ fn report(maps: &Maps, pin_dir: &std::path::Path, id: u64, json: bool) -> Result
         for i in items {
             println!("    {i}");
         }
+    }
+    if learned.info.file_truncated > 0 {
+        println!(
+            "TRUNCATED: {} file or exec use(s) of a new path were not recorded (bound {} paths per container): the list is incomplete",
+            learned.info.file_truncated,
+            warden_common::LEARN_FILES_PER_CGROUP
+        );
     }
     if learned.info.truncated > 0 {
         println!(

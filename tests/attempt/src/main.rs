@@ -285,10 +285,18 @@ fn run(args: &[&str]) -> String {
             "ptrace-child" => {
                 // PTRACE_ATTACH to a child of ours (root may; Yama's scope 1 allows descendants).
                 // The child dies with us (PDEATHSIG) if the attempt is killed.
+                let parent = unsafe { libc::getpid() };
                 let child = unsafe { libc::fork() };
                 if child == 0 {
                     unsafe {
+                        // Not holding the reply pipe: a reader waits for our parent's EOF only.
+                        libc::close(0);
+                        libc::close(1);
                         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        // The parent may have died (killed) before PDEATHSIG was set.
+                        if libc::getppid() != parent {
+                            libc::_exit(0);
+                        }
                         libc::pause();
                         libc::_exit(0);
                     }
@@ -325,6 +333,16 @@ fn run(args: &[&str]) -> String {
                 need(2)?;
                 let (t, d) = (cstr("user"), cstr(args[1]));
                 result(unsafe { libc::syscall(libc::SYS_add_key, t.as_ptr(), d.as_ptr(), b"x".as_ptr(), 1usize, -4i32 /* KEY_SPEC_USER_KEYRING */) })
+            }
+            "create-many" => {
+                // create-many DIR N: creates DIR/f0 .. DIR/f<N-1> (distinct paths for learn bounds).
+                need(3)?;
+                let n: usize = args[2].parse().map_err(|_| format!("bad count {}", args[2]))?;
+                for i in 0..n {
+                    let p = format!("{}/f{i}", args[1]);
+                    std::fs::File::create(&p).map_err(|e| format!("{p}: {}", errno_name(e.raw_os_error().unwrap_or(0))))?;
+                }
+                "ok".to_string()
             }
             "io-uring-setup" => {
                 // io_uring_setup(1, &params): 120 zeroed bytes of struct io_uring_params.

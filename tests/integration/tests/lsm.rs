@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use warden_integration_tests::*;
 
+mod common;
+
 const WAIT: Duration = Duration::from_secs(5);
 const IN_VM: &str = "WARDEN_LSM_IN_VM";
 const KERNELS: &[&str] = &["bookworm", "sid"];
@@ -240,8 +242,97 @@ fn cases() {
     let mut u = Attempt::spawn();
     check(&mut u, &format!("add-key-user {key}"), ok());
     assert!(std::fs::read_to_string("/proc/keys").unwrap().contains(&key), "control key visible in /proc/keys");
+    learn_then_enforce(&t, &w);
     pod_case(&t);
+    learned_pod_case();
     eprintln!("all BPF-LSM cases passed on {}", std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim());
+}
+
+/// The learn-mode pod scenario of warden_nri.rs, here with files and execs learned and
+/// enforced (tests/common/mod.rs).
+fn learned_pod_case() {
+    use warden_integration_tests::containerd::prerequisites_or_skip;
+    if !prerequisites_or_skip("learned_pod_case") {
+        return;
+    }
+    // Overlayfs snapshots cannot live on the VM's overlay /tmp (see pod_case).
+    std::env::set_var("TMPDIR", "/run");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(common::learned_pod_scenario());
+    eprintln!("learned pod case passed (files and execs learned, 10 enforced starts, new read/exec refused)");
+}
+
+/// Learn mode for files and execs: what a workload did becomes its `files` rules, enforcing
+/// them lets the same run work, and anything new is refused; thousands of paths stay within the
+/// record's bound with the truncation marked.
+fn learn_then_enforce(t: &Tree, w: &Warden) {
+    let work = [
+        format!("open-r {}", t.p("ro/a")),
+        format!("open-rw {}", t.p("rw/c")), // rw/b was renamed to rw/c above
+        format!("open-r {}", t.p("rw/good")), // a symlink: learned as its target ro/a
+        "exec /usr/bin/true".to_string(),
+        format!("exec {}", t.p("exec/ok.sh")),
+    ];
+    let cg = TestCgroup::new("files-learn2");
+    let mut a = Attempt::spawn_in(&cg.path);
+    w.confine(&cg.path, &profile("learn2", None, None), "learn");
+    for line in &work {
+        check(&mut a, line, Outcome::ok());
+    }
+    let out_file = w.tmp.join("learned-files.json");
+    let out = w.run(&["profile", "generate", "--cgroup", cg.path.to_str().unwrap(), "-o", out_file.to_str().unwrap(), "--name", "learned-files"]);
+    assert!(out.status.success(), "generate: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    let rules: Vec<(String, String)> = v["files"]
+        .as_array()
+        .expect("a files section")
+        .iter()
+        .map(|r| (r["path"].as_str().unwrap().to_string(), r["access"].as_str().unwrap().to_string()))
+        .collect();
+    eprintln!("  learned files rules: {rules:?}");
+    let has = |p: &str, acc: &str| rules.iter().any(|(rp, ra)| rp == p && ra.contains(acc));
+    assert!(has(&t.p("ro/a"), "r"), "{rules:?}");
+    assert!(has(&t.p("rw/c"), "rw"), "{rules:?}");
+    assert!(has("/usr/bin/true", "x"), "{rules:?}");
+    assert!(has(&t.p("exec/ok.sh"), "x"), "{rules:?}");
+    assert!(!rules.iter().any(|(p, _)| p == &t.p("rw/good")), "the symlink's target is learned, not the link: {rules:?}");
+    assert!(!rules.iter().any(|(p, _)| p.contains("secret")), "{rules:?}");
+    let vo = w.run(&["profile", "validate", out_file.to_str().unwrap()]);
+    assert!(vo.status.success(), "the generated profile validates: {}", String::from_utf8_lossy(&vo.stderr));
+
+    // Enforce it: the same run works, new things are refused.
+    let cge = TestCgroup::new("files-learned-enforce");
+    let mut e = Attempt::spawn_in(&cge.path);
+    let out = w.ok(&["confine", "--cgroup", cge.path.to_str().unwrap(), "--profile", out_file.to_str().unwrap(), "--mode", "enforce"]);
+    eprintln!("  {}", out.trim());
+    for line in &work {
+        check(&mut e, line, Outcome::ok());
+    }
+    check(&mut e, "open-r /etc/shadow", eperm());
+    check(&mut e, &format!("open-r {}", t.p("secret/s")), eperm());
+    check(&mut e, &format!("open-w {}", t.p("ro/a")), eperm());
+    check(&mut e, "exec /usr/bin/false", eperm());
+
+    // Thousands of distinct paths: the record stops at its bound and says so.
+    let many = t.p("rw/many");
+    std::fs::create_dir_all(&many).unwrap();
+    let cgm = TestCgroup::new("files-learn-many");
+    let mut m = Attempt::spawn_in(&cgm.path);
+    w.confine(&cgm.path, &profile("learn-many", None, None), "learn");
+    let n = warden_common::LEARN_FILES_PER_CGROUP as usize + 500;
+    check(&mut m, &format!("create-many {many} {n}"), Outcome::ok());
+    let st = w.status();
+    let rec = &st["learn_records"][cgm.id().to_string()];
+    eprintln!("  learn record after {n} distinct paths: {rec}");
+    let items = rec["file_items"].as_u64().unwrap();
+    let bound = warden_common::LEARN_FILES_PER_CGROUP;
+    assert!(items >= bound && items <= bound + 64, "items held stop at the bound ({bound}): {rec}");
+    assert!(rec["file_truncated"].as_u64().unwrap() >= 400, "what did not fit is counted: {rec}");
+    let out = w.run(&["profile", "generate", "--cgroup", cgm.path.to_str().unwrap(), "--name", "many"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("INCOMPLETE"), "the generated profile is marked incomplete: {text}");
+    assert!(text.contains(&format!("\"{many}/\"")), "{many}/ collapsed into one rule");
 }
 
 /// A real containerd pod (overlayfs root) with a `files` profile, through the NRI daemon: an
@@ -310,7 +401,18 @@ fn files_and_execs_with_bpf_lsm() {
         return;
     }
     match bpf_lsm_status() {
-        Ok(()) => return cases(),
+        Ok(()) => {
+            if std::env::var_os(IN_VM).is_some() {
+                // Inside the VM a failure ends the run at once: unwinding through a containerd
+                // harness mid-scenario was seen to hang until the VM timeout, and the VM is
+                // thrown away anyway (nothing to clean up).
+                std::panic::set_hook(Box::new(|info| {
+                    eprintln!("{info}\n{}", std::backtrace::Backtrace::force_capture());
+                    std::process::exit(101);
+                }));
+            }
+            return cases();
+        }
         Err(why) if std::env::var_os(IN_VM).is_some() => panic!("inside the VM the bpf-lsm layer must work: {why}"),
         Err(why) => eprintln!("bpf-lsm unavailable on this kernel ({why}): running the cases in VMs"),
     }
@@ -337,7 +439,9 @@ fn files_and_execs_with_bpf_lsm() {
         }
         let start = Instant::now();
         let st = std::process::Command::new(&runner)
-            .args(["--kernel", k, "--"])
+            // The cases, two containerd pods and ten learned-pod starts under TCG: ~2-4 min on
+            // an idle 2-core machine.
+            .args(["--kernel", k, "--timeout", "900", "--"])
             .arg(&exe)
             .args(["--exact", "files_and_execs_with_bpf_lsm", "--nocapture", "--test-threads=1"])
             .env(IN_VM, "1")

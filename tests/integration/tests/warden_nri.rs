@@ -1,22 +1,16 @@
 //! warden as containerd's NRI plugin, end to end: a private containerd 1.7, `warden run`, real
 //! pods annotated with profiles, and the static `warden-attempt` inside busybox containers
 //! reporting exactly what happened. Needs root; under CI=true a missing piece fails the test.
-use std::net::TcpListener;
 use std::time::Duration;
 
 use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd, PodHandle};
 use warden_integration_tests::*;
 
-const ATTEMPT: &str = "/warden-attempt";
+mod common;
+use common::{exit_code, listener, run_attempts, ATTEMPT};
 
 fn ready(test: &str) -> bool {
     prerequisites_or_skip(test) && prerequisites()
-}
-
-fn listener() -> (TcpListener, u16) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let p = l.local_addr().unwrap().port();
-    (l, p)
 }
 
 /// Every syscall but unshare; connect only to 127.0.0.1:`port`; no bind.
@@ -34,19 +28,6 @@ fn no_net(name: &str) -> String {
     serde_json::json!({ "name": name, "network": { "connect": [] } }).to_string()
 }
 
-/// Creates and starts a container running `warden-attempt seq ATTEMPTS...`.
-async fn run_attempts(c: &Containerd, pod: &PodHandle, name: &str, attempts: &[String]) -> Result<String, tonic::Status> {
-    let helper = static_attempt();
-    let mut cmd = vec![ATTEMPT, "seq"];
-    cmd.extend(attempts.iter().map(String::as_str));
-    let id = c
-        .create_container_with(pod, name, &cmd, &[], &[(helper.as_path(), ATTEMPT)])
-        .await
-        .map_err(|e| tonic::Status::internal(format!("{e:#}")))?;
-    c.start_container(&id).await?;
-    Ok(id)
-}
-
 /// Starts a container that repeats one attempt every 100 ms until stopped.
 async fn run_loop(c: &Containerd, pod: &PodHandle, name: &str, attempt: &str) -> String {
     let helper = static_attempt();
@@ -57,18 +38,6 @@ async fn run_loop(c: &Containerd, pod: &PodHandle, name: &str, attempt: &str) ->
         .unwrap();
     c.start_container(&id).await.unwrap();
     id
-}
-
-/// Waits for a container to exit; returns its exit code.
-async fn exit_code(c: &Containerd, id: &str) -> i32 {
-    for _ in 0..150 {
-        let st = c.container_status(id).await.unwrap();
-        if st.finished_at != 0 {
-            return st.exit_code;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("container {id} did not exit");
 }
 
 /// The last non-empty log line of a looping container, after waiting for `n` new lines.
@@ -346,64 +315,12 @@ async fn builtin_profiles_run_their_workloads() {
     }
 }
 
-/// Learn mode end to end: a pod annotated `warden.io/mode: learn` runs its workload; when the
-/// container stops the daemon writes its profile; the same workload in new pods enforced with
-/// that profile starts and works every time, and anything new is blocked.
+/// Learn mode end to end (tests/common/mod.rs): on this host without BPF-LSM, syscalls and
+/// network; the same scenario runs in the VMs with files and execs (tests/lsm.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learned_profile_is_written_on_stop_and_enforced_pods_start_every_time() {
     if !ready("learned_profile_is_written_on_stop_and_enforced_pods_start_every_time") {
         return;
     }
-    let (_l, port) = listener();
-    let (_l2, other) = listener();
-    let pb = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let c = Containerd::start().await.unwrap();
-    // Removed on drop, also when the test fails.
-    let learn_tmp = tempfile::Builder::new().prefix("warden-test-learned-").tempdir().unwrap();
-    let learn_dir = learn_tmp.path().join("learned");
-    let mut w = WardenDaemon::configure(&c.nri_socket, &[], &format!("learn_dir = {:?}", learn_dir.display().to_string()));
-    w.start();
-
-    let attempts: Vec<String> =
-        vec![format!("connect 127.0.0.1 {port}"), format!("bind-tcp 127.0.0.1 {pb}"), "unix-socket".into(), "getpid".into()];
-    let pod = c.run_pod("learnme", "shop", &[("warden.io/mode", "learn")]).await.unwrap();
-    let id = run_attempts(&c, &pod, "app", &attempts).await.unwrap();
-    assert_eq!(exit_code(&c, &id).await, 0, "{}", c.container_log("learnme", "app"));
-    c.stop_container(&id).await.unwrap();
-    let file = learn_dir.join("shop_learnme_app.json");
-    eventually(Duration::from_secs(10), "the learned profile to be written", || file.exists().then_some(()));
-    let text = std::fs::read_to_string(&file).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["name"], "shop_learnme_app");
-    assert!(v["description"].as_str().unwrap().contains("container app of pod shop/learnme"), "{text}");
-    let validate = w.warden.run(&["profile", "validate", file.to_str().unwrap()]);
-    assert!(validate.status.success(), "{}", String::from_utf8_lossy(&validate.stdout));
-    assert!(w.confined_ids().is_empty(), "released after writing");
-    c.remove_container(&id).await.unwrap();
-    c.remove_pod(&pod.id).await.unwrap();
-
-    // Enforce it: the daemon finds it by name in its profile folder.
-    std::fs::copy(&file, w.profiles.join("shop_learnme_app.json")).unwrap();
-    let want: Vec<String> = attempts.iter().map(|a| format!("{a} => ok")).collect();
-    for i in 0..10 {
-        let name = format!("enforced{i}");
-        let pod = c.run_pod(&name, "shop", &[("warden.io/profile", "shop_learnme_app")]).await.unwrap();
-        let id = run_attempts(&c, &pod, "app", &attempts).await.unwrap_or_else(|e| panic!("start {i}: {e}\n{}", w.log_text()));
-        let code = exit_code(&c, &id).await;
-        let denials: Vec<String> = w.log_text().lines().filter(|l| l.contains("warden::event")).map(String::from).collect();
-        assert_eq!(code, 0, "run {i}: {}\ndenials:\n{}", c.container_log(&name, "app"), denials.join("\n"));
-        let log = c.container_log(&name, "app");
-        assert_eq!(log.lines().map(str::trim_end).collect::<Vec<_>>(), want, "run {i}");
-        c.remove_container(&id).await.unwrap();
-        c.remove_pod(&pod.id).await.unwrap();
-    }
-    // New things are blocked: another port, a new syscall.
-    let pod = c.run_pod("enforced-new", "shop", &[("warden.io/profile", "shop_learnme_app")]).await.unwrap();
-    let id = run_attempts(&c, &pod, "app", &[format!("connect 127.0.0.1 {other}"), "unshare-uts".into()]).await.unwrap();
-    assert_eq!(exit_code(&c, &id).await, 137);
-    let log = c.container_log("enforced-new", "app");
-    assert_eq!(log.lines().map(str::trim_end).collect::<Vec<_>>(), [format!("connect 127.0.0.1 {other} => errno=EPERM").as_str(), "unshare-uts =>"], "{log}");
+    common::learned_pod_scenario().await;
 }
