@@ -301,6 +301,17 @@ fn is_network(k: u8) -> bool {
     k == kind::CONNECT || k == kind::SENDMSG || k == kind::BIND || k == kind::SOCKET
 }
 
+/// The learn record bounds of `root` (userspace creates them at confine; the kernel only as a
+/// fallback).
+#[inline(always)]
+fn learn_info(root: u64) -> Option<*mut LearnInfo> {
+    if let Some(i) = WARDEN_LEARN_INFO.get_ptr_mut(&root) {
+        return Some(i);
+    }
+    let _ = WARDEN_LEARN_INFO.insert(&root, &LearnInfo::default(), 1 /* BPF_NOEXIST */);
+    WARDEN_LEARN_INFO.get_ptr_mut(&root)
+}
+
 #[inline(always)]
 fn record(root: u64, a: &Attempt) -> bool {
     let key = LearnKey {
@@ -315,16 +326,7 @@ fn record(root: u64, a: &Attempt) -> bool {
     if unsafe { WARDEN_LEARN_NET.get(&key) }.is_some() {
         return false;
     }
-    let info = match WARDEN_LEARN_INFO.get_ptr_mut(&root) {
-        Some(i) => i,
-        None => {
-            let _ = WARDEN_LEARN_INFO.insert(&root, &LearnInfo::default(), 1 /* BPF_NOEXIST */);
-            match WARDEN_LEARN_INFO.get_ptr_mut(&root) {
-                Some(i) => i,
-                None => return false,
-            }
-        }
-    };
+    let Some(info) = learn_info(root) else { return false };
     let items = unsafe { core::ptr::addr_of_mut!((*info).items) };
     let truncated = unsafe { core::ptr::addr_of_mut!((*info).truncated) };
     if unsafe { core::ptr::read_volatile(items) } >= LEARN_ITEMS_PER_CGROUP {
@@ -377,16 +379,7 @@ fn record_file(root: u64, a: &Attempt) -> bool {
         cut: cut as u8,
         _pad: [0; 4],
     };
-    let info = match WARDEN_LEARN_INFO.get_ptr_mut(&root) {
-        Some(i) => i,
-        None => {
-            let _ = WARDEN_LEARN_INFO.insert(&root, &LearnInfo::default(), 1 /* BPF_NOEXIST */);
-            match WARDEN_LEARN_INFO.get_ptr_mut(&root) {
-                Some(i) => i,
-                None => return false,
-            }
-        }
-    };
+    let Some(info) = learn_info(root) else { return false };
     let items = unsafe { core::ptr::addr_of_mut!((*info).file_items) };
     let truncated = unsafe { core::ptr::addr_of_mut!((*info).file_truncated) };
     if unsafe { core::ptr::read_volatile(items) } >= LEARN_FILES_PER_CGROUP {
