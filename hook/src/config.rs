@@ -30,6 +30,9 @@ pub struct Config {
     /// (before its record is released): `<namespace>_<pod>_<container>.json`, the profile of
     /// the same name. Add this folder to `profile_dirs` to enforce it by that name.
     pub learn_dir: PathBuf,
+    /// The control socket (`warden status`, `warden events`, `warden oci-hook`): root only,
+    /// its folder is made 0700 and the socket 0600 (see control.rs).
+    pub control_socket: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +43,9 @@ pub struct NriConfig {
     pub plugin_name: String,
     /// Two digits; orders plugins (lower runs first).
     pub plugin_index: String,
+    /// false: no NRI connection at all; containers are confined only through the control
+    /// socket (`warden oci-hook` for CRI-O, Podman, plain runc).
+    pub enabled: bool,
 }
 
 impl Default for NriConfig {
@@ -48,6 +54,7 @@ impl Default for NriConfig {
             socket_path: "/var/run/nri/nri.sock".into(),
             plugin_name: "warden".into(),
             plugin_index: "10".into(),
+            enabled: true,
         }
     }
 }
@@ -63,6 +70,7 @@ impl Default for Config {
             log_format: "text".into(),
             release_on_exit: false,
             learn_dir: "/var/lib/warden/learned".into(),
+            control_socket: crate::control::DEFAULT_SOCKET.into(),
         }
     }
 }
@@ -90,6 +98,9 @@ impl Config {
         let idx = &self.nri.plugin_index;
         if idx.len() != 2 || !idx.bytes().all(|b| b.is_ascii_digit()) {
             anyhow::bail!("nri.plugin_index: {idx:?} must be two digits (00-99)");
+        }
+        if !self.control_socket.is_absolute() {
+            anyhow::bail!("control_socket: {:?} must be an absolute path", self.control_socket);
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             anyhow::bail!("log_format: {:?} must be text or json", self.log_format);
@@ -124,6 +135,11 @@ mod tests {
         assert_eq!(Config::from_toml("learn_dir = \"/tmp/l\"").unwrap().learn_dir, Path::new("/tmp/l"));
         assert_eq!(c.policy.default_mode, crate::enforcer::Mode::Complain);
         assert_eq!(c.nri.socket_path, Path::new("/run/x.sock"));
+        assert_eq!(c.control_socket, Path::new("/run/warden/warden.sock"));
+        assert!(c.nri.enabled);
+        let c = Config::from_toml("control_socket = \"/tmp/w.sock\"\n[nri]\nenabled = false").unwrap();
+        assert_eq!((c.control_socket.as_path(), c.nri.enabled), (Path::new("/tmp/w.sock"), false));
+        assert!(Config::from_toml("control_socket = \"w.sock\"").unwrap_err().to_string().contains("absolute"));
     }
 
     #[test]

@@ -1,0 +1,118 @@
+//! `warden oci-hook`: confinement for runtimes without NRI (CRI-O, Podman, plain runc).
+//!
+//! As an OCI `createRuntime` hook it runs after the runtime made the container's cgroup and
+//! put its init process in it, and before the entrypoint is executed (`runc create` runs the
+//! hook, `runc start` execs the entrypoint): the daemon confines that cgroup and only then does
+//! the hook return, so there is no window where the workload runs unconfined. As `poststop` it
+//! asks the daemon to release the container.
+//!
+//! Fail closed: if the daemon refuses (unknown profile, bad annotation, missing kernel layer) or
+//! cannot be reached, the hook exits non-zero and the runtime fails the start. `--fail-open`
+//! turns the unreachable/refused cases into a loud warning and exit 0.
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use oci_spec::runtime::{ContainerState, Spec, State};
+
+use crate::control::{self, Client, ConfineRequest, Request};
+
+/// The stage the hook runs at: from `--stage`, else from the state's status (`creating` at
+/// createRuntime, `stopped` at poststop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage {
+    #[value(name = "createRuntime")]
+    CreateRuntime,
+    #[value(name = "poststop")]
+    Poststop,
+}
+
+pub struct Options {
+    pub socket: PathBuf,
+    pub stage: Option<Stage>,
+    pub fail_open: bool,
+    /// Annotation prefix (without `/`) that marks a container as warden's business.
+    pub annotation_prefix: String,
+}
+
+/// Reads the state from stdin and does the stage's work. Errors are for the runtime to show.
+pub fn run(opts: &Options) -> Result<()> {
+    let mut text = String::new();
+    std::io::stdin().take(4 << 20).read_to_string(&mut text).context("reading the container state on stdin")?;
+    let state: State = serde_json::from_str(&text).context("the container state on stdin is not OCI state JSON")?;
+    let stage = match (opts.stage, state.status()) {
+        (Some(s), _) => s,
+        (None, ContainerState::Creating) => Stage::CreateRuntime,
+        (None, ContainerState::Stopped) => Stage::Poststop,
+        (None, other) => bail!("container {}: state {other} is neither createRuntime (creating) nor poststop (stopped); pass --stage", state.id()),
+    };
+    match stage {
+        Stage::CreateRuntime => create(opts, &state),
+        Stage::Poststop => poststop(opts, &state),
+    }
+}
+
+/// The container's annotations: the bundle's config.json, overlaid with the state's (the same
+/// map, normally).
+fn annotations(state: &State) -> Result<(BTreeMap<String, String>, Option<PathBuf>)> {
+    let mut ann = BTreeMap::new();
+    let mut cgroups_path = None;
+    let bundle = state.bundle();
+    if !bundle.as_os_str().is_empty() {
+        let cfg = bundle.join("config.json");
+        let spec = Spec::load(&cfg).with_context(|| format!("reading the bundle's {}", cfg.display()))?;
+        if let Some(a) = spec.annotations() {
+            ann.extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+    }
+    if let Some(a) = state.annotations() {
+        ann.extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    Ok((ann, cgroups_path))
+}
+
+fn create(opts: &Options, state: &State) -> Result<()> {
+    let id = state.id();
+    let (ann, cgroups_path) = annotations(state)?;
+    let prefix = format!("{}/", opts.annotation_prefix);
+    if !ann.keys().any(|k| k.starts_with(&prefix)) {
+        // Not ours (the hooks.d `when` normally keeps us from even running).
+        return Ok(());
+    }
+    let pid = state.pid().ok_or_else(|| anyhow!("container {id}: the state has no pid (is this the createRuntime stage?)"))?;
+    // /proc/PID/cgroup is where the process really is, whatever the cgroup driver; config's
+    // cgroupsPath only says where the runtime meant to put it (kept for the error message).
+    let mount = crate::cgroup::cgroup2_mount()?;
+    let cgroup = control::cgroup_of_pid(&mount, pid).with_context(|| {
+        format!("container {id}: finding its cgroup (config cgroupsPath {:?})", cgroups_path.as_deref().unwrap_or(Path::new("")))
+    })?;
+    let req = Request::Confine(ConfineRequest { id: id.clone(), pid, cgroup: Some(cgroup), annotations: ann });
+    let answer = Client::connect(&opts.socket).and_then(|c| match c {
+        Some(mut c) => c.request(&req, Duration::from_secs(30)),
+        None => Err(anyhow!("the warden daemon is not running (no control socket at {})", opts.socket.display())),
+    });
+    match answer {
+        Ok(v) => {
+            if let Some(msg) = v["fail_open"].as_str() {
+                eprintln!("warden oci-hook: WARNING: container {id} starts UNCONFINED (the daemon's fail_open): {msg}");
+            }
+            Ok(())
+        }
+        Err(e) if opts.fail_open => {
+            eprintln!("warden oci-hook: WARNING: container {id} starts UNCONFINED because of --fail-open: {e:#}");
+            Ok(())
+        }
+        Err(e) => Err(e.context(format!("container {id} not started: warden could not confine it (fail closed)"))),
+    }
+}
+
+fn poststop(opts: &Options, state: &State) -> Result<()> {
+    let id = state.id();
+    let mut c = Client::connect(&opts.socket)?
+        .ok_or_else(|| anyhow!("container {id}: cannot release: the warden daemon is not running (no control socket at {})", opts.socket.display()))?;
+    c.request(&Request::Release { id: id.clone() }, Duration::from_secs(30)).with_context(|| format!("container {id}: release"))?;
+    Ok(())
+}
