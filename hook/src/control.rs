@@ -661,8 +661,15 @@ impl Client {
         s.set_write_timeout(Some(timeout))?;
         let mut line = serde_json::to_vec(req)?;
         line.push(b'\n');
-        s.write_all(&line).context("sending the request")?;
-        let v = self.next()?.ok_or_else(|| anyhow!("the daemon closed the connection without an answer"))?;
+        // A refused peer is answered and hung up on before its request is read: the write can
+        // fail (EPIPE) while the refusal waits to be read.
+        let sent = s.write_all(&line);
+        let v = match (self.next(), sent) {
+            (Ok(Some(v)), _) => v,
+            (_, Err(e)) => return Err(e).context("sending the request"),
+            (Ok(None), Ok(())) => bail!("the daemon closed the connection without an answer"),
+            (Err(e), Ok(())) => return Err(e),
+        };
         if v["ok"] != json!(true) {
             bail!("{}", v["error"].as_str().unwrap_or("the daemon refused the request"));
         }

@@ -111,8 +111,24 @@ fn create(opts: &Options, state: &State) -> Result<()> {
 
 fn poststop(opts: &Options, state: &State) -> Result<()> {
     let id = state.id();
-    let mut c = Client::connect(&opts.socket)?
-        .ok_or_else(|| anyhow!("container {id}: cannot release: the warden daemon is not running (no control socket at {})", opts.socket.display()))?;
-    c.request(&Request::Release { id: id.clone() }, Duration::from_secs(30)).with_context(|| format!("container {id}: release"))?;
-    Ok(())
+    // The bundle may be gone by now; the state's own annotations still say whether it is ours.
+    let ann = annotations(state).map(|(a, _)| a).unwrap_or_else(|_| state.annotations().clone().unwrap_or_default().into_iter().collect());
+    let prefix = format!("{}/", opts.annotation_prefix);
+    if !ann.keys().any(|k| k.starts_with(&prefix)) {
+        return Ok(());
+    }
+    let r = Client::connect(&opts.socket).and_then(|c| match c {
+        Some(mut c) => c.request(&Request::Release { id: id.clone() }, Duration::from_secs(30)),
+        None => Err(anyhow!("the warden daemon is not running (no control socket at {})", opts.socket.display())),
+    });
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if opts.fail_open => {
+            eprintln!("warden oci-hook: WARNING: container {id}: release failed (--fail-open): {e:#}");
+            Ok(())
+        }
+        // No runtime tells a daemon later that this container is gone (NRI's Synchronize does
+        // that for containerd): say how to drop the entry by hand.
+        Err(e) => Err(e.context(format!("container {id}: release failed; its pinned entry stays until `warden release --cgroup-id`"))),
+    }
 }
