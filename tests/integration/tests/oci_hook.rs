@@ -295,6 +295,17 @@ fn control_socket_is_root_only_and_reports_containers_and_events_by_pod() {
     let miss = w.warden.run(&["report", "--container", "nope"]);
     assert!(!miss.status.success() && text(&miss).contains("no confined container"), "{}", text(&miss));
 
+    // Root, but inside a confined container's cgroup: refused too (a workload must never reach
+    // the switch of its own policy).
+    let cg = a.cgroup();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo $$ > {}/cgroup.procs && exec {} --socket {} status", cg.display(), warden.display(), socket.display()))
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("inside a confined container"), "{t}");
+
     // Pod web-b's container is denied too, before web-a's starts.
     let b = Bundle::new("b", Hook { socket: Some(&socket), ..Default::default() }, &pod_annotations("web-b", "web"), &[format!("connect 127.0.0.1 {other}")]);
     let out = b.run();
@@ -316,6 +327,19 @@ fn control_socket_is_root_only_and_reports_containers_and_events_by_pod() {
 
     // poststop on delete releases a; nothing stays pinned.
     let out = a.delete();
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Learn mode without a profile, and `profile generate --container` through the daemon.
+    let l = Bundle::new("learn", Hook { socket: Some(&socket), ..Default::default() }, &[("warden.io/mode", "learn")], &["getpid".into()]);
+    let out = l.create();
+    assert!(out.status.success(), "{}\n{}", text(&out), w.log_text());
+    let gen = w.warden.run(&["profile", "generate", "--container", &l.id]);
+    let t = text(&gen);
+    assert!(gen.status.success(), "{t}");
+    let p: Value = serde_json::from_slice(&gen.stdout).unwrap_or_else(|e| panic!("{e}: {t}"));
+    assert!(p["name"].as_str().is_some_and(|n| n.starts_with("learned-")), "{p}");
+    assert!(t.contains(&format!("container {}", l.id)), "the report names the container: {t}");
+    let out = l.delete();
     assert!(out.status.success(), "{}", text(&out));
     eventually(Duration::from_secs(5), "release after delete", || (pinned_cgroups(&w) == 0).then_some(()));
     assert_eq!(w.warden.status()["containers"], json!([]));
