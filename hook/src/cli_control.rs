@@ -168,7 +168,7 @@ pub fn events_from_daemon(socket: &Path, pin_dir: &Path, a: &EventArgs) -> Resul
             return Ok(true);
         }
         c.set_read_timeout(Some(left.unwrap_or(Duration::from_secs(3600)).clamp(Duration::from_millis(1), Duration::from_millis(500))))?;
-        let v = match c.next() {
+        let v = match c.next_line() {
             Ok(Some(v)) => v,
             Ok(None) => bail!("the warden daemon closed the event stream (daemon stopped?)"),
             Err(e) if is_timeout(&e) => continue,

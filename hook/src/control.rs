@@ -255,9 +255,11 @@ fn prepare(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Listens on `path` and serves each connection on its own thread.
+/// Listens on `path` and serves each connection on its own thread. First adopts the records
+/// of containers an earlier daemon confined through the OCI hook.
 pub fn serve(daemon: Arc<Daemon>, path: &Path) -> Result<Server> {
     prepare(path)?;
+    adopt_oci(&daemon, &oci_state_dir(path));
     let listener = UnixListener::bind(path).with_context(|| format!("binding the control socket {}", path.display()))?;
     // The folder is 0700 already; the socket mode is the second fence.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("chmod 0600 {}", path.display()))?;
@@ -390,6 +392,7 @@ fn handle(d: &Daemon, mut s: UnixStream) -> Result<()> {
         }
         Request::Release { id } => {
             let released = d.release_id(&id);
+            remove_record(&oci_state_dir(&d.cfg.control_socket), &id);
             if released {
                 info!(container_id = %id, peer_pid = cred.pid, "released (control socket)");
             }
@@ -627,8 +630,106 @@ impl Daemon {
             cgroup_path: dir,
             via: "oci-hook",
         };
+        let record = OciRecord {
+            id: r.id.clone(),
+            namespace: rec.namespace.clone(),
+            pod: rec.pod.clone(),
+            container: rec.container.clone(),
+            profile: rec.profile.clone(),
+            mode,
+            cgroup_id,
+            cgroup_path: rec.cgroup_path.clone(),
+        };
+        // Without the record a restarted daemon could not release this container at poststop:
+        // undo and refuse rather than confine something nobody can find again.
+        if let Err(e) = write_record(&oci_state_dir(&self.cfg.control_socket), &record) {
+            let _ = self.enforcer.lock().unwrap().release(cgroup_id);
+            return Err(e.context("recording the container for daemon restarts"));
+        }
         containers.insert(r.id.clone(), rec.clone());
         Ok(Some(rec))
+    }
+}
+
+// ---- OCI-hook records across daemon restarts -------------------------------------------------
+
+/// NRI tells a restarted daemon which containers run (Synchronize); for OCI-hook containers no
+/// one does, so the daemon keeps one small file per container beside its socket (a tmpfs under
+/// /run: gone at reboot, like the cgroups and pins it describes).
+fn oci_state_dir(socket: &Path) -> PathBuf {
+    socket.parent().unwrap_or(Path::new("/")).join("oci-containers")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OciRecord {
+    id: String,
+    namespace: String,
+    pod: String,
+    container: String,
+    profile: String,
+    mode: crate::enforcer::Mode,
+    cgroup_id: u64,
+    cgroup_path: PathBuf,
+}
+
+fn write_record(dir: &Path, r: &OciRecord) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{}.json", r.id));
+    let tmp = dir.join(format!(".{}.json.tmp", r.id));
+    std::fs::write(&tmp, serde_json::to_vec(r)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+fn remove_record(dir: &Path, id: &str) {
+    if valid_container_id(id).is_ok() {
+        let _ = std::fs::remove_file(dir.join(format!("{id}.json")));
+    }
+}
+
+/// Takes back the containers of the records whose cgroup still exists and is still confined
+/// in the pins; releases the pinned entry of a container whose cgroup is gone.
+fn adopt_oci(d: &Daemon, dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let rec: OciRecord = match std::fs::read(&path).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice(&b)?)) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(file = %path.display(), error = %format!("{e:#}"), "unreadable OCI-hook record; removed");
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+        };
+        let pinned = d.enforcer.lock().unwrap().maps().roots().iter().any(|(id, _)| *id == rec.cgroup_id);
+        let alive = cgroup::cgroup_id(&rec.cgroup_path).ok() == Some(rec.cgroup_id);
+        if pinned && alive {
+            info!(container_id = %rec.id, namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, profile = %rec.profile,
+                  cgroup_id = rec.cgroup_id, "adopted an OCI-hook container confined by an earlier daemon");
+            d.containers.lock().unwrap().insert(
+                rec.id.clone(),
+                Confined {
+                    cgroup_id: rec.cgroup_id,
+                    namespace: rec.namespace,
+                    pod: rec.pod,
+                    container: rec.container,
+                    profile: rec.profile,
+                    mode: rec.mode,
+                    cgroup_path: rec.cgroup_path,
+                    via: "oci-hook",
+                },
+            );
+            continue;
+        }
+        if pinned {
+            info!(container_id = %rec.id, cgroup_id = rec.cgroup_id, "OCI-hook container is gone: releasing its pinned entry");
+            if let Err(e) = d.enforcer.lock().unwrap().release(rec.cgroup_id) {
+                error!(container_id = %rec.id, error = %format!("{e:#}"), "release failed");
+            }
+        }
+        let _ = std::fs::remove_file(&path);
     }
 }
 
@@ -664,7 +765,7 @@ impl Client {
         // A refused peer is answered and hung up on before its request is read: the write can
         // fail (EPIPE) while the refusal waits to be read.
         let sent = s.write_all(&line);
-        let v = match (self.next(), sent) {
+        let v = match (self.next_line(), sent) {
             (Ok(Some(v)), _) => v,
             (_, Err(e)) => return Err(e).context("sending the request"),
             (Ok(None), Ok(())) => bail!("the daemon closed the connection without an answer"),
@@ -682,7 +783,7 @@ impl Client {
 
     /// The next answer line; `None` at end of stream. A read timeout is an error whose source
     /// is the io::Error (WouldBlock/TimedOut); what was read of the line so far is kept.
-    pub fn next(&mut self) -> Result<Option<Value>> {
+    pub fn next_line(&mut self) -> Result<Option<Value>> {
         let n = self.reader.read_line(&mut self.partial).context("reading from the warden daemon")?;
         if n == 0 && self.partial.is_empty() {
             return Ok(None);

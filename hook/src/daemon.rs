@@ -224,6 +224,8 @@ impl Daemon {
                 }
             }
         }
+        // Containers confined through the OCI hook are not NRI's: never stale here.
+        live.extend(self.containers.lock().unwrap().values().filter(|r| r.via == "oci-hook").map(|r| r.cgroup_id));
         let mut enf = self.enforcer.lock().unwrap();
         let stale: Vec<u64> = enf.maps().roots().into_iter().map(|(id, _)| id).filter(|id| !live.contains(id)).collect();
         for id in stale {

@@ -344,3 +344,48 @@ fn control_socket_is_root_only_and_reports_containers_and_events_by_pod() {
     eventually(Duration::from_secs(5), "release after delete", || (pinned_cgroups(&w) == 0).then_some(()));
     assert_eq!(w.warden.status()["containers"], json!([]));
 }
+
+#[test]
+fn a_restarted_daemon_adopts_oci_containers_and_releases_them() {
+    if !ready() {
+        return;
+    }
+    let (_l, allowed) = listener();
+    let (_l2, other) = listener();
+    let mut w = WardenDaemon::configure_without_nri(&[("web", net_profile("web", allowed))], "");
+    w.start();
+    let socket = w.warden.socket();
+    let hook = || Hook { socket: Some(&socket), ..Default::default() };
+    let a = Bundle::new("adopt", hook(), &[("warden.io/profile", "web")], &[format!("connect 127.0.0.1 {other}")]);
+    let b = Bundle::new("gone", hook(), &[("warden.io/profile", "web")], &["getpid".into()]);
+    for x in [&a, &b] {
+        let out = x.create();
+        assert!(out.status.success(), "{}\n{}", text(&out), w.log_text());
+    }
+    assert_eq!(pinned_cgroups(&w), 2);
+
+    // The daemon dies; b goes away meanwhile (its poststop cannot reach the daemon).
+    w.kill();
+    let _ = b.delete();
+    assert!(!b.cgroup().exists());
+    w.start();
+    let log = w.log_text();
+    assert!(log.contains("adopted an OCI-hook container") && log.contains(&a.id), "{log}");
+    assert!(log.contains("OCI-hook container is gone: releasing its pinned entry"), "{log}");
+    assert_eq!(pinned_cgroups(&w), 1, "b's entry released at adoption");
+    let st = w.warden.status();
+    assert_eq!(st["containers"][0]["id"].as_str(), Some(a.id.as_str()), "{st}");
+
+    // Still enforced, and released by its poststop through the new daemon.
+    let out = a.runc().args(["start", &a.id]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out_a = eventually(Duration::from_secs(5), "container a's output", || {
+        std::fs::read_to_string(a.dir.join("stdout")).ok().filter(|s| s.contains("=>"))
+    });
+    assert!(out_a.contains("errno=EPERM"), "{out_a}");
+    let out = a.delete();
+    assert!(out.status.success(), "{}", text(&out));
+    eventually(Duration::from_secs(5), "release after delete", || (pinned_cgroups(&w) == 0).then_some(()));
+    let records = std::fs::read_dir(w.warden.tmp.join("oci-containers")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(records, 0, "records left behind");
+}
