@@ -558,10 +558,11 @@ fn valid_container_id(id: &str) -> Result<()> {
 }
 
 fn confine_reply(d: &Daemon, r: &ConfineRequest, cred: PeerCred) -> Value {
+    let t = std::time::Instant::now();
     match d.confine_oci(r) {
         Ok(Some(c)) => {
             info!(namespace = %c.namespace, pod = %c.pod, container = %c.container, container_id = %r.id, profile = %c.profile,
-                  mode = c.mode.as_str(), cgroup_id = c.cgroup_id, peer_pid = cred.pid, "confined (oci-hook)");
+                  mode = c.mode.as_str(), cgroup_id = c.cgroup_id, peer_pid = cred.pid, micros = t.elapsed().as_micros() as u64, "confined (oci-hook)");
             json!({"ok": true, "confined": true, "profile": c.profile, "mode": c.mode.as_str(), "cgroup_id": c.cgroup_id})
         }
         Ok(None) => json!({"ok": true, "confined": false}),

@@ -41,7 +41,12 @@ pub struct Options {
 pub fn run(opts: &Options) -> Result<()> {
     let mut text = String::new();
     std::io::stdin().take(4 << 20).read_to_string(&mut text).context("reading the container state on stdin")?;
-    let state: State = serde_json::from_str(&text).context("the container state on stdin is not OCI state JSON")?;
+    run_state(opts, &text)
+}
+
+/// `run` with the state JSON given.
+pub fn run_state(opts: &Options, text: &str) -> Result<()> {
+    let state: State = serde_json::from_str(text).context("the container state on stdin is not OCI state JSON")?;
     let stage = match (opts.stage, state.status()) {
         (Some(s), _) => s,
         (None, ContainerState::Creating) => Stage::CreateRuntime,
@@ -54,30 +59,37 @@ pub fn run(opts: &Options) -> Result<()> {
     }
 }
 
-/// The container's annotations: the bundle's config.json, overlaid with the state's (the same
-/// map, normally).
-fn annotations(state: &State) -> Result<(BTreeMap<String, String>, Option<PathBuf>)> {
+/// The container's annotations: the bundle's config.json, overlaid with the state's (the
+/// runtime spec says they are the same map). An unreadable config.json is an error unless the
+/// state already carries the annotations.
+fn annotations(state: &State, prefix: &str) -> Result<(BTreeMap<String, String>, Option<PathBuf>)> {
     let mut ann = BTreeMap::new();
     let mut cgroups_path = None;
+    let from_state: BTreeMap<String, String> = state.annotations().clone().unwrap_or_default().into_iter().collect();
     let bundle = state.bundle();
     if !bundle.as_os_str().is_empty() {
         let cfg = bundle.join("config.json");
-        let spec = Spec::load(&cfg).with_context(|| format!("reading the bundle's {}", cfg.display()))?;
-        if let Some(a) = spec.annotations() {
-            ann.extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
+        match Spec::load(&cfg) {
+            Ok(spec) => {
+                if let Some(a) = spec.annotations() {
+                    ann.extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+            }
+            Err(e) if from_state.keys().any(|k| k.starts_with(prefix)) => {
+                eprintln!("warden oci-hook: note: {}: {e}; using the state's annotations", cfg.display());
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading the bundle's {}", cfg.display())),
         }
-        cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
     }
-    if let Some(a) = state.annotations() {
-        ann.extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
-    }
+    ann.extend(from_state);
     Ok((ann, cgroups_path))
 }
 
 fn create(opts: &Options, state: &State) -> Result<()> {
     let id = state.id();
-    let (ann, cgroups_path) = annotations(state)?;
     let prefix = format!("{}/", opts.annotation_prefix);
+    let (ann, cgroups_path) = annotations(state, &prefix)?;
     if !ann.keys().any(|k| k.starts_with(&prefix)) {
         // Not ours (the hooks.d `when` normally keeps us from even running).
         return Ok(());
@@ -112,8 +124,8 @@ fn create(opts: &Options, state: &State) -> Result<()> {
 fn poststop(opts: &Options, state: &State) -> Result<()> {
     let id = state.id();
     // The bundle may be gone by now; the state's own annotations still say whether it is ours.
-    let ann = annotations(state).map(|(a, _)| a).unwrap_or_else(|_| state.annotations().clone().unwrap_or_default().into_iter().collect());
     let prefix = format!("{}/", opts.annotation_prefix);
+    let ann = annotations(state, &prefix).map(|(a, _)| a).unwrap_or_else(|_| state.annotations().clone().unwrap_or_default().into_iter().collect());
     if !ann.keys().any(|k| k.starts_with(&prefix)) {
         return Ok(());
     }
@@ -130,5 +142,46 @@ fn poststop(opts: &Options, state: &State) -> Result<()> {
         // No runtime tells a daemon later that this container is gone (NRI's Synchronize does
         // that for containerd): say how to drop the entry by hand.
         Err(e) => Err(e.context(format!("container {id}: release failed; its pinned entry stays until `warden release --cgroup-id`"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(fail_open: bool) -> Options {
+        Options { socket: "/nonexistent/warden.sock".into(), stage: None, fail_open, annotation_prefix: "warden.io".into() }
+    }
+
+    fn state(status: &str, ann: &str) -> String {
+        format!(r#"{{"ociVersion":"1.0.2","id":"c1","status":"{status}","pid":1,"bundle":"","annotations":{ann}}}"#)
+    }
+
+    #[test]
+    fn unannotated_containers_need_no_daemon() {
+        run_state(&opts(false), &state("creating", "{}")).unwrap();
+        run_state(&opts(false), &state("creating", r#"{"other.io/x":"y"}"#)).unwrap();
+        run_state(&opts(false), &state("stopped", "{}")).unwrap();
+    }
+
+    #[test]
+    fn annotated_without_daemon_fails_closed_unless_fail_open() {
+        let s = state("creating", r#"{"warden.io/profile":"web"}"#);
+        let e = format!("{:#}", run_state(&opts(false), &s).unwrap_err());
+        assert!(e.contains("container c1 not started") && e.contains("daemon is not running"), "{e}");
+        run_state(&opts(true), &s).unwrap();
+        let e = format!("{:#}", run_state(&opts(false), &state("stopped", r#"{"warden.io/profile":"web"}"#)).unwrap_err());
+        assert!(e.contains("release failed"), "{e}");
+    }
+
+    #[test]
+    fn stage_and_input_errors_are_clear() {
+        let e = format!("{:#}", run_state(&opts(false), &state("running", "{}")).unwrap_err());
+        assert!(e.contains("pass --stage"), "{e}");
+        let e = format!("{:#}", run_state(&opts(false), "not json").unwrap_err());
+        assert!(e.contains("not OCI state JSON"), "{e}");
+        let mut o = opts(false);
+        o.stage = Some(Stage::CreateRuntime);
+        run_state(&o, &state("running", "{}")).unwrap();
     }
 }
