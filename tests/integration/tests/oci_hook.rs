@@ -321,7 +321,7 @@ fn control_socket_is_root_only_and_reports_containers_and_events_by_pod() {
     only_a.drain(Duration::from_millis(300));
     assert!(only_a.seen.iter().all(|e| e["pod"] == "web-a"), "--pod web-a let other pods through: {:?}", only_a.seen);
     let out_a = eventually(Duration::from_secs(5), "container a's output", || {
-        std::fs::read_to_string(a.dir.join("stdout")).ok().filter(|s| s.contains("=>"))
+        std::fs::read_to_string(a.dir.join("stdout")).ok().filter(|s| s.contains("=>") && s.ends_with('\n'))
     });
     assert!(out_a.contains("errno=EPERM"), "{out_a}");
 
@@ -380,7 +380,7 @@ fn a_restarted_daemon_adopts_oci_containers_and_releases_them() {
     let out = a.runc().args(["start", &a.id]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let out_a = eventually(Duration::from_secs(5), "container a's output", || {
-        std::fs::read_to_string(a.dir.join("stdout")).ok().filter(|s| s.contains("=>"))
+        std::fs::read_to_string(a.dir.join("stdout")).ok().filter(|s| s.contains("=>") && s.ends_with('\n'))
     });
     assert!(out_a.contains("errno=EPERM"), "{out_a}");
     let out = a.delete();
