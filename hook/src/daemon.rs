@@ -298,8 +298,16 @@ pub fn run(cfg: Config) -> Result<()> {
     let nri_enabled = cfg.nri.enabled;
     let control_socket = cfg.control_socket.clone();
     let daemon = Arc::new(Daemon::new(cfg)?);
-    // Removes the socket file when `run` returns.
-    let _control = crate::control::serve(daemon.clone(), &control_socket)?;
+    // Removes the socket file when `run` returns. Without NRI the socket is the only way in:
+    // fatal. With NRI, enforcing containerd's containers matters more than `warden status`.
+    let _control = match crate::control::serve(daemon.clone(), &control_socket) {
+        Ok(s) => Some(s),
+        Err(e) if nri_enabled => {
+            error!(error = %format!("{e:#}"), "control socket NOT available (status, events and oci-hook will not reach this daemon); NRI enforcement continues");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     {
         let d = daemon.clone();
         std::thread::Builder::new().name("events".into()).spawn(move || d.log_events(pin_dir))?;
