@@ -150,7 +150,14 @@ struct Subscriber {
 #[derive(Default)]
 pub struct EventHub {
     subs: Mutex<Vec<Subscriber>>,
+    /// Containers released lately: their last events may be read from the ring after the
+    /// release (a container's final denial, then its exit and poststop/StopContainer), and must
+    /// still carry its names. cgroup ids are never reused within a boot.
+    released: Mutex<std::collections::VecDeque<(String, Confined)>>,
 }
+
+/// How many released containers keep naming their late events.
+const RELEASED_KEPT: usize = 256;
 
 pub struct Subscription {
     pub rx: Receiver<Arc<ContainerEvent>>,
@@ -166,6 +173,15 @@ impl EventHub {
         Subscription { rx, dropped }
     }
 
+    /// Called when container `id` is released.
+    pub fn remember_released(&self, id: &str, rec: &Confined) {
+        let mut r = self.released.lock().unwrap();
+        if r.len() >= RELEASED_KEPT {
+            r.pop_front();
+        }
+        r.push_back((id.to_string(), rec.clone()));
+    }
+
     pub fn subscribers(&self) -> usize {
         self.subs.lock().unwrap().len()
     }
@@ -177,7 +193,11 @@ impl EventHub {
         if subs.is_empty() {
             return;
         }
-        let who = containers.iter().find(|(_, r)| r.cgroup_id == ev.root_cgroup);
+        let released = self.released.lock().unwrap();
+        let who = containers
+            .iter()
+            .find(|(_, r)| r.cgroup_id == ev.root_cgroup)
+            .or_else(|| released.iter().rev().find(|(_, r)| r.cgroup_id == ev.root_cgroup).map(|(k, r)| (k, r)));
         let ev = Arc::new(ContainerEvent {
             container_id: who.map(|(k, _)| k.clone()).unwrap_or_default(),
             namespace: who.map(|(_, r)| r.namespace.clone()).unwrap_or_default(),
@@ -185,6 +205,7 @@ impl EventHub {
             container: who.map(|(_, r)| r.container.clone()).unwrap_or_default(),
             event: ev.clone(),
         });
+        drop(released);
         subs.retain(|s| {
             if !s.filter.matches(&ev) {
                 return true;
@@ -886,6 +907,12 @@ mod tests {
         assert_eq!(by_id.rx.try_iter().count(), 5);
         assert_eq!(slow.rx.try_iter().count(), 2);
         assert_eq!(slow.dropped.load(Ordering::Relaxed), 8);
+        // Late events of a released container keep its names.
+        let mut recs = recs;
+        let gone = recs.remove("id-b").unwrap();
+        hub.remember_released("id-b", &gone);
+        hub.publish(&recs, &event(2));
+        assert_eq!(by_id.rx.try_iter().map(|e| e.pod.clone()).collect::<Vec<_>>(), ["b"]);
         // A gone subscriber is removed at the next event.
         drop(only_a);
         hub.publish(&recs, &event(1));

@@ -185,6 +185,7 @@ impl Daemon {
     pub fn release_id(&self, id: &str) -> bool {
         let rec = self.containers.lock().unwrap().remove(id);
         let Some(rec) = rec else { return false };
+        self.hub.remember_released(id, &rec);
         let mut enf = self.enforcer.lock().unwrap();
         if rec.mode == Mode::Learn {
             // Before the release drops the record.
