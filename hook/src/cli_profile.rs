@@ -60,11 +60,14 @@ enum Sub {
     /// with a report of what was generalised (on stderr, and in the profile's description).
     Generate {
         /// The confined cgroup (cgroup2 directory, absolute or relative to the mount).
-        #[arg(long, conflicts_with = "cgroup_id", required_unless_present = "cgroup_id")]
+        #[arg(long, conflicts_with_all = ["cgroup_id", "container"], required_unless_present_any = ["cgroup_id", "container"])]
         cgroup: Option<PathBuf>,
         /// For a cgroup whose directory is gone (still confined).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "container")]
         cgroup_id: Option<u64>,
+        /// A container the daemon confined: id or unique id prefix (asks the daemon).
+        #[arg(long)]
+        container: Option<String>,
         /// Write the profile here instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -91,17 +94,22 @@ enum Sub {
     },
 }
 
-pub fn run(cmd: ProfileCmd, pin_dir: &Path) -> Result<()> {
+pub fn run(cmd: ProfileCmd, pin_dir: &Path, socket: &Path) -> Result<()> {
     let search = SearchPath::new(cmd.profile_path);
     match cmd.cmd {
         Sub::Validate { files } => validate(&files, &search),
         Sub::Show { profile, json } => show(&profile, json, &search),
         Sub::ImportSeccomp { file, output, caps, kernel, name } => import(&file, output.as_deref(), caps, kernel, name),
         Sub::Diff { a, b } => diff_cmd(&a, &b, &search),
-        Sub::Generate { cgroup, cgroup_id, output, name, extends, collapse_dir_files } => {
-            let (id, source) = match (cgroup, cgroup_id) {
-                (_, Some(id)) => (id, format!("cgroup id {id}")),
-                (Some(p), None) => {
+        Sub::Generate { cgroup, cgroup_id, container, output, name, extends, collapse_dir_files } => {
+            let (id, source) = match (cgroup, cgroup_id, container) {
+                (_, Some(id), _) => (id, format!("cgroup id {id}")),
+                (None, None, Some(c)) => {
+                    let (id, i) = warden::control::container_cgroup(socket, &c)?;
+                    let who = if i.pod.is_empty() { format!("container {}", i.id) } else { format!("container {} of pod {}/{}", i.container, i.namespace, i.pod) };
+                    (id, who)
+                }
+                (Some(p), None, _) => {
                     let p = if p.is_absolute() { p } else { warden::cgroup::cgroup2_mount()?.join(p) };
                     (warden::cgroup::cgroup_id(&p)?, format!("cgroup {}", p.display()))
                 }

@@ -33,6 +33,9 @@ pub struct Config {
     /// Generated profiles: a directory with more than this many distinct entries used becomes
     /// one `dir/` prefix rule.
     pub learn_collapse_dir_files: usize,
+    /// The control socket (`warden status`, `warden events`, `warden oci-hook`): root only,
+    /// its folder is made 0700 and the socket 0600 (see control.rs).
+    pub control_socket: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +46,9 @@ pub struct NriConfig {
     pub plugin_name: String,
     /// Two digits; orders plugins (lower runs first).
     pub plugin_index: String,
+    /// false: no NRI connection at all; containers are confined only through the control
+    /// socket (`warden oci-hook` for CRI-O, Podman, plain runc).
+    pub enabled: bool,
 }
 
 impl Default for NriConfig {
@@ -51,6 +57,7 @@ impl Default for NriConfig {
             socket_path: "/var/run/nri/nri.sock".into(),
             plugin_name: "warden".into(),
             plugin_index: "10".into(),
+            enabled: true,
         }
     }
 }
@@ -67,6 +74,7 @@ impl Default for Config {
             release_on_exit: false,
             learn_dir: "/var/lib/warden/learned".into(),
             learn_collapse_dir_files: crate::learn::COLLAPSE_DIR_FILES,
+            control_socket: crate::control::DEFAULT_SOCKET.into(),
         }
     }
 }
@@ -94,6 +102,9 @@ impl Config {
         let idx = &self.nri.plugin_index;
         if idx.len() != 2 || !idx.bytes().all(|b| b.is_ascii_digit()) {
             anyhow::bail!("nri.plugin_index: {idx:?} must be two digits (00-99)");
+        }
+        if !self.control_socket.is_absolute() {
+            anyhow::bail!("control_socket: {:?} must be an absolute path", self.control_socket);
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             anyhow::bail!("log_format: {:?} must be text or json", self.log_format);
@@ -128,6 +139,11 @@ mod tests {
         assert_eq!(Config::from_toml("learn_dir = \"/tmp/l\"").unwrap().learn_dir, Path::new("/tmp/l"));
         assert_eq!(c.policy.default_mode, crate::enforcer::Mode::Complain);
         assert_eq!(c.nri.socket_path, Path::new("/run/x.sock"));
+        assert_eq!(c.control_socket, Path::new("/run/warden/warden.sock"));
+        assert!(c.nri.enabled);
+        let c = Config::from_toml("control_socket = \"/tmp/w.sock\"\n[nri]\nenabled = false").unwrap();
+        assert_eq!((c.control_socket.as_path(), c.nri.enabled), (Path::new("/tmp/w.sock"), false));
+        assert!(Config::from_toml("control_socket = \"w.sock\"").unwrap_err().to_string().contains("absolute"));
     }
 
     #[test]

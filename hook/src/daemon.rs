@@ -29,15 +29,21 @@ pub struct Confined {
     pub container: String,
     pub profile: String,
     pub mode: Mode,
+    /// The cgroup2 directory confined (for `warden status` and `container` look-ups).
+    pub cgroup_path: PathBuf,
+    /// How the container reached warden: `nri` or `oci-hook`.
+    pub via: &'static str,
 }
 
 pub struct Daemon {
-    cfg: Config,
-    probe: Probe,
-    cgroup2: PathBuf,
-    enforcer: Mutex<Enforcer>,
+    pub(crate) cfg: Config,
+    pub(crate) probe: Probe,
+    pub(crate) cgroup2: PathBuf,
+    pub(crate) enforcer: Mutex<Enforcer>,
     /// container id -> what was confined.
-    containers: Mutex<HashMap<String, Confined>>,
+    pub(crate) containers: Mutex<HashMap<String, Confined>>,
+    /// Subscribers of the control socket's `events` (control.rs).
+    pub(crate) hub: crate::control::EventHub,
 }
 
 impl Daemon {
@@ -54,7 +60,7 @@ impl Daemon {
         let mut enforcer = Enforcer::open(&cfg.pin_dir)?;
         // Verify the BPF-LSM programs now, not inside the runtime's StartContainer timeout.
         enforcer.preload_lsm();
-        Ok(Daemon { cfg, probe, cgroup2, enforcer: Mutex::new(enforcer), containers: Mutex::new(HashMap::new()) })
+        Ok(Daemon { cfg, probe, cgroup2, enforcer: Mutex::new(enforcer), containers: Mutex::new(HashMap::new()), hub: Default::default() })
     }
 
     pub fn confined(&self) -> Vec<(String, Confined)> {
@@ -110,6 +116,8 @@ impl Daemon {
             container: c.name.clone(),
             profile: compiled.name.clone(),
             mode,
+            cgroup_path: dir,
+            via: "nri",
         };
         self.containers.lock().unwrap().insert(c.id.clone(), rec.clone());
         Ok(Some(rec))
@@ -175,8 +183,15 @@ impl Daemon {
     }
 
     fn release(&self, c: &Container) {
-        let rec = self.containers.lock().unwrap().remove(&c.id);
-        let Some(rec) = rec else { return };
+        self.release_id(&c.id);
+    }
+
+    /// Releases the container `id` (NRI stop/remove, or the OCI hook's poststop); false when
+    /// it was not confined.
+    pub fn release_id(&self, id: &str) -> bool {
+        let rec = self.containers.lock().unwrap().remove(id);
+        let Some(rec) = rec else { return false };
+        self.hub.remember_released(id, &rec);
         let mut enf = self.enforcer.lock().unwrap();
         if rec.mode == Mode::Learn {
             // Before the release drops the record.
@@ -189,6 +204,7 @@ impl Daemon {
             Ok(_) => info!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, "released"),
             Err(e) => error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "release failed"),
         }
+        true
     }
 
     /// Synchronize: confine containers that already run, drop pinned entries of containers
@@ -215,6 +231,8 @@ impl Daemon {
                 }
             }
         }
+        // Containers confined through the OCI hook are not NRI's: never stale here.
+        live.extend(self.containers.lock().unwrap().values().filter(|r| r.via == "oci-hook").map(|r| r.cgroup_id));
         let mut enf = self.enforcer.lock().unwrap();
         let stale: Vec<u64> = enf.maps().roots().into_iter().map(|(id, _)| id).filter(|id| !live.contains(id)).collect();
         for id in stale {
@@ -242,6 +260,8 @@ impl Daemon {
     /// Logs every kernel event with the pod and container it belongs to.
     fn log_events(self: Arc<Self>, pin_dir: PathBuf) {
         let r = events::read(&pin_dir, true, None, |ev| {
+            // The daemon is the ring's only consumer: control-socket subscribers get a copy.
+            self.hub.publish(&self.containers.lock().unwrap(), &ev);
             let who = self.containers.lock().unwrap().values().find(|r| r.cgroup_id == ev.root_cgroup).cloned();
             let (ns, pod, ctr) = who.map(|r| (r.namespace, r.pod, r.container)).unwrap_or_default();
             warn!(target: "warden::event", namespace = %ns, pod = %pod, container = %ctr, profile = %ev.profile,
@@ -282,7 +302,19 @@ pub fn run(cfg: Config) -> Result<()> {
     let pin_dir = cfg.pin_dir.clone();
     let endpoint = nri::Endpoint::from_env_or(cfg.nri.socket_path.clone())?;
     let opts = nri::PluginOptions::from_env_or(&cfg.nri.plugin_name, &cfg.nri.plugin_index)?;
+    let nri_enabled = cfg.nri.enabled;
+    let control_socket = cfg.control_socket.clone();
     let daemon = Arc::new(Daemon::new(cfg)?);
+    // Removes the socket file when `run` returns. Without NRI the socket is the only way in:
+    // fatal. With NRI, enforcing containerd's containers matters more than `warden status`.
+    let _control = match crate::control::serve(daemon.clone(), &control_socket) {
+        Ok(s) => Some(s),
+        Err(e) if nri_enabled => {
+            error!(error = %format!("{e:#}"), "control socket NOT available (status, events and oci-hook will not reach this daemon); NRI enforcement continues");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     {
         let d = daemon.clone();
         std::thread::Builder::new().name("events".into()).spawn(move || d.log_events(pin_dir))?;
@@ -291,8 +323,15 @@ pub fn run(cfg: Config) -> Result<()> {
     let d = daemon.clone();
     rt.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let nri_plugin = async move {
+            if !nri_enabled {
+                warn!("NRI disabled (nri.enabled = false): containers are confined only through the control socket (warden oci-hook)");
+                return std::future::pending().await;
+            }
+            nri::run_with_reconnect(endpoint, opts, d, Duration::from_secs(5), |p| info!(plugin = %p.name(), "registered with the runtime")).await
+        };
         tokio::select! {
-            r = nri::run_with_reconnect(endpoint, opts, d, Duration::from_secs(5), |p| info!(plugin = %p.name(), "registered with the runtime")) => {
+            r = nri_plugin => {
                 info!(exit = ?r, "NRI plugin stopped");
             }
             _ = term.recv() => info!("SIGTERM"),

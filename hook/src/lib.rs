@@ -2,11 +2,13 @@
 //! are public so the integration tests drive the same code the daemon runs.
 pub mod cgroup;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod enforcer;
 pub mod events;
 pub mod kernel;
 pub mod learn;
 pub mod nri;
+pub mod oci_hook;
 pub mod policy;
 pub mod profile;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::{CommandFactory as _, Parser, Subcommand};
 
+mod cli_control;
 mod cli_profile;
 use warden::{
     cgroup,
@@ -20,6 +21,10 @@ struct Cli {
     /// bpffs folder holding warden's pinned maps and links.
     #[arg(long, global = true, env = "WARDEN_PIN_DIR", default_value = enforcer::DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+    /// The daemon's control socket (status, events, container look-ups, oci-hook). `warden run`
+    /// takes its own from the config's `control_socket`.
+    #[arg(long, global = true, env = "WARDEN_SOCKET", default_value = warden::control::DEFAULT_SOCKET)]
+    socket: PathBuf,
     /// Log format (default: text, or the config's log_format for `run`).
     #[arg(long, global = true, value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -67,14 +72,16 @@ enum Cmd {
         #[arg(long)]
         profile: PathBuf,
     },
-    /// Confined cgroups, their profile, mode and counters.
+    /// The daemon's view (version, kernel layers, confined containers with pod, profile, mode and
+    /// denial counters); without a running daemon, the confined cgroups from the pins.
     Status {
         #[arg(long)]
         json: bool,
     },
     /// Remove all of warden's pinned state: every confined cgroup is released.
     Reset,
-    /// Print events (denials, complain hits, learned items).
+    /// Print events (denials, complain hits, learned items): from the daemon when it runs (it
+    /// is the event ring's only reader), else from the ring itself.
     Events {
         /// Keep reading.
         #[arg(long)]
@@ -84,6 +91,15 @@ enum Cmd {
         /// Only events of this confined cgroup.
         #[arg(long)]
         cgroup: Option<PathBuf>,
+        /// Only events of this pod (daemon only).
+        #[arg(long)]
+        pod: Option<String>,
+        /// Only events of this namespace (daemon only).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Only events of this container: name, or container id prefix (daemon only).
+        #[arg(long)]
+        container: Option<String>,
         /// Exit after this many events.
         #[arg(long)]
         count: Option<usize>,
@@ -94,15 +110,34 @@ enum Cmd {
     /// What enforce would have denied a cgroup in complain mode, grouped by kind: exact counts,
     /// and the distinct items the kernel recorded (deduplicated, bounded).
     Report {
-        #[arg(long, conflicts_with = "cgroup_id", required_unless_present = "cgroup_id")]
+        #[arg(long, conflicts_with_all = ["cgroup_id", "container"], required_unless_present_any = ["cgroup_id", "container"])]
         cgroup: Option<PathBuf>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "container")]
         cgroup_id: Option<u64>,
+        /// A container the daemon confined: id or unique id prefix (asks the daemon).
+        #[arg(long)]
+        container: Option<String>,
         #[arg(long)]
         json: bool,
     },
     /// Validate, show, import (OCI seccomp), compare, generate (learn mode) and merge profiles.
     Profile(cli_profile::ProfileCmd),
+    /// OCI runtime hook for runtimes without NRI (CRI-O, Podman, runc): at createRuntime asks
+    /// the daemon to confine the container (from its annotations) before its entrypoint runs,
+    /// at poststop to release it. Reads the OCI state on stdin. Fails the start (exit 1) if
+    /// the daemon refuses or cannot be reached.
+    OciHook {
+        /// Default: from the state's status (creating: createRuntime, stopped: poststop).
+        #[arg(long, value_enum)]
+        stage: Option<warden::oci_hook::Stage>,
+        /// Let the container start UNCONFINED, with a warning, when the daemon refuses or
+        /// cannot be reached (default: the start fails).
+        #[arg(long)]
+        fail_open: bool,
+        /// Annotation prefix marking containers for warden (as the daemon's policy config).
+        #[arg(long, default_value = "warden.io")]
+        annotation_prefix: String,
+    },
     /// Print a shell completion script (used when building the packages).
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
@@ -161,7 +196,10 @@ fn load_profile(path: &std::path::Path) -> Result<profile::CompiledProfile> {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Run { .. } => unreachable!("handled in main"),
-        Cmd::Profile(cmd) => cli_profile::run(cmd, &cli.pin_dir)?,
+        Cmd::Profile(cmd) => cli_profile::run(cmd, &cli.pin_dir, &cli.socket)?,
+        Cmd::OciHook { stage, fail_open, annotation_prefix } => {
+            warden::oci_hook::run(&warden::oci_hook::Options { socket: cli.socket, stage, fail_open, annotation_prefix })?
+        }
         // Generated from the same clap definition as the parser, so they cannot drift.
         Cmd::Completions { shell } => clap_complete::generate(shell, &mut Cli::command(), "warden", &mut std::io::stdout()),
         Cmd::Manpage => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?,
@@ -206,45 +244,12 @@ fn run(cli: Cli) -> Result<()> {
             let n = e.replace_profile(&compiled)?;
             println!("profile {} version {} now applies to {n} cgroup(s)", compiled.name, compiled.version());
         }
-        Cmd::Status { json } => {
-            let maps = Maps::open(&cli.pin_dir)?;
-            let list = enforcer::list(&maps);
-            let sys_enter = cli.pin_dir.join("links/sys_enter").exists();
-            if json {
-                let v = serde_json::json!({
-                    "confined": list,
-                    "sys_enter_attached": sys_enter,
-                    "inherit_failures": maps.inherit_failures(),
-                    "learned_syscalls": list.iter().filter(|c| c.mode == "learn").map(|c| {
-                        (c.cgroup_id.to_string(), learned_syscalls(&maps, c.cgroup_id))
-                    }).collect::<std::collections::BTreeMap<_, _>>(),
-                    // Learn and complain records: distinct network items held, and attempts
-                    // whose new item did not fit (the truncation marker).
-                    "learn_records": list.iter().filter(|c| c.mode == "learn" || c.mode == "complain").map(|c| {
-                        let i = maps.learn_info_of(c.cgroup_id);
-                        (c.cgroup_id.to_string(), serde_json::json!({
-                            "items": i.items, "truncated": i.truncated, "bound": warden_common::LEARN_ITEMS_PER_CGROUP,
-                            "file_items": i.file_items, "file_truncated": i.file_truncated, "file_bound": warden_common::LEARN_FILES_PER_CGROUP,
-                        }))
-                    }).collect::<std::collections::BTreeMap<_, _>>(),
-                });
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("sys_enter hook: {}", if sys_enter { "attached" } else { "not attached (no syscall policy)" });
-                println!("{:<12} {:<20} {:<13} {:<9} {:>5} {:>10} {:>8}  violations", "CGROUP-ID", "PROFILE", "VERSION", "MODE", "SUBS", "EVENTS", "DROPPED");
-                for c in &list {
-                    let v: Vec<String> = c.violations.iter().map(|(k, n)| format!("{k}={n}")).collect();
-                    println!(
-                        "{:<12} {:<20} {:<13} {:<9} {:>5} {:>10} {:>8}  {}",
-                        c.cgroup_id, c.profile, c.version, c.mode, c.descendants, c.events_sent, c.events_dropped, v.join(" ")
-                    );
-                }
-            }
-        }
-        Cmd::Report { cgroup, cgroup_id, json } => {
-            let id = match (cgroup, cgroup_id) {
-                (_, Some(id)) => id,
-                (Some(p), None) => cgroup::cgroup_id(&cgroup_path(&p)?)?,
+        Cmd::Status { json } => cli_control::status(&cli.socket, &cli.pin_dir, json)?,
+        Cmd::Report { cgroup, cgroup_id, container, json } => {
+            let id = match (cgroup, cgroup_id, container) {
+                (_, Some(id), _) => id,
+                (Some(p), None, _) => cgroup::cgroup_id(&cgroup_path(&p)?)?,
+                (None, None, Some(c)) => warden::control::container_cgroup(&cli.socket, &c)?.0,
                 _ => unreachable!("clap requires one"),
             };
             let maps = Maps::open(&cli.pin_dir)?;
@@ -257,11 +262,22 @@ fn run(cli: Cli) -> Result<()> {
                 println!("nothing pinned at {}", cli.pin_dir.display());
             }
         }
-        Cmd::Events { follow, json, cgroup, count, timeout } => {
+        Cmd::Events { follow, json, cgroup, pod, namespace, container, count, timeout } => {
             let filter = match cgroup {
                 Some(p) => Some(cgroup::cgroup_id(&cgroup_path(&p)?)?),
                 None => None,
             };
+            let args = cli_control::EventArgs {
+                follow,
+                json,
+                filter: warden::control::EventFilter { follow, namespace, pod, container, cgroup_id: filter },
+                count,
+                timeout: timeout.map(Duration::from_secs_f64),
+            };
+            if cli_control::events_from_daemon(&cli.socket, &cli.pin_dir, &args)? {
+                return Ok(());
+            }
+            cli_control::check_direct(&cli.socket, &args.filter)?;
             let mut seen = 0usize;
             events::read(&cli.pin_dir, follow, timeout.map(Duration::from_secs_f64), |ev| {
                 if filter.is_some_and(|f| f != ev.root_cgroup) {
@@ -281,19 +297,6 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn learned_syscalls(maps: &Maps, cgid: u64) -> Vec<&'static str> {
-    match maps.learn.get(&cgid, 0) {
-        Ok(set) => set
-            .seen
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b != 0)
-            .filter_map(|(n, _)| syscalls::Sysno::new(n).map(|s| s.name()))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
 }
 
 /// `warden report`: counts are exact (per-CPU counters); the items are what the kernel's

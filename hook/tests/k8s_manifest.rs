@@ -140,6 +140,10 @@ fn mounts_match_the_daemon_config() {
     // when it restarts and warden reconnects).
     let m = host_mount(cfg.nri.socket_path.parent().unwrap(), "nri.socket_path");
     assert!(!m.read_only);
+    // The control socket's folder: the root filesystem is read-only.
+    assert_eq!(cfg.control_socket, def.control_socket);
+    let m = host_mount(cfg.control_socket.parent().unwrap(), "control_socket");
+    assert!(!m.read_only);
     // The host's cgroup2 tree (container cgroups) and securityfs (LSM list for the probe).
     host_mount(Path::new("/sys/fs/cgroup"), "cgroup2");
     host_mount(Path::new("/sys/kernel/security"), "securityfs");

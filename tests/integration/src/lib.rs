@@ -107,8 +107,15 @@ impl Warden {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin("warden"));
-        c.args(args).env("WARDEN_PIN_DIR", &self.pin_dir).env("WARDEN_LOG", "warn");
+        // The control socket is private too: the CLI talks to this instance's daemon if one
+        // runs (WardenDaemon), and reads the pins directly otherwise.
+        c.args(args).env("WARDEN_PIN_DIR", &self.pin_dir).env("WARDEN_SOCKET", self.socket()).env("WARDEN_LOG", "warn");
         c
+    }
+
+    /// The control socket a `WardenDaemon` of this instance serves.
+    pub fn socket(&self) -> PathBuf {
+        self.tmp.join("warden.sock")
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -156,8 +163,15 @@ impl Warden {
     }
 
     pub fn follow_events(&self) -> EventFollower {
+        self.follow_events_with(&[])
+    }
+
+    /// `warden events --follow --json` plus `extra` arguments (filters).
+    pub fn follow_events_with(&self, extra: &[&str]) -> EventFollower {
+        let mut args = vec!["events", "--follow", "--json"];
+        args.extend_from_slice(extra);
         let mut child = self
-            .command(&["events", "--follow", "--json"])
+            .command(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -432,6 +446,8 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
 /// profile folder. Killed by pid and its pins removed on drop.
 pub struct WardenDaemon {
     child: Option<Child>,
+    /// false: `[nri] enabled = false` (control socket only, for the OCI hook).
+    nri: bool,
     pub warden: Warden,
     pub config: PathBuf,
     pub profiles: PathBuf,
@@ -441,6 +457,15 @@ pub struct WardenDaemon {
 impl WardenDaemon {
     /// Writes the config (`extra` is appended TOML) and the profiles (name, JSON).
     pub fn configure(nri_socket: &Path, profiles: &[(&str, String)], extra: &str) -> WardenDaemon {
+        Self::configure_with(Some(nri_socket), profiles, extra)
+    }
+
+    /// A daemon without NRI: containers reach it only through the control socket (OCI hook).
+    pub fn configure_without_nri(profiles: &[(&str, String)], extra: &str) -> WardenDaemon {
+        Self::configure_with(None, profiles, extra)
+    }
+
+    fn configure_with(nri_socket: Option<&Path>, profiles: &[(&str, String)], extra: &str) -> WardenDaemon {
         let warden = Warden::new();
         let dir = warden.tmp.clone();
         let pdir = dir.join("profiles");
@@ -452,18 +477,23 @@ impl WardenDaemon {
         std::fs::write(
             &config,
             format!(
-                "pin_dir = {:?}\nprofile_dirs = [{:?}]\n{extra}\n[nri]\nsocket_path = {:?}\nplugin_index = \"10\"\n",
+                "pin_dir = {:?}\nprofile_dirs = [{:?}]\ncontrol_socket = {:?}\n{extra}\n[nri]\n{}",
                 warden.pin_dir.display().to_string(),
                 pdir.display().to_string(),
-                nri_socket.display().to_string()
+                warden.socket().display().to_string(),
+                match nri_socket {
+                    Some(s) => format!("socket_path = {:?}\nplugin_index = \"10\"\n", s.display().to_string()),
+                    None => "enabled = false\n".to_string(),
+                }
             ),
         )
         .unwrap();
         let log = dir.join("warden.log");
-        WardenDaemon { child: None, warden, config, profiles: pdir, log }
+        WardenDaemon { child: None, nri: nri_socket.is_some(), warden, config, profiles: pdir, log }
     }
 
-    /// Starts `warden run` and waits until it is registered with the runtime.
+    /// Starts `warden run` and waits until it is registered with the runtime (without NRI:
+    /// until its control socket listens).
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(bin("warden"))
@@ -475,9 +505,16 @@ impl WardenDaemon {
             .expect("spawning warden run");
         self.child = Some(child);
         let before = self.registrations();
+        let listening = self.log_text().matches("control socket listening").count();
         // In a TCG VM (tests/vm/run sets WARDEN_VM) loading and verifying the programs takes
         // tens of seconds.
         let wait = if std::env::var_os("WARDEN_VM").is_some() { 120 } else { 15 };
+        if !self.nri {
+            eventually(Duration::from_secs(wait), "warden's control socket", || {
+                (self.log_text().matches("control socket listening").count() > listening).then_some(())
+            });
+            return;
+        }
         eventually(Duration::from_secs(wait), "warden to register with containerd", || {
             (self.registrations() > before).then_some(())
         });

@@ -101,6 +101,11 @@ fn check(p: &mut Attempt, line: &str, want: Outcome) {
 }
 
 fn cases() {
+    // WARDEN_LSM_ONLY=learned_pod (debugging; never in CI): only the learned-pod scenario.
+    if std::env::var("WARDEN_LSM_ONLY").as_deref() == Ok("learned_pod") {
+        assert!(!in_ci(), "CI runs every case");
+        return learned_pod_case();
+    }
     let t = Tree::new();
     let w = Warden::new();
     let mut events = w.follow_events();

@@ -77,6 +77,10 @@ pub async fn learned_pod_scenario() {
     let pod = c.run_pod("learnme", "shop", &[("warden.io/mode", "learn")]).await.unwrap();
     let id = run_attempts(&c, &pod, "app", &attempts).await.unwrap();
     assert_eq!(exit_code(&c, &id).await, 0, "{}", c.container_log("learnme", "app"));
+    // What the kernel holds before the stop writes the profile (printed for the record).
+    let status = w.warden.run(&["status", "--json"]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    eprintln!("learn records before the stop: {}", serde_json::from_str::<serde_json::Value>(&status).map(|v| v["learn_records"].to_string()).unwrap_or(status.clone()));
     c.stop_container(&id).await.unwrap();
     let file = learn_dir.join("shop_learnme_app.json");
     eventually(Duration::from_secs(20), "the learned profile to be written", || file.exists().then_some(()));
@@ -88,6 +92,10 @@ pub async fn learned_pod_scenario() {
         let rules: Vec<String> =
             v["files"].as_array().expect("files learned").iter().map(|r| format!("{} {}", r["path"].as_str().unwrap(), r["access"].as_str().unwrap())).collect();
         eprintln!("learned files rules of the pod: {rules:?}");
+        if rules.is_empty() {
+            let log: Vec<String> = w.log_text().lines().filter(|l| l.contains("learn") || l.contains("lsm")).map(String::from).collect();
+            panic!("no files learned; profile:\n{text}\ndaemon log:\n{}", log.join("\n"));
+        }
         for want in ["/etc/hosts r", "/bin/busybox", "/warden-attempt"] {
             assert!(rules.iter().any(|r| r.starts_with(want) && r.ends_with('x') || r == want), "{want} learned: {rules:?}");
         }
