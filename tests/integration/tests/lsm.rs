@@ -104,7 +104,10 @@ fn cases() {
     // WARDEN_LSM_ONLY=learned_pod (debugging; never in CI): only the learned-pod scenario.
     if std::env::var("WARDEN_LSM_ONLY").as_deref() == Ok("learned_pod") {
         assert!(!in_ci(), "CI runs every case");
-        return learned_pod_case();
+        for _ in 0..3 {
+            learned_pod_case();
+        }
+        return;
     }
     let t = Tree::new();
     let w = Warden::new();

@@ -80,7 +80,7 @@ pub async fn learned_pod_scenario() {
     // What the kernel holds before the stop writes the profile (printed for the record).
     let status = w.warden.run(&["status", "--json"]);
     let status = String::from_utf8_lossy(&status.stdout).into_owned();
-    eprintln!("learn records before the stop: {}", serde_json::from_str::<serde_json::Value>(&status).map(|v| v["learn_records"].to_string()).unwrap_or(status.clone()));
+    eprintln!("status before the stop: {}", &status[..status.len().min(3000)]);
     c.stop_container(&id).await.unwrap();
     let file = learn_dir.join("shop_learnme_app.json");
     eventually(Duration::from_secs(20), "the learned profile to be written", || file.exists().then_some(()));
@@ -94,7 +94,7 @@ pub async fn learned_pod_scenario() {
         eprintln!("learned files rules of the pod: {rules:?}");
         if rules.is_empty() {
             let log: Vec<String> = w.log_text().lines().filter(|l| l.contains("learn") || l.contains("lsm")).map(String::from).collect();
-            panic!("no files learned; profile:\n{text}\ndaemon log:\n{}", log.join("\n"));
+            panic!("no files learned; profile:\n{text}\ndaemon log:\n{}\nall:\n{}", log.join("\n"), w.log_text());
         }
         for want in ["/etc/hosts r", "/bin/busybox", "/warden-attempt"] {
             assert!(rules.iter().any(|r| r.starts_with(want) && r.ends_with('x') || r == want), "{want} learned: {rules:?}");
@@ -119,7 +119,7 @@ pub async fn learned_pod_scenario() {
         let id = run_attempts(&c, &pod, "app", &attempts).await.unwrap_or_else(|e| panic!("start {i}: {e}\n{}", w.log_text()));
         let code = exit_code(&c, &id).await;
         let denials: Vec<String> = w.log_text().lines().filter(|l| l.contains("warden::event")).map(String::from).collect();
-        assert_eq!(code, 0, "run {i}: {}\ndenials:\n{}", c.container_log(&name, "app"), denials.join("\n"));
+        assert_eq!(code, 0, "run {i}: {}\ndenials:\n{}\nlearned profile:\n{text}\ndaemon log:\n{}", c.container_log(&name, "app"), denials.join("\n"), w.log_text());
         assert_eq!(lines(&c.container_log(&name, "app")), want, "run {i}");
         c.remove_container(&id).await.unwrap();
         c.remove_pod(&pod.id).await.unwrap();
