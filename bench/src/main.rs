@@ -75,6 +75,10 @@ impl Op {
 /// dwarfs the clock read, and the median ignores the rare outlier (a SYN retransmit, a
 /// reschedule) that made the old mean of TCP connect untrustworthy.
 fn child(op: Op, iters: u64, seccomp: bool) -> Result<()> {
+    // Started (the loader has mapped every library): the parent may move this process into
+    // the confined cgroup now. Before this line, a file-rule profile would judge ld.so's opens.
+    println!("ready");
+    std::io::stdout().flush()?;
     let mut line = String::new();
     std::io::stdin().read_line(&mut line)?;
     if seccomp {
@@ -171,12 +175,18 @@ pub(crate) fn measure(op: Op, iters: u64, cg: Option<&Path>, seccomp: bool) -> R
         c.arg("--seccomp");
     }
     let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut out = String::new();
+    stdout.read_line(&mut out)?;
+    if out.trim() != "ready" {
+        bail!("measurement child said {out:?} instead of ready");
+    }
     if let Some(cg) = cg {
         std::fs::write(cg.join("cgroup.procs"), child.id().to_string())?;
     }
     writeln!(child.stdin.as_mut().unwrap(), "go")?;
-    let mut out = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut out)?;
+    out.clear();
+    stdout.read_line(&mut out)?;
     let st = child.wait()?;
     if !st.success() {
         bail!("measurement child failed: {st}");
