@@ -299,15 +299,20 @@ impl Enforcer {
     /// Loads LSM program `prog` for `hook` unless loaded. Ok(false): an optional program this
     /// kernel cannot load (warned); Err: a required one.
     fn load_lsm(&mut self, prog: &str, hook: &str, required: bool) -> Result<bool> {
+        // Loaded already: no BTF needed (preload_lsm drops the parsed BTF afterwards).
+        {
+            let Some(p) = self.ebpf.program_mut(prog) else { bail!("program {prog} missing from the object") };
+            let p: &mut Lsm = p.try_into()?;
+            if p.fd().is_ok() {
+                return Ok(true);
+            }
+        }
         if self.btf.is_none() {
             self.btf = Some(Btf::from_sys_fs().context("reading the kernel BTF for the BPF-LSM programs")?);
         }
         let btf = self.btf.as_ref().expect("parsed above");
         let Some(p) = self.ebpf.program_mut(prog) else { bail!("program {prog} missing from the object") };
         let p: &mut Lsm = p.try_into()?;
-        if p.fd().is_ok() {
-            return Ok(true);
-        }
         match p.load(hook, btf) {
             Ok(()) => Ok(true),
             Err(e) => {
