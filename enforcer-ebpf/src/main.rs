@@ -35,7 +35,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_send_signal,
+        bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_send_signal,
     },
     macros::{cgroup_sock, cgroup_sock_addr, lsm, map, raw_tracepoint},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -557,10 +557,12 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
     // A 32-bit (compat) syscall's number means another call; the allow-list is for native
     // numbers, so a confined process may not use the compat entry at all.
     if arch::TS_COMPAT != 0 {
-        let task = unsafe { bpf_get_current_task() } as *const u8;
+        // A BTF task pointer and a plain load (the verifier checks the offset against
+        // task_struct's BTF; it is a constant from frozen .rodata): no bpf_get_current_task +
+        // bpf_probe_read_kernel pair on every allowed syscall.
+        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
         let off = global(&OFF_TASK_TI_STATUS) as usize;
-        let status: u32 =
-            unsafe { bpf_probe_read_kernel(task.wrapping_add(off) as *const u32) }.unwrap_or(0);
+        let status: u32 = unsafe { core::ptr::read_volatile(task.wrapping_add(off) as *const u32) };
         if status & arch::TS_COMPAT != 0 {
             deny_syscall(cgid, root, &pol, kind::COMPAT_SYSCALL, nr as u32);
             return;
