@@ -373,7 +373,23 @@ impl Enforcer {
             }
             let Some(p) = self.ebpf.program_mut(prog) else { bail!("program {prog} missing from the object") };
             let p: &mut Lsm = p.try_into()?;
-            let r = p.attach().and_then(|id| p.take_link(id)).map_err(anyhow::Error::from).and_then(|l| {
+            // Right after the last link of a hook went away, 7.x kernels were seen to refuse a
+            // new attach with EBUSY for a moment (the trampoline is torn down asynchronously):
+            // retry for up to ~1 s instead of failing a container's start.
+            let mut attempt = 0;
+            let attached = loop {
+                match p.attach() {
+                    Err(e) if attempt < 100 && is_ebusy(&e) => {
+                        attempt += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    r => break r,
+                }
+            };
+            if attempt > 0 {
+                debug!(hook, retries = attempt, "lsm attach retried after EBUSY");
+            }
+            let r = attached.and_then(|id| p.take_link(id)).map_err(anyhow::Error::from).and_then(|l| {
                 let link: FdLink = l.into();
                 link.pin(&pin).map(|_| ()).map_err(anyhow::Error::from)
             });
@@ -720,6 +736,25 @@ fn return_load_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Whether a program error is the kernel's EBUSY.
+fn is_ebusy(e: &aya::programs::ProgramError) -> bool {
+    use std::error::Error as _;
+    // The io::Error sits in the SyscallError inside; its Debug form names the errno.
+    if format!("{e:?}").contains(&format!("code: {},", libc::EBUSY)) {
+        return true;
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::EBUSY) {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// Drops every pinned map and link under `pin_dir`: all enforcement by this warden ends (links
