@@ -32,12 +32,14 @@ pub struct Confined {
 }
 
 pub struct Daemon {
-    cfg: Config,
-    probe: Probe,
+    pub(crate) cfg: Config,
+    pub(crate) probe: Probe,
     cgroup2: PathBuf,
-    enforcer: Mutex<Enforcer>,
+    pub(crate) enforcer: Mutex<Enforcer>,
     /// container id -> what was confined.
-    containers: Mutex<HashMap<String, Confined>>,
+    pub(crate) containers: Mutex<HashMap<String, Confined>>,
+    /// Denial logs, metrics, reload (hook/src/ops).
+    pub ops: crate::ops::Ops,
 }
 
 impl Daemon {
@@ -54,7 +56,8 @@ impl Daemon {
         let mut enforcer = Enforcer::open(&cfg.pin_dir)?;
         // Verify the BPF-LSM programs now, not inside the runtime's StartContainer timeout.
         enforcer.preload_lsm();
-        Ok(Daemon { cfg, probe, cgroup2, enforcer: Mutex::new(enforcer), containers: Mutex::new(HashMap::new()) })
+        let ops = crate::ops::Ops::new(&cfg);
+        Ok(Daemon { cfg, probe, cgroup2, enforcer: Mutex::new(enforcer), containers: Mutex::new(HashMap::new()), ops })
     }
 
     pub fn confined(&self) -> Vec<(String, Confined)> {
@@ -70,6 +73,7 @@ impl Daemon {
         let p = profile::resolve::load_file(&path, &search)?.into_profile()?;
         let c = profile::compile(&p).with_context(|| format!("profile {name} ({})", path.display()))?;
         self.probe.check_profile(&c)?;
+        self.ops.note_profile(name, &c.name);
         Ok(c)
     }
 
@@ -92,8 +96,13 @@ impl Daemon {
             }
             Selection::Confine { profile, mode, source } => (profile, mode, source),
         };
+        // Until applied: a reload waits (ops::Ops::profiles_read).
+        let _gate = self.ops.profiles_read();
         let compiled = match &profile {
-            Some(name) => self.load_profile(name).with_context(|| format!("annotation {source}"))?,
+            Some(name) => self
+                .load_profile(name)
+                .inspect_err(|_| self.ops.metrics.profile_error("start"))
+                .with_context(|| format!("annotation {source}"))?,
             // Learn mode without a profile: an empty one; learn allows and records everything.
             None => profile::compile(&Profile::from_json(r#"{"name":"learning"}"#)?)?,
         };
@@ -118,6 +127,12 @@ impl Daemon {
     /// StartContainer: confine or refuse (or, fail-open, warn and let it start).
     fn start(&self, pod: &PodSandbox, c: &Container) -> Result<(), String> {
         let t = Instant::now();
+        let r = self.start_inner(pod, c, t);
+        self.ops.metrics.nri_request("start_container", t.elapsed());
+        r
+    }
+
+    fn start_inner(&self, pod: &PodSandbox, c: &Container, t: Instant) -> Result<(), String> {
         match self.confine(pod, c) {
             Ok(Some(r)) => {
                 info!(namespace = %r.namespace, pod = %r.pod, container = %r.container, container_id = %c.id,
@@ -179,6 +194,7 @@ impl Daemon {
                 Err(e) => error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "writing the learned profile failed"),
             }
         }
+        self.ops.metrics.released(enf.maps(), &rec);
         match enf.release(rec.cgroup_id) {
             Ok(_) => info!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, "released"),
             Err(e) => error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "release failed"),
@@ -233,13 +249,12 @@ impl Daemon {
         }
     }
 
-    /// Logs every kernel event with the pod and container it belongs to.
+    /// Logs every kernel event with the pod and container it belongs to (structured, rate
+    /// limited per container: ops::report).
     fn log_events(self: Arc<Self>, pin_dir: PathBuf) {
         let r = events::read(&pin_dir, true, None, |ev| {
             let who = self.containers.lock().unwrap().values().find(|r| r.cgroup_id == ev.root_cgroup).cloned();
-            let (ns, pod, ctr) = who.map(|r| (r.namespace, r.pod, r.container)).unwrap_or_default();
-            warn!(target: "warden::event", namespace = %ns, pod = %pod, container = %ctr, profile = %ev.profile,
-                  mode = %ev.mode, kind = ev.kind, verdict = ev.verdict, pid = ev.pid, comm = %ev.comm, "{}", ev.detail);
+            self.ops.report.event(&ev, who.as_ref());
             true
         });
         if let Err(e) = r {
@@ -276,7 +291,19 @@ pub fn run(cfg: Config) -> Result<()> {
     let pin_dir = cfg.pin_dir.clone();
     let endpoint = nri::Endpoint::from_env_or(cfg.nri.socket_path.clone())?;
     let opts = nri::PluginOptions::from_env_or(&cfg.nri.plugin_name, &cfg.nri.plugin_index)?;
+    crate::ops::privs::check_start()?;
+    let metrics = cfg.metrics_address.as_deref().map(crate::ops::metrics::bind).transpose()?;
+    let watcher = if cfg.watch_profiles { crate::ops::reload::watch(&cfg.profile_dirs)? } else { None };
+    let drop_caps = cfg.drop_capabilities;
     let daemon = Arc::new(Daemon::new(cfg)?);
+    // Before any other thread exists: capabilities are per thread and inherited.
+    if drop_caps {
+        crate::ops::privs::drop_to_kept()?;
+    }
+    if let Some(w) = watcher {
+        let d = daemon.clone();
+        std::thread::Builder::new().name("profile-watch".into()).spawn(move || w.run(d))?;
+    }
     {
         let d = daemon.clone();
         std::thread::Builder::new().name("events".into()).spawn(move || d.log_events(pin_dir))?;
@@ -285,6 +312,7 @@ pub fn run(cfg: Config) -> Result<()> {
     let d = daemon.clone();
     rt.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        crate::ops::spawn_tasks(&d, metrics)?;
         tokio::select! {
             r = nri::run_with_reconnect(endpoint, opts, d, Duration::from_secs(5), |p| info!(plugin = %p.name(), "registered with the runtime")) => {
                 info!(exit = ?r, "NRI plugin stopped");

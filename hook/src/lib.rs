@@ -8,5 +8,6 @@ pub mod events;
 pub mod kernel;
 pub mod learn;
 pub mod nri;
+pub mod ops;
 pub mod policy;
 pub mod profile;
