@@ -16,15 +16,25 @@
 //!   (CAP_BPF and CAP_PERFMON together are what the kernel asks of tracing programs).
 //! - opening cgroup directories, reading profiles, writing learned profiles: files owned by
 //!   root, which the daemon's uid 0 reaches without CAP_DAC_*.
-//! Dropped: CAP_SYS_ADMIN (only needed to load: BPF-LSM verification and the probe), and
-//! everything else root has (CAP_SETPCAP goes last, after the bounding set is trimmed).
+//! Measured: on kernel 6.18 every one of these works with no capability at all (since 6.6 the
+//! checks sit at map creation and program load); the three are kept for older kernels, where
+//! every bpf() command checks CAP_BPF while unprivileged BPF is disabled and attaching checks
+//! CAP_NET_ADMIN (cgroup programs) and CAP_PERFMON (tracing). On Debian's 6.1 (VM) the BPF-LSM
+//! pod case passes with the three.
+//! Dropped: CAP_SYS_ADMIN (only needed to load: the probe's securityfs mount; kept on kernels
+//! without CAP_BPF), and everything else root has (CAP_SETPCAP goes last, after the bounding
+//! set is trimmed).
 use anyhow::{bail, Context as _, Result};
 use caps::{CapSet, Capability, CapsHashSet};
 use tracing::{info, warn};
 
 /// Needed to start: load the programs, create and pin the maps (see packaging/warden.service).
-pub const NEEDED_AT_START: &[Capability] =
-    &[Capability::CAP_BPF, Capability::CAP_PERFMON, Capability::CAP_NET_ADMIN, Capability::CAP_SYS_ADMIN];
+/// CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON (and is the only way before 5.8).
+pub const NEEDED_AT_START: &[Capability] = &[Capability::CAP_BPF, Capability::CAP_PERFMON, Capability::CAP_NET_ADMIN];
+
+/// Wanted at start but not required on kernels >= 5.8: the probe mounts securityfs where it
+/// is not mounted, and the BPF-LSM layer has not been verified without it (warden.service).
+pub const WANTED_AT_START: &[Capability] = &[Capability::CAP_SYS_ADMIN];
 
 /// Kept by the running daemon (see the module documentation for why each).
 pub const KEPT: &[Capability] = &[Capability::CAP_BPF, Capability::CAP_PERFMON, Capability::CAP_NET_ADMIN];
@@ -39,10 +49,21 @@ fn names(caps: impl IntoIterator<Item = Capability>) -> String {
     v.join(", ")
 }
 
-/// Refuses to start without every capability of [`NEEDED_AT_START`] in the effective set.
+/// Refuses to start without every capability of [`NEEDED_AT_START`] in the effective set
+/// (CAP_SYS_ADMIN counts for CAP_BPF and CAP_PERFMON, as in the kernel); warns about
+/// [`WANTED_AT_START`].
 pub fn check_start() -> Result<()> {
     let eff = caps::read(None, CapSet::Effective).context("reading this process's capabilities")?;
-    let missing: Vec<Capability> = NEEDED_AT_START.iter().copied().filter(|c| !eff.contains(c)).collect();
+    let admin = eff.contains(&Capability::CAP_SYS_ADMIN);
+    let missing: Vec<Capability> = NEEDED_AT_START
+        .iter()
+        .copied()
+        .filter(|c| !(eff.contains(c) || (admin && matches!(c, Capability::CAP_BPF | Capability::CAP_PERFMON))))
+        .collect();
+    for c in WANTED_AT_START.iter().filter(|c| !eff.contains(c)) {
+        warn!("{c} missing: fine on kernels >= 5.8 for the syscall and network layers; needed to mount securityfs for the \
+               BPF-LSM probe where it is not mounted, and the BPF-LSM layer is not verified without it");
+    }
     if !missing.is_empty() {
         bail!(
             "missing capabilities: {} (warden run needs {}: to load and pin its eBPF programs and attach them to \
@@ -58,7 +79,12 @@ pub fn check_start() -> Result<()> {
 /// inheritable and ambient ones), and sets no_new_privs. Capabilities are per thread: call
 /// before the daemon starts any other thread, so every thread inherits the reduced sets.
 pub fn drop_to_kept() -> Result<()> {
-    let keep = set_of(KEPT);
+    let mut keep = set_of(KEPT);
+    // A kernel before 5.8 has no CAP_BPF or CAP_PERFMON: there CAP_SYS_ADMIN is what every
+    // bpf() command checks, so it stays.
+    if !caps::runtime::thread_all_supported().contains(&Capability::CAP_BPF) {
+        keep.insert(Capability::CAP_SYS_ADMIN);
+    }
     // no_new_privs first: nothing this process might exec can gain privileges.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error()).context("prctl(PR_SET_NO_NEW_PRIVS)");
@@ -99,6 +125,7 @@ mod tests {
     #[test]
     fn kept_is_a_subset_of_what_start_needs_and_its_mask() {
         assert!(KEPT.iter().all(|c| NEEDED_AT_START.contains(c)));
+        assert!(!KEPT.contains(&Capability::CAP_SYS_ADMIN));
         // CAP_NET_ADMIN = 12, CAP_PERFMON = 38, CAP_BPF = 39.
         assert_eq!(kept_mask(), (1 << 12) | (1 << 38) | (1 << 39));
     }

@@ -342,3 +342,29 @@ impl LinksTotal for Warden {
         std::fs::read_dir(self.pin_dir.join("cgroups")).map(|d| d.count()).unwrap_or(0)
     }
 }
+
+#[test]
+fn missing_capabilities_are_named_at_start() {
+    if !prerequisites() {
+        return;
+    }
+    use std::os::unix::process::CommandExt as _;
+    let w = Warden::new();
+    let cfg = w.tmp.join("config.toml");
+    std::fs::write(&cfg, format!("pin_dir = {:?}\n[nri]\nsocket_path = \"/nonexistent/nri.sock\"\n", w.pin_dir.display().to_string())).unwrap();
+    let mut cmd = w.command(&["run", "--config", cfg.to_str().unwrap()]);
+    // Root's capabilities after exec are the bounding set: drop CAP_NET_ADMIN (12) from it.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_CAPBSET_DROP, 12, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("missing capabilities: CAP_NET_ADMIN ("), "{err}");
+    assert!(!w.pin_dir.exists(), "nothing loaded or pinned");
+}
