@@ -190,6 +190,9 @@ pub fn bind(addr: &str) -> Result<std::net::TcpListener> {
     Ok(l)
 }
 
+/// Connections served at once (each lives at most 5 s waiting for its request).
+const MAX_CONNECTIONS: usize = 8;
+
 /// Serves `GET /metrics` until the runtime stops. One request per connection.
 pub async fn serve(listener: std::net::TcpListener, daemon: std::sync::Arc<Daemon>) {
     let listener = match TcpListener::from_std(listener) {
@@ -199,6 +202,8 @@ pub async fn serve(listener: std::net::TcpListener, daemon: std::sync::Arc<Daemo
             return;
         }
     };
+    // A scraper needs one connection; a bound keeps a flood of idle ones from eating fds.
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (conn, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -208,11 +213,16 @@ pub async fn serve(listener: std::net::TcpListener, daemon: std::sync::Arc<Daemo
                 continue;
             }
         };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "metrics: too many connections, closing this one");
+            continue;
+        };
         let d = daemon.clone();
         tokio::spawn(async move {
             if let Err(e) = answer(conn, d).await {
                 debug!(%peer, "metrics request: {e:#}");
             }
+            drop(permit);
         });
     }
 }

@@ -84,9 +84,11 @@ pub fn watch(dirs: &[PathBuf]) -> Result<Option<Watcher>> {
     Ok((n > 0).then_some(Watcher { inotify }))
 }
 
-fn is_profile_file(name: Option<&std::ffi::OsStr>) -> bool {
+/// Whether a change to this folder entry may change a profile: a `*.json` file, or `..data`,
+/// the symlink Kubernetes swaps atomically when a mounted ConfigMap is updated.
+fn is_trigger(name: Option<&std::ffi::OsStr>) -> bool {
     // Editors' temporaries (.x.json.swp, x.json~, .x.json.tmp) are not profiles.
-    name.and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".json") && !n.starts_with('.'))
+    name.and_then(|n| n.to_str()).is_some_and(|n| (n.ends_with(".json") && !n.starts_with('.')) || n == "..data")
 }
 
 impl Watcher {
@@ -99,7 +101,7 @@ impl Watcher {
             match self.inotify.read_events_blocking(&mut buf) {
                 Ok(evs) => {
                     for e in evs {
-                        if is_profile_file(e.name) {
+                        if is_trigger(e.name) {
                             changed.insert(e.name.unwrap_or_default().to_string_lossy().into_owned());
                         }
                     }
@@ -122,7 +124,7 @@ impl Watcher {
                 match self.inotify.read_events(&mut buf) {
                     Ok(evs) => {
                         for e in evs {
-                            if is_profile_file(e.name) {
+                            if is_trigger(e.name) {
                                 changed.insert(e.name.unwrap_or_default().to_string_lossy().into_owned());
                             }
                         }
@@ -147,10 +149,11 @@ mod tests {
     #[test]
     fn only_profile_files_trigger() {
         use std::ffi::OsStr;
-        assert!(is_profile_file(Some(OsStr::new("web.json"))));
-        for n in [".web.json.swp", "web.json~", ".web.json.tmp", "README", ".hidden.json"] {
-            assert!(!is_profile_file(Some(OsStr::new(n))), "{n}");
+        assert!(is_trigger(Some(OsStr::new("web.json"))));
+        assert!(is_trigger(Some(OsStr::new("..data"))), "a Kubernetes ConfigMap update");
+        for n in [".web.json.swp", "web.json~", ".web.json.tmp", "README", ".hidden.json", "..data_tmp"] {
+            assert!(!is_trigger(Some(OsStr::new(n))), "{n}");
         }
-        assert!(!is_profile_file(None));
+        assert!(!is_trigger(None));
     }
 }
