@@ -16,11 +16,13 @@
 //!   (CAP_BPF and CAP_PERFMON together are what the kernel asks of tracing programs).
 //! - opening cgroup directories, reading profiles, writing learned profiles: files owned by
 //!   root, which the daemon's uid 0 reaches without CAP_DAC_*.
+//!
 //! Measured: on kernel 6.18 every one of these works with no capability at all (since 6.6 the
 //! checks sit at map creation and program load); the three are kept for older kernels, where
 //! every bpf() command checks CAP_BPF while unprivileged BPF is disabled and attaching checks
 //! CAP_NET_ADMIN (cgroup programs) and CAP_PERFMON (tracing). On Debian's 6.1 (VM) the BPF-LSM
 //! pod case passes with the three.
+//!
 //! Dropped: CAP_SYS_ADMIN (only needed to load: the probe's securityfs mount; kept on kernels
 //! without CAP_BPF), and everything else root has (CAP_SETPCAP goes last, after the bounding
 //! set is trimmed).
