@@ -287,6 +287,8 @@ impl nri::Handler for Daemon {
 /// pinned on exit unless `release_on_exit`.
 pub fn run(cfg: Config) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // SIGHUP (reload) handled from the start: its default action would end the daemon.
+    let hup = crate::ops::hangup_signal(&rt)?;
     let release_on_exit = cfg.release_on_exit;
     let pin_dir = cfg.pin_dir.clone();
     let endpoint = nri::Endpoint::from_env_or(cfg.nri.socket_path.clone())?;
@@ -312,7 +314,7 @@ pub fn run(cfg: Config) -> Result<()> {
     let d = daemon.clone();
     rt.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        crate::ops::spawn_tasks(&d, metrics)?;
+        crate::ops::spawn_tasks(&d, hup, metrics);
         tokio::select! {
             r = nri::run_with_reconnect(endpoint, opts, d, Duration::from_secs(5), |p| info!(plugin = %p.name(), "registered with the runtime")) => {
                 info!(exit = ?r, "NRI plugin stopped");

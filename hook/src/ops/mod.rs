@@ -53,9 +53,7 @@ impl Ops {
 /// The daemon's background tasks, on its tokio runtime: SIGHUP reloads the profiles, the
 /// denial log limiter's windows are closed every second (summaries of suppressed lines), and
 /// `/metrics` is served when configured.
-pub fn spawn_tasks(daemon: &std::sync::Arc<crate::daemon::Daemon>, metrics: Option<std::net::TcpListener>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup())?;
+pub fn spawn_tasks(daemon: &std::sync::Arc<crate::daemon::Daemon>, mut hup: tokio::signal::unix::Signal, metrics: Option<std::net::TcpListener>) {
     let d = daemon.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
@@ -78,5 +76,10 @@ pub fn spawn_tasks(daemon: &std::sync::Arc<crate::daemon::Daemon>, metrics: Opti
         tracing::info!(address = %addr, "serving Prometheus metrics at /metrics");
         tokio::spawn(metrics::serve(l, daemon.clone()));
     }
-    Ok(())
+}
+
+/// Installs the SIGHUP handler on `rt` (first thing in `warden run`).
+pub fn hangup_signal(rt: &tokio::runtime::Runtime) -> anyhow::Result<tokio::signal::unix::Signal> {
+    let _in_rt = rt.enter();
+    Ok(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?)
 }
