@@ -34,14 +34,16 @@ fn scrape(port: u16) -> String {
 }
 
 /// Runs containers `names` one after another in `pod`: each tries a forbidden connect (proof
-/// it was confined from its first instruction), exits, and is removed.
-async fn lane(c: &Containerd, pod: &PodHandle, pod_name: &str, names: Vec<String>, denied: u16) -> usize {
+/// it was confined from its first instruction: the port has a listener, so only warden can
+/// refuse it), exits with 1 for "not ok", and is removed. Returns (confined, logs lost).
+async fn lane(c: &Containerd, pod: &PodHandle, pod_name: &str, names: Vec<String>, denied: u16) -> (usize, usize) {
     let helper = static_attempt();
-    let connect = format!("connect 127.0.0.1 {denied}");
+    let port = denied.to_string();
     let mut confined = 0;
+    let mut lost = 0;
     for name in names {
         let id = c
-            .create_container_with(pod, &name, &[ATTEMPT, "seq", &connect], &[], &[(helper.as_path(), ATTEMPT)])
+            .create_container_with(pod, &name, &[ATTEMPT, "connect", "127.0.0.1", &port], &[], &[(helper.as_path(), ATTEMPT)])
             .await
             .unwrap_or_else(|e| panic!("create {name}: {e:#}"));
         c.start_container(&id).await.unwrap_or_else(|s| panic!("start {name}: {}", s.message()));
@@ -54,14 +56,21 @@ async fn lane(c: &Containerd, pod: &PodHandle, pod_name: &str, names: Vec<String
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        assert_eq!(code, Some(0), "{name} did not exit cleanly: {}", c.container_log(pod_name, &name));
+        assert_eq!(code, Some(1), "{name}: the connect must be refused: {}", c.container_log(pod_name, &name));
+        // Under load the CRI log of a container this short-lived was seen empty (twice, in
+        // `seq` mode with a clean exit): the exit status is the proof, the log is checked when
+        // present.
         let log = c.container_log(pod_name, &name);
-        assert_eq!(log.trim_end(), format!("{connect} => errno=EPERM"), "{name} confined");
+        if log.is_empty() {
+            lost += 1;
+        } else {
+            assert_eq!(log.trim_end(), "errno=EPERM", "{name} confined");
+        }
         confined += 1;
         c.stop_container(&id).await.unwrap();
         c.remove_container(&id).await.unwrap();
     }
-    confined
+    (confined, lost)
 }
 
 /// Container cgroup directories left below the pods' cgroups, other than the running pod
@@ -140,7 +149,9 @@ async fn churn_of_200_containers_leaves_nothing_behind() {
         lane(&c, &pods[3].1, &pods[3].0, names(3), denied),
     );
     let took = t0.elapsed();
-    assert_eq!(a + b + cc + d, CONTAINERS, "every container confined");
+    assert_eq!(a.0 + b.0 + cc.0 + d.0, CONTAINERS, "every container confined");
+    let lost = a.1 + b.1 + cc.1 + d.1;
+    assert!(lost <= CONTAINERS / 20, "{lost} container logs empty");
     eventually(Duration::from_secs(20), "every container released", || w.confined_ids().is_empty().then_some(()));
 
     // No leaked entries in any map, no per-cgroup links, the syscall hook detached.
@@ -160,7 +171,10 @@ async fn churn_of_200_containers_leaves_nothing_behind() {
     let body = scrape(port);
     assert!(body.contains("warden_confined_containers 0"), "{body}");
     assert!(!body.contains("warden_denials_total{"), "released containers' series dropped:\n{body}");
-    let started = body.lines().find(|l| l.starts_with("warden_nri_request_duration_seconds_count{request=\"start_container\"}")).unwrap_or("").to_string();
+    let value = |series: &str| body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    let starts = value("warden_nri_request_duration_seconds_count{request=\"start_container\"}");
+    let mean_ms = value("warden_nri_request_duration_seconds_sum{request=\"start_container\"}") * 1000.0 / starts.max(1.0);
+    assert_eq!(starts as usize, CONTAINERS + 2 * LANES, "every StartContainer timed");
     let fd1 = eventually(Duration::from_secs(10), "daemon fds back to the baseline", || {
         let n = fds(pid);
         (n <= fd0).then_some(n)
@@ -169,7 +183,8 @@ async fn churn_of_200_containers_leaves_nothing_behind() {
     let growth = rss1 as i64 - rss0 as i64;
     eprintln!(
         "churn: {CONTAINERS} containers in {:.1}s ({LANES} lanes, {:.0} ms each per lane); daemon fds {fd0} -> {fd1}; \
-         RSS {rss0} KiB -> {rss1} KiB ({growth:+} KiB); {started}",
+         RSS {rss0} KiB -> {rss1} KiB ({growth:+} KiB); StartContainer handled in {mean_ms:.2} ms on average over {starts}; \
+         {lost} empty container logs",
         took.as_secs_f64(),
         took.as_secs_f64() * 1000.0 / per as f64
     );
