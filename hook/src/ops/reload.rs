@@ -101,6 +101,10 @@ impl Watcher {
             match self.inotify.read_events_blocking(&mut buf) {
                 Ok(evs) => {
                     for e in evs {
+                        if e.mask.contains(inotify::EventMask::IGNORED) {
+                            // The folder itself went away (removed, unmounted): its watch is gone.
+                            warn!("a profile folder is no longer watched (removed?): edits there need SIGHUP or a restart");
+                        }
                         if is_trigger(e.name) {
                             changed.insert(e.name.unwrap_or_default().to_string_lossy().into_owned());
                         }
