@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Version of the pinned map layout. A daemon refuses to adopt pins of another version.
-pub const MAP_LAYOUT_VERSION: u32 = 2;
+pub const MAP_LAYOUT_VERSION: u32 = 3;
 
 /// Number of syscall numbers a profile bitmap covers. x86_64 and aarch64 numbers are all below
 /// 512; any number at or above it (x32 numbers have bit 30 set) is outside every allow-list.
@@ -121,6 +121,8 @@ pub struct PathScratch {
     pub prefixlen: u32,
     pub profile_id_be: [u8; 4],
     pub path: [u8; PATH_SCRATCH],
+    /// Key of `WARDEN_LEARN_FILES` being built (zeroed, then the path copied in).
+    pub learn_key: LearnFileKey,
     /// Work area of the path builder of the dir+dentry hooks (names are written right to left
     /// ending at PATH_SCRATCH - 1; the 256 spare bytes let the verifier see every write in bounds).
     pub work: [u8; PATH_SCRATCH + 256],
@@ -329,6 +331,45 @@ pub const LEARN_ITEMS_PER_CGROUP: u64 = 1024;
 /// about 6 MiB). A full map also marks the cgroup whose item did not fit as truncated.
 pub const LEARN_NET_ENTRIES: u32 = 65536;
 
+/// Distinct paths one cgroup may record (learn, or would-deny in complain) in
+/// `WARDEN_LEARN_FILES`; past it, [`LearnInfo::file_truncated`] counts what was not recorded.
+/// Worst case per cgroup: 4096 x (256-byte key + 8-byte value + ~50 bytes of hash entry)
+/// = about 1.3 MiB of kernel memory, allocated as paths arrive (no preallocation).
+pub const LEARN_FILES_PER_CGROUP: u64 = 4096;
+/// Entries of `WARDEN_LEARN_FILES` for all cgroups together (about 20 MiB when full).
+pub const LEARN_FILES_ENTRIES: u32 = 65536;
+/// Path bytes a learn record holds, NUL included: longer paths are recorded cut, with
+/// [`LearnFileUse::cut`] set, and generated as a rule for their longest directory that fits.
+pub const LEARN_PATH_MAX: usize = 248;
+
+/// Value of `WARDEN_LEARN_FILES`: which uses of the path were seen, one byte each (set to 1
+/// with plain stores, so racing CPUs cannot lose each other's marks).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LearnFileUse {
+    pub read: u8,
+    pub write: u8,
+    pub exec: u8,
+    /// The path was longer than [`LEARN_PATH_MAX`] - 1 bytes and is recorded cut.
+    pub cut: u8,
+    pub _pad: [u8; 4],
+}
+
+/// Key of the `WARDEN_LEARN_FILES` hash map: a path a cgroup used (as the kernel resolved it),
+/// zero-padded so equal paths are equal keys. Value: [`LearnFileUse`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LearnFileKey {
+    pub root_cgroup: u64,
+    pub path: [u8; LEARN_PATH_MAX],
+}
+
+impl Default for LearnFileKey {
+    fn default() -> Self {
+        Self { root_cgroup: 0, path: [0; LEARN_PATH_MAX] }
+    }
+}
+
 /// Key of the `WARDEN_LEARN_NET` hash map: one distinct network item of a confined cgroup,
 /// deduplicated in the kernel (a repeat costs one lookup and sends no event).
 /// connect/sendmsg: destination address and port (no source port is involved). bind: the
@@ -357,6 +398,10 @@ pub struct LearnInfo {
     pub items: u64,
     /// Attempts whose (new) item was not recorded: per-cgroup bound reached or map full.
     pub truncated: u64,
+    /// Distinct paths this cgroup holds in `WARDEN_LEARN_FILES`.
+    pub file_items: u64,
+    /// File/exec attempts whose (new) path was not recorded: bound reached or map full.
+    pub file_truncated: u64,
     /// Socket families created (byte N set = AF number N), recorded at socket()/socketpair()
     /// by the syscall hook with a plain store (families without a cgroup hook: unix, netlink).
     pub families: [u8; 64],
@@ -364,7 +409,7 @@ pub struct LearnInfo {
 
 impl Default for LearnInfo {
     fn default() -> Self {
-        Self { items: 0, truncated: 0, families: [0; 64] }
+        Self { items: 0, truncated: 0, file_items: 0, file_truncated: 0, families: [0; 64] }
     }
 }
 
@@ -445,6 +490,9 @@ pub mod globals {
     pub const MOUNT_MNT: &str = "OFF_MOUNT_MNT";
     pub const MOUNT_PARENT: &str = "OFF_MOUNT_PARENT";
     pub const MOUNT_MOUNTPOINT: &str = "OFF_MOUNT_MOUNTPOINT";
+    /// `struct mount` -> `mnt_ns`: kernel-internal mounts (overlayfs's private layer clones,
+    /// shmem, nsfs) carry MNT_NS_INTERNAL there.
+    pub const MOUNT_NS: &str = "OFF_MOUNT_NS";
     /// `struct task_struct` -> `fs`; `struct fs_struct` -> `root` (struct path).
     pub const TASK_FS: &str = "OFF_TASK_FS";
     pub const FS_ROOT: &str = "OFF_FS_ROOT";
@@ -468,6 +516,8 @@ mod user {
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for LearnKey {}
     unsafe impl aya::Pod for LearnInfo {}
+    unsafe impl aya::Pod for LearnFileKey {}
+    unsafe impl aya::Pod for LearnFileUse {}
     unsafe impl aya::Pod for FileEvent {}
     unsafe impl aya::Pod for FileKey {}
 }
@@ -491,7 +541,8 @@ mod tests {
         assert_eq!(size_of::<FileEvent>(), size_of::<Event>() + EVENT_PATH_MAX);
         // LPM key data (without the 4-byte prefix length) is at most 256 bytes.
         assert_eq!(size_of::<FileKey>(), 256);
-        assert_eq!(size_of::<PathScratch>(), 8 + 2 * PATH_SCRATCH + 256 + 24);
+        assert_eq!(size_of::<PathScratch>(), 8 + 2 * PATH_SCRATCH + 256 + 24 + 256);
+        assert_eq!(size_of::<LearnFileKey>(), 256);
     }
 
     #[test]

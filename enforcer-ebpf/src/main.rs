@@ -43,9 +43,9 @@ use aya_ebpf::{
 };
 use warden_common::{
     access, cgroup_flags, file_op, kind, mode, profile_flags, verdict, CgroupPolicy, Counters,
-    Event, FileEvent, FileKey, LearnInfo, LearnKey, Net4Key, Net6Key, PathScratch, PortRules,
+    Event, FileEvent, FileKey, LearnFileKey, LearnFileUse, LearnInfo, LearnKey, Net4Key, Net6Key, PathScratch, PortRules,
     ProfileHeader, ProfileMeta, RateWindow, SyscallSet, EVENT_PATH_MAX, FILE_PATH_MAX,
-    LEARN_ITEMS_PER_CGROUP, LEARN_NET_ENTRIES, PATH_SCRATCH, SYSCALL_BITMAP_BITS,
+    LEARN_FILES_ENTRIES, LEARN_FILES_PER_CGROUP, LEARN_ITEMS_PER_CGROUP, LEARN_NET_ENTRIES, LEARN_PATH_MAX, PATH_SCRATCH, SYSCALL_BITMAP_BITS,
 };
 
 // ---- read-only globals, set by the loader from the running kernel's BTF ----------------------
@@ -91,6 +91,8 @@ static OFF_MOUNT_PARENT: u64 = 0;
 #[no_mangle]
 static OFF_MOUNT_MOUNTPOINT: u64 = 0;
 #[no_mangle]
+static OFF_MOUNT_NS: u64 = 0;
+#[no_mangle]
 static OFF_TASK_FS: u64 = 0;
 #[no_mangle]
 static OFF_FS_ROOT: u64 = 0;
@@ -126,6 +128,10 @@ static WARDEN_LEARN_SC: HashMap<u64, SyscallSet> = HashMap::pinned(65536, 0);
 static WARDEN_LEARN_NET: HashMap<LearnKey, u8> = HashMap::pinned(LEARN_NET_ENTRIES, 0);
 #[map]
 static WARDEN_LEARN_INFO: HashMap<u64, LearnInfo> = HashMap::pinned(65536, 0);
+/// Distinct paths per root cgroup, with the access bits used: learned (learn mode) or
+/// would-deny (complain mode). Entries are allocated as they come (BPF_F_NO_PREALLOC).
+#[map]
+static WARDEN_LEARN_FILES: HashMap<LearnFileKey, LearnFileUse> = HashMap::pinned(LEARN_FILES_ENTRIES, 1 /* BPF_F_NO_PREALLOC */);
 #[map]
 static WARDEN_EVENTS: RingBuf = RingBuf::pinned(1 << 20, 0);
 /// Files rules: (profile id, path bytes) -> access bits (see warden_common::FileKey).
@@ -336,16 +342,111 @@ fn record(root: u64, a: &Attempt) -> bool {
     true
 }
 
+/// Records a file or exec item of `root` in WARDEN_LEARN_FILES: the path in the per-CPU
+/// scratch (`a.path`), the access bits in `a.nr`. Returns true when the path or one of its
+/// bits is new (then an event goes out); a repeat costs one lookup. Bounded like `record`.
+#[inline(always)]
+fn record_file(root: u64, a: &Attempt) -> bool {
+    let Some(s) = scratch() else { return false };
+    let k = &mut s.learn_key;
+    // Zero the key so equal paths make equal keys whatever the scratch held before.
+    let words = k.path.as_mut_ptr() as *mut u64;
+    let mut i = 0;
+    while i < LEARN_PATH_MAX / 8 {
+        unsafe { *words.add(i) = 0 };
+        i += 1;
+    }
+    k.root_cgroup = root;
+    let n = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel_str(
+            k.path.as_mut_ptr() as *mut _,
+            LEARN_PATH_MAX as u32,
+            a.path as *const _,
+        )
+    };
+    let need = (a.nr & 0xff) as u8;
+    // The helper copied LEARN_PATH_MAX - 1 bytes and a NUL: the path may have been longer.
+    let cut = n >= LEARN_PATH_MAX as i64;
+    if let Some(v) = WARDEN_LEARN_FILES.get_ptr_mut(&*k) {
+        return unsafe { merge_use(&mut *v, need, cut) };
+    }
+    let u = LearnFileUse {
+        read: (need & access::READ != 0) as u8,
+        write: (need & access::WRITE != 0) as u8,
+        exec: (need & access::EXEC != 0) as u8,
+        cut: cut as u8,
+        _pad: [0; 4],
+    };
+    let info = match WARDEN_LEARN_INFO.get_ptr_mut(&root) {
+        Some(i) => i,
+        None => {
+            let _ = WARDEN_LEARN_INFO.insert(&root, &LearnInfo::default(), 1 /* BPF_NOEXIST */);
+            match WARDEN_LEARN_INFO.get_ptr_mut(&root) {
+                Some(i) => i,
+                None => return false,
+            }
+        }
+    };
+    let items = unsafe { core::ptr::addr_of_mut!((*info).file_items) };
+    let truncated = unsafe { core::ptr::addr_of_mut!((*info).file_truncated) };
+    if unsafe { core::ptr::read_volatile(items) } >= LEARN_FILES_PER_CGROUP {
+        atomic_inc(truncated);
+        return false;
+    }
+    if WARDEN_LEARN_FILES.insert(&*k, &u, 1 /* BPF_NOEXIST */).is_err() {
+        match WARDEN_LEARN_FILES.get_ptr_mut(&*k) {
+            // Another CPU added the path meanwhile: add our use to it.
+            Some(v) => return unsafe { merge_use(&mut *v, need, cut) },
+            None => atomic_inc(truncated), // the map is full
+        }
+        return false;
+    }
+    atomic_inc(items);
+    true
+}
+
+/// Marks `need` (and `cut`) in a record; true if something was new. One byte per kind of use,
+/// set with plain stores of 1: CPUs racing on the same record cannot lose each other's marks
+/// (no read-modify-write of a shared word).
+#[inline(always)]
+unsafe fn merge_use(v: &mut LearnFileUse, need: u8, cut: bool) -> bool {
+    let mut new = false;
+    if need & access::READ != 0 && core::ptr::read_volatile(&v.read) == 0 {
+        v.read = 1;
+        new = true;
+    }
+    if need & access::WRITE != 0 && core::ptr::read_volatile(&v.write) == 0 {
+        v.write = 1;
+        new = true;
+    }
+    if need & access::EXEC != 0 && core::ptr::read_volatile(&v.exec) == 0 {
+        v.exec = 1;
+        new = true;
+    }
+    if cut && core::ptr::read_volatile(&v.cut) == 0 {
+        v.cut = 1;
+    }
+    new
+}
+
+#[inline(always)]
+fn is_file(k: u8) -> bool {
+    k == kind::FILE || k == kind::EXEC
+}
+
 /// Mode logic shared by every layer: returns true when the attempt must be denied.
 #[inline(always)]
 fn judge(cgid: u64, root: u64, pol: &CgroupPolicy, allowed: bool, a: &Attempt) -> bool {
     if pol.mode == mode::LEARN {
-        // Learn: everything goes through. Network items are recorded in the kernel (deduped,
-        // bounded); only a new item sends an event, and the record does not depend on it.
-        // File and exec items carry a path the dedupe key cannot hold: they are reported (the
-        // learner dedupes them in userspace) until they get a kernel record of their own.
+        // Learn: everything goes through. Network, file and exec items are recorded in the
+        // kernel (deduped, bounded); only a new item sends an event, and the record does not
+        // depend on it (events may be dropped; records are not).
         if is_network(a.kind) {
             if record(root, a) {
+                report(cgid, root, pol, verdict::LEARNED, a);
+            }
+        } else if is_file(a.kind) {
+            if record_file(root, a) {
                 report(cgid, root, pol, verdict::LEARNED, a);
             }
         } else if a.kind != kind::SYSCALL {
@@ -364,6 +465,8 @@ fn judge(cgid: u64, root: u64, pol: &CgroupPolicy, allowed: bool, a: &Attempt) -
             }
         } else if is_network(a.kind) {
             record(root, a);
+        } else if is_file(a.kind) {
+            record_file(root, a);
         }
         report(cgid, root, pol, verdict::WOULD_DENY, a);
         return false;
@@ -772,6 +875,9 @@ pub fn warden_file_open(ctx: LsmContext) -> i32 {
     if need == 0 {
         return LSM_ALLOW;
     }
+    if on_internal_mount(file) {
+        return LSM_ALLOW;
+    }
     let Some(s) = scratch() else { return LSM_DENY };
     let mut n = file_path(s, file);
     // A directory is judged as `path/`, so the rule `/etc/` also covers opendir("/etc").
@@ -796,6 +902,26 @@ pub fn warden_file_open(ctx: LsmContext) -> i32 {
         }
     }
     judge_path(cgid, root, &pol, restricts, s, n, need, file_op::OPEN, kind::FILE)
+}
+
+/// `MNT_NS_INTERNAL` (fs/mount.h): ERR_PTR(-EINVAL) in `mount->mnt_ns` of long-term kernel
+/// mounts (clone_private_mount, kern_mount).
+const MNT_NS_INTERNAL: u64 = -22i64 as u64;
+
+/// Whether `file` lives on a kernel-internal mount that no path walk in any mount namespace
+/// reaches. Since 6.8 overlayfs opens its layers' real files as "backing files" whose f_path is
+/// the real path on a private clone of the layer mount (before, it was the overlay path), and
+/// that open runs file_open again in the opener's context: judging it would judge the image's
+/// layer path (`/var/lib/containerd/...`), not the path the process opened. The process's own
+/// open of the overlay file was judged just before (do_dentry_open calls security_file_open
+/// before f_op->open). Otherwise only magic links (/proc/PID/fd, /proc/PID/ns) reach such
+/// mounts (memfd, nsfs), for objects the process already holds: nothing a path rule can name.
+#[inline(always)]
+fn on_internal_mount(file: *const u8) -> bool {
+    let f_path = global(&OFF_FILE_F_PATH);
+    let Some(mnt) = (unsafe { read::<u64>(file, f_path + global(&OFF_PATH_MNT)) }) else { return false };
+    let mount = (mnt as *const u8).wrapping_sub(global(&OFF_MOUNT_MNT) as usize);
+    matches!(unsafe { read::<u64>(mount, global(&OFF_MOUNT_NS)) }, Some(MNT_NS_INTERNAL))
 }
 
 const S_IFMT: u16 = 0o170000;
@@ -1088,6 +1214,14 @@ pub fn warden_kernel_read_file(_ctx: LsmContext) -> i32 {
 #[lsm(hook = "userns_create")]
 #[inline(always)]
 pub fn warden_userns_create(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+/// Anonymous inodes made with a security context: io_uring_setup's ring (and userfaultfd).
+/// The hook has no io_uring argument; syscall_gate judges the syscall that reached it.
+#[lsm(hook = "inode_init_security_anon")]
+#[inline(always)]
+pub fn warden_anon_inode(_ctx: LsmContext) -> i32 {
     syscall_gate()
 }
 

@@ -74,6 +74,9 @@ enum Sub {
         /// Base profile(s) the generated one extends (repeatable).
         #[arg(long)]
         extends: Vec<String>,
+        /// A directory with more than this many distinct entries used becomes one prefix rule.
+        #[arg(long, default_value_t = learn::COLLAPSE_DIR_FILES)]
+        collapse_dir_files: usize,
     },
     /// Union of profiles (files or names, as written): everything any of them allows.
     /// Idempotent and order-independent.
@@ -95,7 +98,7 @@ pub fn run(cmd: ProfileCmd, pin_dir: &Path) -> Result<()> {
         Sub::Show { profile, json } => show(&profile, json, &search),
         Sub::ImportSeccomp { file, output, caps, kernel, name } => import(&file, output.as_deref(), caps, kernel, name),
         Sub::Diff { a, b } => diff_cmd(&a, &b, &search),
-        Sub::Generate { cgroup, cgroup_id, output, name, extends } => {
+        Sub::Generate { cgroup, cgroup_id, output, name, extends, collapse_dir_files } => {
             let (id, source) = match (cgroup, cgroup_id) {
                 (_, Some(id)) => (id, format!("cgroup id {id}")),
                 (Some(p), None) => {
@@ -105,9 +108,9 @@ pub fn run(cmd: ProfileCmd, pin_dir: &Path) -> Result<()> {
                 _ => unreachable!("clap requires one"),
             };
             let maps = warden::enforcer::Maps::open(pin_dir)?;
-            let learned = learn::Learned::read(&maps, id)?;
+            let learned = learn::Learned::read(&maps, pin_dir, id)?;
             let name = name.unwrap_or_else(|| format!("learned-{id}"));
-            let g = learn::generate(&learned, &learn::GenerateOptions { name, extends, source });
+            let g = learn::generate(&learned, &learn::GenerateOptions { name, extends, source, collapse_dir_files });
             write_generated(&g, output.as_deref(), &search)
         }
         Sub::Merge { profiles, output, name } => merge_cmd(&profiles, output.as_deref(), name.as_deref(), &search),

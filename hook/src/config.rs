@@ -30,6 +30,9 @@ pub struct Config {
     /// (before its record is released): `<namespace>_<pod>_<container>.json`, the profile of
     /// the same name. Add this folder to `profile_dirs` to enforce it by that name.
     pub learn_dir: PathBuf,
+    /// Generated profiles: a directory with more than this many distinct entries used becomes
+    /// one `dir/` prefix rule.
+    pub learn_collapse_dir_files: usize,
     /// Denial log lines per second per container (0: unlimited); over it lines are counted and
     /// one line per second says how many were suppressed.
     pub log_rate_limit: u32,
@@ -72,6 +75,7 @@ impl Default for Config {
             log_format: "text".into(),
             release_on_exit: false,
             learn_dir: "/var/lib/warden/learned".into(),
+            learn_collapse_dir_files: crate::learn::COLLAPSE_DIR_FILES,
             log_rate_limit: 20,
             metrics_address: None,
             watch_profiles: true,

@@ -161,10 +161,16 @@ impl Daemon {
 
     /// Writes the profile learned for `rec` into `learn_dir` (learn mode only).
     pub fn write_learned(&self, enf: &Enforcer, rec: &Confined) -> Result<PathBuf> {
-        let learned = crate::learn::Learned::read(enf.maps(), rec.cgroup_id)?;
+        let learned = crate::learn::Learned::read(enf.maps(), &self.cfg.pin_dir, rec.cgroup_id)?;
         let name = crate::learn::container_profile_name(&rec.namespace, &rec.pod, &rec.container);
         let source = format!("container {} of pod {}/{}", rec.container, rec.namespace, rec.pod);
-        let g = crate::learn::generate(&learned, &crate::learn::GenerateOptions { name: name.clone(), extends: Vec::new(), source });
+        let g = crate::learn::generate(&learned, &crate::learn::GenerateOptions {
+                name: name.clone(),
+                extends: Vec::new(),
+                source,
+                collapse_dir_files: self.cfg.learn_collapse_dir_files,
+            },
+        );
         let errors: Vec<_> = profile::check(&g.profile).into_iter().filter(|d| d.is_error()).collect();
         if !errors.is_empty() {
             return Err(anyhow!(profile::Invalid { profile: Some(name), errors }));

@@ -17,13 +17,22 @@
 //!   bound at least [`EPHEMERAL_COLLAPSE_MIN`] distinct ports there (plainly random ports);
 //!   otherwise they stay exact.
 //! - socket families: the ones created; raw inet sockets allowed only if one was created.
-//! - files and execs: not learned yet (BPF-LSM); the section is left out, i.e. not restricted.
+//! - files and execs (recorded by the BPF-LSM programs in `WARDEN_LEARN_FILES`, deduplicated
+//!   and bounded in the kernel): one rule per path with the uses seen (`r`, `w`, `x`), as the
+//!   kernel resolved it (symlinks followed). Generalised: `/proc/<pid>/...` (the kernel writes
+//!   `/proc/self` as the pid) becomes `/proc/`; a directory with more than
+//!   [`GenerateOptions::collapse_dir_files`] entries used becomes a `dir/` prefix rule with
+//!   their uses; a listed directory (opendir) needs its `dir/` prefix (the only rule that covers
+//!   it), which covers what is below it too; a path the record had to cut becomes a rule for its
+//!   longest directory; ` (deleted)` suffixes are dropped; paths a rule cannot name (not
+//!   absolute) are left out. Where BPF-LSM is unavailable nothing is recorded and the section
+//!   is left out (not restricted), and the report says so.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Result};
 use ipnet::IpNet;
-use warden_common::{kind, LearnInfo, LearnKey, LEARN_ITEMS_PER_CGROUP, MAX_PORT_RULES};
+use warden_common::{kind, LearnFileUse, LearnInfo, LearnKey, LEARN_FILES_PER_CGROUP, LEARN_ITEMS_PER_CGROUP, MAX_PORT_RULES};
 
 use crate::enforcer::{kind_name, Maps};
 use crate::profile::{
@@ -64,12 +73,15 @@ pub struct Learned {
     pub syscalls: Vec<usize>,
     pub items: Vec<LearnKey>,
     pub info: LearnInfo,
-    // Hook for the BPF-LSM branch: `pub files: Vec<(String, Access)>` and `pub execs`, read
-    // from their own deduplicating map and turned into the `files` section in `generate`.
+    /// Paths used, with their uses; None when the BPF-LSM file programs were not attached
+    /// (this kernel cannot run them): files and execs were not recorded at all.
+    pub files: Option<Vec<(String, LearnFileUse)>>,
 }
 
 impl Learned {
-    pub fn read(maps: &Maps, cgid: u64) -> Result<Learned> {
+    /// `pin_dir`: where the enforcer pins its links (the file_open link tells whether files
+    /// were being recorded).
+    pub fn read(maps: &Maps, pin_dir: &std::path::Path, cgid: u64) -> Result<Learned> {
         let pol = maps.roots().into_iter().find(|(id, _)| *id == cgid).map(|(_, p)| p);
         let Some(pol) = pol else {
             bail!("cgroup id {cgid} is not confined by this warden (learn records live as long as the confinement)");
@@ -85,6 +97,7 @@ impl Learned {
             syscalls,
             items: maps.learned_items(cgid),
             info: maps.learn_info_of(cgid),
+            files: if pin_dir.join("links").join("lsm_file_open").exists() { Some(maps.learned_files(cgid)) } else { None },
         })
     }
 
@@ -144,6 +157,120 @@ pub struct GenerateOptions {
     pub extends: Vec<String>,
     /// Where it was learned, for the description (cgroup path or pod/container).
     pub source: String,
+    /// A directory with more than this many distinct entries used becomes one prefix rule.
+    pub collapse_dir_files: usize,
+}
+
+/// Default of [`GenerateOptions::collapse_dir_files`].
+pub const COLLAPSE_DIR_FILES: usize = 16;
+
+/// Access letters of a use, in the profile format's order.
+pub fn use_letters(read: bool, write: bool, exec: bool) -> String {
+    let mut s = String::new();
+    if read {
+        s.push('r');
+    }
+    if write {
+        s.push('w');
+    }
+    if exec {
+        s.push('x');
+    }
+    s
+}
+
+const R: u8 = 1;
+const W: u8 = 2;
+const X: u8 = 4;
+
+fn bits_letters(b: u8) -> String {
+    use_letters(b & R != 0, b & W != 0, b & X != 0)
+}
+
+fn letters_bits(s: &str) -> u8 {
+    s.chars().fold(0, |b, c| b | match c { 'r' => R, 'w' => W, 'x' => X, _ => 0 })
+}
+
+/// The parent directory prefix of a rule path (`/a/b` and `/a/b/` -> `/a/`; `/` -> None).
+fn parent_dir(p: &str) -> Option<&str> {
+    let t = p.strip_suffix('/').unwrap_or(p);
+    if t.is_empty() {
+        return None;
+    }
+    t.rfind('/').map(|i| &t[..=i])
+}
+
+/// The `files` section from the recorded paths (rules described in the module docs).
+fn file_rules(files: &[(String, LearnFileUse)], collapse: usize, notes: &mut Vec<String>) -> Vec<FileRuleSpec> {
+    let mut m: BTreeMap<String, u8> = BTreeMap::new();
+    let (mut procs, mut cut, mut deleted) = (0usize, 0usize, 0usize);
+    for (path, u) in files {
+        let bits = (if u.read != 0 { R } else { 0 }) | (if u.write != 0 { W } else { 0 }) | (if u.exec != 0 { X } else { 0 });
+        if bits == 0 {
+            continue;
+        }
+        let mut p = path.clone();
+        if let Some(s) = p.strip_suffix(" (deleted)") {
+            p = s.to_string();
+            deleted += 1;
+        }
+        if !p.starts_with('/') || crate::profile::files::check_path(&p).is_err() && u.cut == 0 {
+            notes.push(format!("files: left out `{p}` (not a path a rule can name)"));
+            continue;
+        }
+        if u.cut != 0 {
+            match parent_dir(&p) {
+                Some(d) => p = d.to_string(),
+                None => continue,
+            }
+            cut += 1;
+        }
+        if let Some(rest) = p.strip_prefix("/proc/") {
+            let first = rest.split('/').next().unwrap_or("");
+            if !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit()) {
+                p = "/proc/".into();
+                procs += 1;
+            }
+        }
+        *m.entry(p).or_default() |= bits;
+    }
+    if procs > 0 {
+        notes.push(format!("files: {procs} per-process /proc/<pid>/ path(s) generalised to /proc/ (the pid differs in every run)"));
+    }
+    if cut > 0 {
+        notes.push(format!("files: {cut} path(s) longer than the record holds written as their longest directory"));
+    }
+    if deleted > 0 {
+        notes.push(format!("files: {deleted} path(s) of files deleted meanwhile kept under their name"));
+    }
+    // Directories with many entries used: one prefix rule with the union of their uses.
+    let mut children: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in m.keys() {
+        if let Some(d) = parent_dir(p) {
+            children.entry(d.to_string()).or_default().push(p.clone());
+        }
+    }
+    for (d, kids) in children {
+        if kids.len() > collapse {
+            let mut bits = m.get(&d).copied().unwrap_or(0);
+            for k in &kids {
+                bits |= m.remove(k).unwrap_or(0);
+            }
+            notes.push(format!("files: {} entries used in {d} collapsed into `{d}` {}", kids.len(), bits_letters(bits)));
+            *m.entry(d).or_default() |= bits;
+        }
+    }
+    let listed: Vec<&String> = m.keys().filter(|p| p.ends_with('/') && p.as_str() != "/proc/").collect();
+    if !listed.is_empty() {
+        notes.push(format!(
+            "files: directories listed (opendir) need their prefix rule, which also covers what is below them: {}",
+            listed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    // Rules a directory rule already grants are redundant.
+    let dirs: Vec<(String, u8)> = m.iter().filter(|(p, _)| p.ends_with('/')).map(|(p, b)| (p.clone(), *b)).collect();
+    m.retain(|p, b| !dirs.iter().any(|(d, db)| d != p && p.starts_with(d.as_str()) && *db & *b == *b));
+    m.into_iter().map(|(path, b)| FileRuleSpec { path, access: bits_letters(b) }).collect()
 }
 
 pub struct Generated {
@@ -282,7 +409,22 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
         "bind: ports exact (0 = kernel-chosen); ports {}-{} collapsed into that range only from {EPHEMERAL_COLLAPSE_MIN} distinct ones",
         EPHEMERAL.lo, EPHEMERAL.hi
     ));
-    notes.push("files and execs: not learned yet (section left out: not restricted)".into());
+    let files = match &l.files {
+        Some(f) => Some(file_rules(f, opts.collapse_dir_files, &mut notes)),
+        None => {
+            notes.push("files and execs: not recorded (BPF-LSM is not usable on this kernel): section left out, not restricted".into());
+            None
+        }
+    };
+    if l.info.file_truncated > 0 {
+        notes.insert(
+            0,
+            format!(
+                "INCOMPLETE: {} file or exec use(s) of a new path were not recorded (bound of {LEARN_FILES_PER_CGROUP} paths per container reached, or the kernel map full): the workload did more than this profile allows",
+                l.info.file_truncated
+            ),
+        );
+    }
 
     if l.info.truncated > 0 {
         notes.insert(
@@ -307,7 +449,7 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
         description: Some(description.join("\n")),
         extends: opts.extends.clone(),
         syscalls: Some(SyscallsSpec::Allow(Syscalls { default: DefaultAction::Kill, allow: names.into_iter().collect() })),
-        files: None,
+        files,
         network: Some(Network {
             connect: Some(connect_rules),
             bind: Some(bind_rules),
@@ -315,7 +457,7 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
             raw_sockets: raw,
         }),
     };
-    Generated { profile: canonical(profile), notes, truncated: l.info.truncated }
+    Generated { profile: canonical(profile), notes, truncated: l.info.truncated + l.info.file_truncated }
 }
 
 // ---- union -----------------------------------------------------------------------------------
@@ -362,9 +504,12 @@ pub fn canonical(mut p: Profile) -> Profile {
         p.syscalls = Some(SyscallsSpec::Allow(Syscalls { default: s.default, allow: sorted_dedup(s.allow) }));
     }
     if let Some(f) = p.files.take() {
-        let mut f: Vec<(String, String)> = f.into_iter().map(|r| (r.path, r.access)).collect();
-        f = sorted_dedup(f);
-        p.files = Some(f.into_iter().map(|(path, access)| FileRuleSpec { path, access }).collect());
+        // One rule per path, with every access any rule for it gave.
+        let mut m: BTreeMap<String, u8> = BTreeMap::new();
+        for r in f {
+            *m.entry(r.path).or_default() |= letters_bits(&r.access);
+        }
+        p.files = Some(m.into_iter().map(|(path, b)| FileRuleSpec { path, access: bits_letters(b) }).collect());
     }
     if let Some(n) = p.network.take() {
         p.network = Some(Network {
@@ -477,7 +622,7 @@ mod tests {
     }
 
     fn opts() -> GenerateOptions {
-        GenerateOptions { name: "t".into(), extends: vec![], source: "test".into() }
+        GenerateOptions { name: "t".into(), extends: vec![], source: "test".into(), collapse_dir_files: COLLAPSE_DIR_FILES }
     }
 
     #[test]
@@ -516,6 +661,93 @@ mod tests {
         let Some(SyscallsSpec::Allow(s)) = &g.profile.syscalls else { panic!() };
         assert!(s.allow.contains(&"exit_group".to_string()) && s.allow.contains(&"read".to_string()));
         assert!(g.profile.description.as_ref().unwrap().contains("collapsed"));
+    }
+
+    fn used(path: &str, how: &str) -> (String, LearnFileUse) {
+        let u = LearnFileUse {
+            read: how.contains('r') as u8,
+            write: how.contains('w') as u8,
+            exec: how.contains('x') as u8,
+            cut: how.contains('c') as u8,
+            _pad: [0; 4],
+        };
+        (path.to_string(), u)
+    }
+
+    fn rules(p: &Profile) -> Vec<(String, String)> {
+        p.files.as_ref().unwrap().iter().map(|r| (r.path.clone(), r.access.clone())).collect()
+    }
+
+    #[test]
+    fn files_are_generated_and_generalised_as_stated() {
+        let mut files = vec![
+            used("/usr/bin/httpd", "x"),
+            used("/etc/hosts", "r"),
+            used("/proc/4242/status", "r"),
+            used("/proc/4242/fd/", "r"),
+            used("/var/log/app.log", "rw"),
+            used("/tmp/gone (deleted)", "w"),
+            used("anon_inode:[eventfd]", "r"),
+            used(&format!("/deep/{}", "d".repeat(240)), "rc"),
+        ];
+        for i in 0..20 {
+            files.push(used(&format!("/srv/www/page{i}.html"), "r"));
+        }
+        let mut l = learned(vec![], &["read"]);
+        l.files = Some(files);
+        let g = generate(&l, &opts());
+        let errors: Vec<_> = crate::profile::check(&g.profile).into_iter().filter(|d| d.is_error()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        crate::profile::compile(&g.profile).unwrap();
+        let r = rules(&g.profile);
+        let has = |p: &str, a: &str| r.iter().any(|(rp, ra)| rp == p && ra == a);
+        assert!(has("/usr/bin/httpd", "x"), "{r:?}");
+        assert!(has("/etc/hosts", "r"), "{r:?}");
+        assert!(has("/proc/", "r"), "per-pid paths generalised: {r:?}");
+        assert!(!r.iter().any(|(p, _)| p.starts_with("/proc/4242")), "{r:?}");
+        assert!(has("/var/log/app.log", "rw"), "{r:?}");
+        assert!(has("/tmp/gone", "w"), "{r:?}");
+        assert!(has("/srv/www/", "r"), "more than {COLLAPSE_DIR_FILES} entries collapsed: {r:?}");
+        assert!(has("/deep/", "r"), "a cut path becomes its directory: {r:?}");
+        assert!(!r.iter().any(|(p, _)| p.starts_with("anon_inode")), "{r:?}");
+        let d = g.profile.description.unwrap();
+        for said in ["/proc/<pid>/", "collapsed into `/srv/www/`", "longest directory", "anon_inode", "deleted"] {
+            assert!(d.contains(said), "the description says what was generalised ({said}): {d}");
+        }
+        // exact below the threshold
+        let mut l2 = learned(vec![], &["read"]);
+        l2.files = Some((0..3).map(|i| used(&format!("/srv/www/page{i}.html"), "r")).collect());
+        let r2 = rules(&generate(&l2, &opts()).profile);
+        assert_eq!(r2.len(), 3, "{r2:?}");
+    }
+
+    #[test]
+    fn files_not_recorded_leave_the_section_out() {
+        let g = generate(&learned(vec![], &["read"]), &opts());
+        assert!(g.profile.files.is_none());
+        assert!(g.profile.description.unwrap().contains("BPF-LSM is not usable"));
+    }
+
+    #[test]
+    fn union_merges_the_access_of_one_path() {
+        let mut a = learned(vec![], &["read"]);
+        a.files = Some(vec![used("/data/x", "r")]);
+        let mut b = learned(vec![], &["read"]);
+        b.files = Some(vec![used("/data/x", "w"), used("/bin/sh", "x")]);
+        let (a, b) = (generate(&a, &opts()).profile, generate(&b, &opts()).profile);
+        let ab = union(&[a.clone(), b.clone()], None).unwrap();
+        assert_eq!(rules(&ab), vec![("/bin/sh".to_string(), "x".to_string()), ("/data/x".to_string(), "rw".to_string())]);
+        assert_eq!(ab, union(&[b, a, ab.clone()], None).unwrap(), "idempotent, order-independent");
+    }
+
+    #[test]
+    fn file_truncation_is_marked() {
+        let mut l = learned(vec![], &["read"]);
+        l.files = Some(vec![]);
+        l.info = LearnInfo { file_items: LEARN_FILES_PER_CGROUP, file_truncated: 3, ..Default::default() };
+        let g = generate(&l, &opts());
+        assert_eq!(g.truncated, 3);
+        assert!(g.profile.description.unwrap().contains("INCOMPLETE: 3 file"));
     }
 
     #[test]

@@ -245,7 +245,7 @@ fn run(cli: Cli) -> Result<()> {
                 _ => unreachable!("clap requires one"),
             };
             let maps = Maps::open(&cli.pin_dir)?;
-            report(&maps, id, json)?;
+            report(&maps, &cli.pin_dir, id, json)?;
         }
         Cmd::Reset => {
             if enforcer::reset(&cli.pin_dir)? {
@@ -295,8 +295,8 @@ fn learned_syscalls(maps: &Maps, cgid: u64) -> Vec<&'static str> {
 
 /// `warden report`: counts are exact (per-CPU counters); the items are what the kernel's
 /// deduplicating record holds (complain and learn modes only), with its truncation marker.
-fn report(maps: &Maps, id: u64, json: bool) -> Result<()> {
-    let learned = warden::learn::Learned::read(maps, id)?;
+fn report(maps: &Maps, pin_dir: &std::path::Path, id: u64, json: bool) -> Result<()> {
+    let learned = warden::learn::Learned::read(maps, pin_dir, id)?;
     let c = maps.counters_of(id);
     let mode = learned.mode.map(|m| m.as_str()).unwrap_or("?");
     let mut groups: std::collections::BTreeMap<&'static str, Vec<String>> = std::collections::BTreeMap::new();
@@ -308,6 +308,15 @@ fn report(maps: &Maps, id: u64, json: bool) -> Result<()> {
         }
         for k in &learned.items {
             groups.entry(enforcer::kind_name(k.kind)).or_default().push(warden::learn::item_text(k));
+        }
+        for (path, u) in learned.files.iter().flatten() {
+            if u.exec != 0 {
+                groups.entry("exec").or_default().push(path.clone());
+            }
+            if u.read != 0 || u.write != 0 {
+                let how = warden::learn::use_letters(u.read != 0, u.write != 0, false);
+                groups.entry("file").or_default().push(format!("{path} ({how})"));
+            }
         }
     }
     let counts: std::collections::BTreeMap<&'static str, u64> = (0..warden_common::kind::COUNT as u8)
@@ -322,7 +331,7 @@ fn report(maps: &Maps, id: u64, json: bool) -> Result<()> {
             "would_deny_counts": counts,
             "items": groups,
             "items_recorded": recorded,
-            "truncated": learned.info.truncated,
+            "truncated": learned.info.truncated + learned.info.file_truncated,
             "events_sent": c.events_sent,
             "events_dropped": c.events_dropped,
         });

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuHashMap, RingBuf};
 use warden_common::{
-    cgroup_flags, CgroupPolicy, Counters, FileKey, LearnInfo, LearnKey, Net4Key, Net6Key, PortRules, ProfileHeader, ProfileMeta,
+    cgroup_flags, CgroupPolicy, Counters, FileKey, LearnFileKey, LearnFileUse, LearnInfo, LearnKey, Net4Key, Net6Key, PortRules, ProfileHeader, ProfileMeta,
     RateWindow, SyscallSet, MAP_LAYOUT_VERSION,
 };
 
@@ -25,6 +25,7 @@ pub struct Maps {
     pub learn: HashMap<MapData, u64, SyscallSet>,
     pub learn_net: HashMap<MapData, LearnKey, u8>,
     pub learn_info: HashMap<MapData, u64, LearnInfo>,
+    pub learn_files: HashMap<MapData, LearnFileKey, LearnFileUse>,
     pub state: Array<MapData, u64>,
 }
 
@@ -59,6 +60,7 @@ impl Maps {
             learn: open(&dir, "WARDEN_LEARN_SC")?.try_into()?,
             learn_net: open(&dir, "WARDEN_LEARN_NET")?.try_into()?,
             learn_info: open(&dir, "WARDEN_LEARN_INFO")?.try_into()?,
+            learn_files: open(&dir, "WARDEN_LEARN_FILES")?.try_into()?,
             state: open(&dir, "WARDEN_STATE")?.try_into()?,
         })
     }
@@ -107,6 +109,23 @@ impl Maps {
         v
     }
 
+    /// The distinct paths recorded for `root` (learned, or would-deny in complain), with their
+    /// uses; the path up to its NUL (lossy UTF-8).
+    pub fn learned_files(&self, root: u64) -> Vec<(String, LearnFileUse)> {
+        let mut v: Vec<(String, LearnFileUse)> = self
+            .learn_files
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(k, _)| k.root_cgroup == root)
+            .map(|(k, u)| {
+                let end = k.path.iter().position(|b| *b == 0).unwrap_or(k.path.len());
+                (String::from_utf8_lossy(&k.path[..end]).into_owned(), u)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     pub fn learn_info_of(&self, root: u64) -> LearnInfo {
         self.learn_info.get(&root, 0).unwrap_or_default()
     }
@@ -116,6 +135,11 @@ impl Maps {
         let _ = self.learn.remove(&root);
         for k in self.learned_items(root) {
             let _ = self.learn_net.remove(&k);
+        }
+        let keys: Vec<LearnFileKey> =
+            self.learn_files.keys().filter_map(|k| k.ok()).filter(|k| k.root_cgroup == root).collect();
+        for k in keys {
+            let _ = self.learn_files.remove(&k);
         }
         let _ = self.learn_info.remove(&root);
     }

@@ -84,6 +84,7 @@ const LSM_PROGRAMS: &[(&str, &str, LsmGroup, bool)] = &[
     ("warden_kernel_read_file", "kernel_read_file", LsmGroup::Gate, false),
     ("warden_userns_create", "userns_create", LsmGroup::Gate, false),
     ("warden_key_alloc", "key_alloc", LsmGroup::Gate, false),
+    ("warden_anon_inode", "inode_init_security_anon", LsmGroup::Gate, false),
     ("warden_socket_create", "socket_create", LsmGroup::Gate, false),
 ];
 
@@ -234,6 +235,7 @@ impl Enforcer {
             .override_global(globals::MOUNT_MNT, &off.files.mount_mnt, true)
             .override_global(globals::MOUNT_PARENT, &off.files.mount_parent, true)
             .override_global(globals::MOUNT_MOUNTPOINT, &off.files.mount_mountpoint, true)
+            .override_global(globals::MOUNT_NS, &off.files.mount_ns, true)
             .override_global(globals::TASK_FS, &off.files.task_fs, true)
             .override_global(globals::FS_ROOT, &off.files.fs_root, true)
             .override_global(globals::EVENT_RATE_LIMIT, &rate_limit, true)

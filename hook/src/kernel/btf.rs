@@ -38,6 +38,7 @@ pub struct FileOffsets {
     pub mount_mnt: u64,
     pub mount_parent: u64,
     pub mount_mountpoint: u64,
+    pub mount_ns: u64,
     pub task_fs: u64,
     pub fs_root: u64,
 }
@@ -59,6 +60,7 @@ impl FileOffsets {
             mount_mnt: member_offset(btf, "mount", &["mnt"])?,
             mount_parent: member_offset(btf, "mount", &["mnt_parent"])?,
             mount_mountpoint: member_offset(btf, "mount", &["mnt_mountpoint"])?,
+            mount_ns: member_offset(btf, "mount", &["mnt_ns"])?,
             task_fs: member_offset(btf, "task_struct", &["fs"])?,
             fs_root: member_offset(btf, "fs_struct", &["root"])?,
         })

@@ -5,8 +5,9 @@
 //! (`//`) would make a rule mean something other than what it says.
 use super::compile::Access;
 
-/// Longest path a rule may have, in bytes (the kernel path tables' key size).
-pub const MAX_PATH_LEN: usize = 255;
+/// Longest path a rule may have, in bytes: the kernel path table's key holds
+/// `FILE_PATH_MAX` bytes and an exact rule stores its path plus a NUL.
+pub const MAX_PATH_LEN: usize = warden_common::FILE_PATH_MAX - 1;
 /// Most file rules one profile (after `extends`) may have.
 pub const MAX_FILE_RULES: usize = 1024;
 
@@ -81,7 +82,8 @@ mod tests {
         bad("/etc/./x", "`.` component");
         bad("/etc//x", "empty component");
         bad("/etc/\0", "NUL");
-        bad(&format!("/{}", "a".repeat(255)), "256 bytes");
+        bad(&format!("/{}", "a".repeat(251)), "252 bytes");
+        assert!(check_path(&format!("/{}", "a".repeat(250))).is_ok(), "251 bytes fit the kernel key");
     }
 
     #[test]

@@ -195,7 +195,7 @@ fn file_rule_errors_are_collected_with_paths() {
 fn file_limits() {
     let long = format!("/{}", "a".repeat(300));
     let e = compile_err(&format!(r#"{{"name":"t","files":[{{"path":"{long}","access":"r"}}]}}"#));
-    assert!(e.contains("files[0].path: path is 301 bytes long; the limit is 255"), "{e}");
+    assert!(e.contains("files[0].path: path is 301 bytes long; the limit is 251"), "{e}");
     let rules: Vec<String> = (0..1025).map(|i| format!(r#"{{"path":"/f{i}","access":"r"}}"#)).collect();
     let e = compile_err(&format!(r#"{{"name":"t","files":[{}]}}"#, rules.join(",")));
     assert!(e.contains("files: 1025 rules; the limit is 1024"), "{e}");

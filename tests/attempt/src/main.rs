@@ -282,6 +282,59 @@ fn run(args: &[&str]) -> String {
                 }
                 result(fd)
             }
+            "ptrace-child" => {
+                // PTRACE_ATTACH to a child of ours (root may; Yama's scope 1 allows descendants).
+                // The child dies with us (PDEATHSIG) if the attempt is killed.
+                let child = unsafe { libc::fork() };
+                if child == 0 {
+                    unsafe {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        libc::pause();
+                        libc::_exit(0);
+                    }
+                }
+                let rc = unsafe { libc::ptrace(libc::PTRACE_ATTACH, child, 0, 0) };
+                let r = result(rc);
+                unsafe {
+                    libc::kill(child, libc::SIGKILL);
+                    libc::waitpid(child, std::ptr::null_mut(), 0);
+                }
+                r
+            }
+            "perf-event" => {
+                // A software CPU-clock counter on ourselves: struct perf_event_attr, 128 bytes,
+                // type PERF_TYPE_SOFTWARE (1), size, config PERF_COUNT_SW_CPU_CLOCK (0).
+                let mut attr = [0u8; 128];
+                attr[0..4].copy_from_slice(&1u32.to_ne_bytes());
+                attr[4..8].copy_from_slice(&128u32.to_ne_bytes());
+                let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0) };
+                if fd >= 0 {
+                    unsafe { libc::close(fd as i32) };
+                }
+                result(fd)
+            }
+            "finit-module" => {
+                // Not a module: a kernel that reads it answers ENOEXEC; the gate answers first.
+                need(2)?;
+                let f = std::fs::File::open(args[1]).map_err(|e| format!("open {}: {e}", args[1]))?;
+                let params = cstr("");
+                result(unsafe { libc::syscall(libc::SYS_finit_module, std::os::fd::AsRawFd::as_raw_fd(&f), params.as_ptr(), 0) })
+            }
+            "add-key-user" => {
+                // Into the user keyring, which outlives this process: a side effect a test can look for.
+                need(2)?;
+                let (t, d) = (cstr("user"), cstr(args[1]));
+                result(unsafe { libc::syscall(libc::SYS_add_key, t.as_ptr(), d.as_ptr(), b"x".as_ptr(), 1usize, -4i32 /* KEY_SPEC_USER_KEYRING */) })
+            }
+            "io-uring-setup" => {
+                // io_uring_setup(1, &params): 120 zeroed bytes of struct io_uring_params.
+                let mut params = [0u8; 120];
+                let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+                if fd >= 0 {
+                    unsafe { libc::close(fd as i32) };
+                }
+                result(fd)
+            }
             "add-key" => {
                 let (t, d) = (cstr("user"), cstr("warden-test"));
                 result(unsafe { libc::syscall(libc::SYS_add_key, t.as_ptr(), d.as_ptr(), b"x".as_ptr(), 1usize, -2i32 /* KEY_SPEC_PROCESS_KEYRING */) })

@@ -104,6 +104,7 @@ fn count_entries(pin_dir: &Path) -> Vec<(&'static str, usize)> {
         ("WARDEN_LEARN_SC", m.learn.keys().count()),
         ("WARDEN_LEARN_NET", m.learn_net.keys().count()),
         ("WARDEN_LEARN_INFO", m.learn_info.keys().count()),
+        ("WARDEN_LEARN_FILES", m.learn_files.keys().count()),
     ]
 }
 
