@@ -36,6 +36,15 @@ pub struct Config {
     /// The control socket (`warden status`, `warden events`, `warden oci-hook`): root only,
     /// its folder is made 0700 and the socket 0600 (see control.rs).
     pub control_socket: PathBuf,
+    /// Denial log lines per second per container (0: unlimited); over it lines are counted and
+    /// one line per second says how many were suppressed.
+    pub log_rate_limit: u32,
+    /// `host:port` for Prometheus' `GET /metrics` (e.g. "127.0.0.1:9464"); off when unset.
+    pub metrics_address: Option<String>,
+    /// Reload profiles when a file in `profile_dirs` changes (SIGHUP always reloads).
+    pub watch_profiles: bool,
+    /// After loading, keep only the capabilities confining new containers needs (ops::privs).
+    pub drop_capabilities: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +84,10 @@ impl Default for Config {
             learn_dir: "/var/lib/warden/learned".into(),
             learn_collapse_dir_files: crate::learn::COLLAPSE_DIR_FILES,
             control_socket: crate::control::DEFAULT_SOCKET.into(),
+            log_rate_limit: 20,
+            metrics_address: None,
+            watch_profiles: true,
+            drop_capabilities: true,
         }
     }
 }
@@ -108,6 +121,10 @@ impl Config {
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             anyhow::bail!("log_format: {:?} must be text or json", self.log_format);
+        }
+        if let Some(a) = &self.metrics_address {
+            a.parse::<std::net::SocketAddr>()
+                .map_err(|e| anyhow::anyhow!("metrics_address: {a:?} is not host:port with an IP address ({e})"))?;
         }
         Ok(())
     }
@@ -154,5 +171,9 @@ mod tests {
         assert!(e.contains("policy.default_profile"), "{e}");
         let e = Config::from_toml("[nri]\nplugin_index = \"5\"").unwrap_err().to_string();
         assert!(e.contains("two digits"), "{e}");
+        let e = Config::from_toml("metrics_address = \"localhost\"").unwrap_err().to_string();
+        assert!(e.contains("metrics_address"), "{e}");
+        let c = Config::from_toml("metrics_address = \"127.0.0.1:9464\"\nlog_rate_limit = 5").unwrap();
+        assert_eq!((c.metrics_address.as_deref(), c.log_rate_limit), (Some("127.0.0.1:9464"), 5));
     }
 }

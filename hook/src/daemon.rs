@@ -44,6 +44,8 @@ pub struct Daemon {
     pub(crate) containers: Mutex<HashMap<String, Confined>>,
     /// Subscribers of the control socket's `events` (control.rs).
     pub(crate) hub: crate::control::EventHub,
+    /// Denial logs, metrics, reload (hook/src/ops).
+    pub ops: crate::ops::Ops,
 }
 
 impl Daemon {
@@ -60,7 +62,8 @@ impl Daemon {
         let mut enforcer = Enforcer::open(&cfg.pin_dir)?;
         // Verify the BPF-LSM programs now, not inside the runtime's StartContainer timeout.
         enforcer.preload_lsm();
-        Ok(Daemon { cfg, probe, cgroup2, enforcer: Mutex::new(enforcer), containers: Mutex::new(HashMap::new()), hub: Default::default() })
+        let ops = crate::ops::Ops::new(&cfg);
+        Ok(Daemon { cfg, probe, cgroup2, enforcer: Mutex::new(enforcer), containers: Mutex::new(HashMap::new()), hub: Default::default(), ops })
     }
 
     pub fn confined(&self) -> Vec<(String, Confined)> {
@@ -76,6 +79,7 @@ impl Daemon {
         let p = profile::resolve::load_file(&path, &search)?.into_profile()?;
         let c = profile::compile(&p).with_context(|| format!("profile {name} ({})", path.display()))?;
         self.probe.check_profile(&c)?;
+        self.ops.note_profile(name, &c.name);
         Ok(c)
     }
 
@@ -98,8 +102,13 @@ impl Daemon {
             }
             Selection::Confine { profile, mode, source } => (profile, mode, source),
         };
+        // Until applied: a reload waits (ops::Ops::profiles_read).
+        let _gate = self.ops.profiles_read();
         let compiled = match &profile {
-            Some(name) => self.load_profile(name).with_context(|| format!("annotation {source}"))?,
+            Some(name) => self
+                .load_profile(name)
+                .inspect_err(|_| self.ops.metrics.profile_error("start"))
+                .with_context(|| format!("annotation {source}"))?,
             // Learn mode without a profile: an empty one; learn allows and records everything.
             None => profile::compile(&Profile::from_json(r#"{"name":"learning"}"#)?)?,
         };
@@ -126,6 +135,12 @@ impl Daemon {
     /// StartContainer: confine or refuse (or, fail-open, warn and let it start).
     fn start(&self, pod: &PodSandbox, c: &Container) -> Result<(), String> {
         let t = Instant::now();
+        let r = self.start_inner(pod, c, t);
+        self.ops.metrics.nri_request("start_container", t.elapsed());
+        r
+    }
+
+    fn start_inner(&self, pod: &PodSandbox, c: &Container, t: Instant) -> Result<(), String> {
         match self.confine(pod, c) {
             Ok(Some(r)) => {
                 info!(namespace = %r.namespace, pod = %r.pod, container = %r.container, container_id = %c.id,
@@ -200,6 +215,7 @@ impl Daemon {
                 Err(e) => error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "writing the learned profile failed"),
             }
         }
+        self.ops.metrics.released(enf.maps(), &rec);
         match enf.release(rec.cgroup_id) {
             Ok(_) => info!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, "released"),
             Err(e) => error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "release failed"),
@@ -257,15 +273,14 @@ impl Daemon {
         }
     }
 
-    /// Logs every kernel event with the pod and container it belongs to.
+    /// Logs every kernel event with the pod and container it belongs to (structured, rate
+    /// limited per container: ops::report).
     fn log_events(self: Arc<Self>, pin_dir: PathBuf) {
         let r = events::read(&pin_dir, true, None, |ev| {
             // The daemon is the ring's only consumer: control-socket subscribers get a copy.
             self.hub.publish(&self.containers.lock().unwrap(), &ev);
             let who = self.containers.lock().unwrap().values().find(|r| r.cgroup_id == ev.root_cgroup).cloned();
-            let (ns, pod, ctr) = who.map(|r| (r.namespace, r.pod, r.container)).unwrap_or_default();
-            warn!(target: "warden::event", namespace = %ns, pod = %pod, container = %ctr, profile = %ev.profile,
-                  mode = %ev.mode, kind = ev.kind, verdict = ev.verdict, pid = ev.pid, comm = %ev.comm, "{}", ev.detail);
+            self.ops.report.event(&ev, who.as_ref());
             true
         });
         if let Err(e) = r {
@@ -298,13 +313,23 @@ impl nri::Handler for Daemon {
 /// pinned on exit unless `release_on_exit`.
 pub fn run(cfg: Config) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // SIGHUP (reload) handled from the start: its default action would end the daemon.
+    let hup = crate::ops::hangup_signal(&rt)?;
     let release_on_exit = cfg.release_on_exit;
     let pin_dir = cfg.pin_dir.clone();
     let endpoint = nri::Endpoint::from_env_or(cfg.nri.socket_path.clone())?;
     let opts = nri::PluginOptions::from_env_or(&cfg.nri.plugin_name, &cfg.nri.plugin_index)?;
     let nri_enabled = cfg.nri.enabled;
     let control_socket = cfg.control_socket.clone();
+    crate::ops::privs::check_start()?;
+    let metrics = cfg.metrics_address.as_deref().map(crate::ops::metrics::bind).transpose()?;
+    let watcher = if cfg.watch_profiles { crate::ops::reload::watch(&cfg.profile_dirs)? } else { None };
+    let drop_caps = cfg.drop_capabilities;
     let daemon = Arc::new(Daemon::new(cfg)?);
+    // Before any other thread exists: capabilities are per thread and inherited.
+    if drop_caps {
+        crate::ops::privs::drop_to_kept()?;
+    }
     // Removes the socket file when `run` returns. Without NRI the socket is the only way in:
     // fatal. With NRI, enforcing containerd's containers matters more than `warden status`.
     let _control = match crate::control::serve(daemon.clone(), &control_socket) {
@@ -315,6 +340,10 @@ pub fn run(cfg: Config) -> Result<()> {
         }
         Err(e) => return Err(e),
     };
+    if let Some(w) = watcher {
+        let d = daemon.clone();
+        std::thread::Builder::new().name("profile-watch".into()).spawn(move || w.run(d))?;
+    }
     {
         let d = daemon.clone();
         std::thread::Builder::new().name("events".into()).spawn(move || d.log_events(pin_dir))?;
@@ -323,6 +352,7 @@ pub fn run(cfg: Config) -> Result<()> {
     let d = daemon.clone();
     rt.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        crate::ops::spawn_tasks(&d, hup, metrics);
         let nri_plugin = async move {
             if !nri_enabled {
                 warn!("NRI disabled (nri.enabled = false): containers are confined only through the control socket (warden oci-hook)");

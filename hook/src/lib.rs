@@ -10,5 +10,6 @@ pub mod kernel;
 pub mod learn;
 pub mod nri;
 pub mod oci_hook;
+pub mod ops;
 pub mod policy;
 pub mod profile;

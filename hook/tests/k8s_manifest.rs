@@ -188,12 +188,13 @@ fn packaged_config_and_containerd_snippets_match_defaults() {
     let text = std::fs::read_to_string(repo().join("packaging/config.toml")).unwrap();
     assert_eq!(Config::from_toml(&text).unwrap(), Config::default());
     // ...and uncommented it is still valid and still the defaults (except the documented
-    // default_profile example).
+    // default_profile and metrics_address examples).
     let setting = |l: &str| l.starts_with('[') || l.split_once(" = ").is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
     let uncommented: Vec<&str> = text.lines().map(|l| l.strip_prefix("# ").filter(|l| setting(l)).unwrap_or(l)).collect();
     let uncommented = uncommented.join("\n");
     let mut c = Config::from_toml(&uncommented).expect("uncommented packaged config");
     c.policy.default_profile = None;
+    c.metrics_address = None; // documented example; off by default
     assert_eq!(c, Config::default());
 
     let def = Config::default();

@@ -179,9 +179,10 @@ pub fn check_layout(pin_dir: &Path) -> Result<()> {
     let v = state.get(&STATE_LAYOUT, 0).unwrap_or(0);
     if v != 0 && v != MAP_LAYOUT_VERSION as u64 {
         bail!(
-            "pinned warden state at {} has map layout version {v}, this warden uses {MAP_LAYOUT_VERSION}. \
-             Release every confined cgroup with the warden that created them (or remove {} to drop \
-             all enforcement), then start this version",
+            "pinned warden state at {} has map layout version {v}, this warden uses {MAP_LAYOUT_VERSION}: \
+             nothing was adopted or changed. Drain the node (or release every confined cgroup with the \
+             warden that created them), run `warden reset --pin-dir {}` to drop all pinned enforcement, \
+             then start this version",
             pin_dir.display(),
             pin_dir.display()
         );

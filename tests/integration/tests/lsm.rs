@@ -449,7 +449,7 @@ fn files_and_execs_with_bpf_lsm() {
         let st = std::process::Command::new(&runner)
             // The cases, two containerd pods and ten learned-pod starts under TCG: ~2-4 min on
             // an idle 2-core machine.
-            .args(["--kernel", k, "--timeout", "900", "--"])
+            .args(["--kernel", k, "--timeout", "900", "--mem", "2048", "--"])
             .arg(&exe)
             .args(["--exact", "files_and_execs_with_bpf_lsm", "--nocapture", "--test-threads=1"])
             .env(IN_VM, "1")

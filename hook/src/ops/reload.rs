@@ -1,0 +1,163 @@
+//! Profile hot reload: on SIGHUP, and when a `*.json` file changes in a profile folder
+//! (inotify), every profile in use is loaded and compiled again; a new version is written
+//! beside the old one and each container's entry switches to it in one map update
+//! (`Enforcer::replace_profile`). A profile that no longer loads or compiles keeps its old
+//! version running: the error is logged with the file and the reason, and counted in
+//! `warden_profile_errors_total{stage="reload"}`.
+use std::collections::BTreeSet;
+use std::os::fd::AsRawFd as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use inotify::{Inotify, WatchMask};
+use tracing::{error, info, warn};
+
+use crate::daemon::Daemon;
+use crate::profile;
+
+/// What one reload did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Profiles whose new version now applies.
+    pub changed: Vec<String>,
+    /// Profiles that failed (old version kept).
+    pub failed: Vec<String>,
+}
+
+impl Daemon {
+    /// Recompiles every profile in use and switches its containers to changed versions.
+    pub fn reload_profiles(&self, why: &str) -> Reloaded {
+        // No start may compile a profile while the reload swaps versions (see Ops).
+        let _gate = self.ops.profiles_gate.write().unwrap_or_else(|e| e.into_inner());
+        let in_use: BTreeSet<String> = self.containers.lock().unwrap().values().map(|r| r.profile.clone()).collect();
+        let mut out = Reloaded::default();
+        for compiled_name in in_use {
+            // Only profiles loaded by name from the profile folders (not learn mode's empty one).
+            let Some(name) = self.ops.lookup_name(&compiled_name) else { continue };
+            let search = profile::resolve::SearchPath { dirs: self.cfg.profile_dirs.clone() };
+            let file = search.find(&name).map(|p| p.display().to_string()).unwrap_or_else(|_| "(no file)".into());
+            let r = self.load_profile(&name).and_then(|c| {
+                let n = self.enforcer.lock().unwrap().replace_profile(&c)?;
+                Ok((c.version(), n))
+            });
+            match r {
+                Ok((_, 0)) => {}
+                Ok((version, n)) => {
+                    info!(profile = %name, file = %file, version = %version, containers = n, why, "profile reloaded: new version applies");
+                    out.changed.push(name);
+                }
+                Err(e) => {
+                    self.ops.metrics.profile_error("reload");
+                    error!(profile = %name, file = %file, error = %format!("{e:#}"), why,
+                           "profile reload FAILED: the previous version stays in force");
+                    out.failed.push(name);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// inotify watches on the profile folders.
+pub struct Watcher {
+    inotify: Inotify,
+}
+
+const MASK: WatchMask = WatchMask::CLOSE_WRITE
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::DELETE);
+
+/// Watches each existing folder (a missing one is skipped: it cannot hold profiles in use).
+pub fn watch(dirs: &[PathBuf]) -> Result<Option<Watcher>> {
+    let inotify = Inotify::init().context("inotify_init")?;
+    let mut n = 0;
+    for d in dirs {
+        if !d.is_dir() {
+            info!(dir = %d.display(), "profile folder missing: not watched");
+            continue;
+        }
+        inotify.watches().add(d, MASK).with_context(|| format!("watching {}", d.display()))?;
+        n += 1;
+    }
+    Ok((n > 0).then_some(Watcher { inotify }))
+}
+
+/// Whether a change to this folder entry may change a profile: a `*.json` file, or `..data`,
+/// the symlink Kubernetes swaps atomically when a mounted ConfigMap is updated.
+fn is_trigger(name: Option<&std::ffi::OsStr>) -> bool {
+    // Editors' temporaries (.x.json.swp, x.json~, .x.json.tmp) are not profiles.
+    name.and_then(|n| n.to_str()).is_some_and(|n| (n.ends_with(".json") && !n.starts_with('.')) || n == "..data")
+}
+
+impl Watcher {
+    /// Reads change events forever (run on its own thread); a burst of changes (an editor's
+    /// save, a package upgrade) becomes one reload once the folder is quiet for 200 ms.
+    pub fn run(mut self, daemon: Arc<Daemon>) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let mut changed: BTreeSet<String> = BTreeSet::new();
+            match self.inotify.read_events_blocking(&mut buf) {
+                Ok(evs) => {
+                    for e in evs {
+                        if e.mask.contains(inotify::EventMask::IGNORED) {
+                            // The folder itself went away (removed, unmounted): its watch is gone.
+                            warn!("a profile folder is no longer watched (removed?): edits there need SIGHUP or a restart");
+                        }
+                        if is_trigger(e.name) {
+                            changed.insert(e.name.unwrap_or_default().to_string_lossy().into_owned());
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    error!("profile folder watch stopped: {e}; SIGHUP still reloads");
+                    return;
+                }
+            }
+            if changed.is_empty() {
+                continue;
+            }
+            // Debounce: keep collecting until nothing arrives for 200 ms.
+            loop {
+                let mut pfd = libc::pollfd { fd: self.inotify.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
+                    break;
+                }
+                match self.inotify.read_events(&mut buf) {
+                    Ok(evs) => {
+                        for e in evs {
+                            if is_trigger(e.name) {
+                                changed.insert(e.name.unwrap_or_default().to_string_lossy().into_owned());
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        warn!("profile folder watch: {e}");
+                        break;
+                    }
+                }
+            }
+            let files: Vec<String> = changed.into_iter().collect();
+            daemon.reload_profiles(&format!("changed: {}", files.join(", ")));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_profile_files_trigger() {
+        use std::ffi::OsStr;
+        assert!(is_trigger(Some(OsStr::new("web.json"))));
+        assert!(is_trigger(Some(OsStr::new("..data"))), "a Kubernetes ConfigMap update");
+        for n in [".web.json.swp", "web.json~", ".web.json.tmp", "README", ".hidden.json", "..data_tmp"] {
+            assert!(!is_trigger(Some(OsStr::new(n))), "{n}");
+        }
+        assert!(!is_trigger(None));
+    }
+}
