@@ -244,6 +244,23 @@ impl EventFollower {
     }
 
     /// Collects events until none arrives for `quiet`.
+    /// Collects events for `total`, however many come (a source that never goes quiet, like a
+    /// looping container, would keep [`EventFollower::drain`] waiting forever).
+    pub fn drain_for(&mut self, total: Duration) -> usize {
+        let end = Instant::now() + total;
+        let mut n = 0;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v);
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        n
+    }
+
     pub fn drain(&mut self, quiet: Duration) -> usize {
         let mut n = 0;
         while let Ok(v) = self.rx.recv_timeout(quiet) {

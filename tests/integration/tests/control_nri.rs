@@ -55,7 +55,7 @@ async fn status_events_and_report_name_nri_pods() {
     let ev = mine.wait_for(Duration::from_secs(10), |e| e["container"] == "looper").unwrap_or_else(|| panic!("no event\n{}", w.log_text()));
     assert_eq!((ev["pod"].as_str(), ev["verdict"].as_str(), ev["port"].as_u64()), (Some("web"), Some("denied"), Some(denied as u64)), "{ev}");
     assert!(all.wait_for(Duration::from_secs(10), |e| e["container"] == "other").is_some(), "{:?}", all.seen);
-    mine.drain(Duration::from_millis(500));
+    mine.drain_for(Duration::from_secs(1));
     assert!(mine.seen.iter().all(|e| e["container"] == "looper" && e["namespace"] == "shop"), "{:?}", mine.seen);
 
     // report --container by id prefix, through the daemon.
