@@ -24,7 +24,8 @@ cargo rustc --locked -p warden-attempt --release --target "$(rustc -vV | sed -n 
 
 status=0
 echo "== unit tests and kernel tests (real cgroups, real eBPF)"
-cargo test --locked --lib --bins --tests 2>&1 | grep -v '^warning: warden@' | tee -a "$log" || true
+# --no-fail-fast: a failing binary must not hide the results of the ones after it.
+cargo test --locked --no-fail-fast --lib --bins --tests 2>&1 | grep -v '^warning: warden@' | tee -a "$log" || true
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 # Suites outside cargo test count as one test each in the closing line.

@@ -537,7 +537,7 @@ mod tests {
         assert_eq!(size_of::<Net6Key>(), 20);
         assert_eq!(size_of::<Event>(), 8 * 3 + 4 * 4 + 4 + 4 + 16 + 16);
         assert_eq!(size_of::<LearnKey>(), 32);
-        assert_eq!(size_of::<LearnInfo>(), 16 + 64);
+        assert_eq!(size_of::<LearnInfo>(), 32 + 64);
         assert_eq!(size_of::<FileEvent>(), size_of::<Event>() + EVENT_PATH_MAX);
         // LPM key data (without the 4-byte prefix length) is at most 256 bytes.
         assert_eq!(size_of::<FileKey>(), 256);
