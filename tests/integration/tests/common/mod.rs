@@ -147,6 +147,13 @@ pub async fn learned_pod_scenario() {
     assert_eq!(exit_code(&c, &id).await, 137);
     let log = c.container_log("enforced-new", "app");
     assert_eq!(lines(&log), expect, "{log}");
+    // For the record: how long the daemon took per StartContainer, and how often it
+    // (re)registered with containerd (a handler slower than containerd's plugin request
+    // timeout makes containerd drop the plugin; it then reconnects and resynchronizes).
+    let log = w.log_text();
+    let micros: Vec<&str> = log.lines().filter_map(|l| l.split("micros=").nth(1)).map(|m| m.split_whitespace().next().unwrap_or("")).collect();
+    let registrations = log.lines().filter(|l| l.contains("registered with the runtime")).count();
+    eprintln!("StartContainer handling (us): {micros:?}; registrations: {registrations}");
     if files {
         // Reported with the full path.
         let log = w.log_text();
