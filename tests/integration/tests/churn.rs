@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd, PodHandle};
 use warden_integration_tests::*;
 
-const ATTEMPT: &str = "/warden-attempt";
+mod common;
+use common::ATTEMPT;
 const CONTAINERS: usize = 200;
 const LANES: usize = 4;
 

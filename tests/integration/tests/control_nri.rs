@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd};
 use warden_integration_tests::*;
 
-const ATTEMPT: &str = "/warden-attempt";
+mod common;
+use common::ATTEMPT;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_events_and_report_name_nri_pods() {

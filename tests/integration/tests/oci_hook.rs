@@ -2,7 +2,6 @@
 //! bundles whose config.json names the hook at createRuntime and poststop, the static
 //! `warden-attempt` as entrypoint. And the control socket itself: root only, `status`, and
 //! `events --follow --pod`. Needs root; under CI=true a missing piece fails the test.
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use warden_integration_tests::*;
+
+mod common;
+use common::listener;
 
 const RUNC: &str = "/usr/sbin/runc";
 
@@ -32,12 +34,6 @@ fn ready() -> bool {
     }
     eprintln!("SKIPPED (not in CI): {}", missing.join("; "));
     false
-}
-
-fn listener() -> (TcpListener, u16) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let p = l.local_addr().unwrap().port();
-    (l, p)
 }
 
 /// Network only: connect to 127.0.0.1:`port` over tcp, nothing else.

@@ -10,7 +10,8 @@ use serde_json::Value;
 use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd, PodHandle};
 use warden_integration_tests::*;
 
-const ATTEMPT: &str = "/warden-attempt";
+mod common;
+use common::{latest_line, listener, ATTEMPT};
 
 fn ready(test: &str) -> bool {
     prerequisites_or_skip(test) && prerequisites()
@@ -18,12 +19,6 @@ fn ready(test: &str) -> bool {
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn listener() -> (TcpListener, u16) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let p = l.local_addr().unwrap().port();
-    (l, p)
 }
 
 /// Connect only to 127.0.0.1 on `ports` (tcp); every syscall but unshare.
@@ -67,19 +62,6 @@ fn http_get(port: u16, path: &str) -> (String, String) {
 /// The value of the series whose line starts with `series` (exact name and labels).
 fn sample(body: &str, series: &str) -> Option<f64> {
     body.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().split(' ').next()?.parse().ok()))
-}
-
-/// The last non-empty log line of a looping container, after at least two new lines.
-async fn latest_line(c: &Containerd, pod: &str, ctr: &str) -> String {
-    let before = c.container_log(pod, ctr).lines().count();
-    for _ in 0..100 {
-        let log = c.container_log(pod, ctr);
-        if log.lines().count() >= before + 2 {
-            return log.lines().last().unwrap_or("").to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("container {ctr} stopped logging:\n{}", c.container_log(pod, ctr));
 }
 
 /// Waits until the looping container's latest line is `want`.

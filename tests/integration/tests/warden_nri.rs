@@ -7,7 +7,7 @@ use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd, Po
 use warden_integration_tests::*;
 
 mod common;
-use common::{exit_code, listener, run_attempts, ATTEMPT};
+use common::{exit_code, latest_line, listener, run_attempts, ATTEMPT};
 
 fn ready(test: &str) -> bool {
     prerequisites_or_skip(test) && prerequisites()
@@ -38,19 +38,6 @@ async fn run_loop(c: &Containerd, pod: &PodHandle, name: &str, attempt: &str) ->
         .unwrap();
     c.start_container(&id).await.unwrap();
     id
-}
-
-/// The last non-empty log line of a looping container, after waiting for `n` new lines.
-async fn latest_line(c: &Containerd, pod: &str, ctr: &str) -> String {
-    let before = c.container_log(pod, ctr).lines().count();
-    for _ in 0..100 {
-        let log = c.container_log(pod, ctr);
-        if log.lines().count() >= before + 2 {
-            return log.lines().last().unwrap_or("").to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("container {ctr} stopped logging:\n{}", c.container_log(pod, ctr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

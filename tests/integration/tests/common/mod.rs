@@ -40,6 +40,19 @@ pub async fn exit_code(c: &Containerd, id: &str) -> i32 {
     panic!("container {id} did not exit");
 }
 
+/// The last non-empty log line of a looping container, after at least two new lines.
+pub async fn latest_line(c: &Containerd, pod: &str, ctr: &str) -> String {
+    let before = c.container_log(pod, ctr).lines().count();
+    for _ in 0..100 {
+        let log = c.container_log(pod, ctr);
+        if log.lines().count() >= before + 2 {
+            return log.lines().last().unwrap_or("").to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("container {ctr} stopped logging:\n{}", c.container_log(pod, ctr));
+}
+
 fn lines(log: &str) -> Vec<String> {
     log.lines().map(|l| l.trim_end().to_string()).collect()
 }
