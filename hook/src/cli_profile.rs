@@ -59,15 +59,8 @@ enum Sub {
     /// Write a profile from what a cgroup in learn mode did (read from the pinned maps),
     /// with a report of what was generalised (on stderr, and in the profile's description).
     Generate {
-        /// The confined cgroup (cgroup2 directory, absolute or relative to the mount).
-        #[arg(long, conflicts_with_all = ["cgroup_id", "container"], required_unless_present_any = ["cgroup_id", "container"])]
-        cgroup: Option<PathBuf>,
-        /// For a cgroup whose directory is gone (still confined).
-        #[arg(long, conflicts_with = "container")]
-        cgroup_id: Option<u64>,
-        /// A container the daemon confined: id or unique id prefix (asks the daemon).
-        #[arg(long)]
-        container: Option<String>,
+        #[command(flatten)]
+        target: CgroupTarget,
         /// Write the profile here instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -94,6 +87,40 @@ enum Sub {
     },
 }
 
+/// Which confined cgroup a command reads: by cgroup directory, cgroup id, or container
+/// (`profile generate`, `report`).
+#[derive(clap::Args)]
+pub struct CgroupTarget {
+    /// The confined cgroup (cgroup2 directory, absolute or relative to the mount).
+    #[arg(long, conflicts_with_all = ["cgroup_id", "container"], required_unless_present_any = ["cgroup_id", "container"])]
+    cgroup: Option<PathBuf>,
+    /// For a cgroup whose directory is gone (still confined).
+    #[arg(long, conflicts_with = "container")]
+    cgroup_id: Option<u64>,
+    /// A container the daemon confined: id or unique id prefix (asks the daemon).
+    #[arg(long)]
+    container: Option<String>,
+}
+
+impl CgroupTarget {
+    /// The cgroup id, and how to name it in reports.
+    pub fn resolve(self, socket: &Path) -> Result<(u64, String)> {
+        Ok(match (self.cgroup, self.cgroup_id, self.container) {
+            (_, Some(id), _) => (id, format!("cgroup id {id}")),
+            (None, None, Some(c)) => {
+                let (id, i) = warden::control::container_cgroup(socket, &c)?;
+                let who = if i.pod.is_empty() { format!("container {}", i.id) } else { format!("container {} of pod {}/{}", i.container, i.namespace, i.pod) };
+                (id, who)
+            }
+            (Some(p), None, _) => {
+                let p = crate::cgroup_path(&p)?;
+                (warden::cgroup::cgroup_id(&p)?, format!("cgroup {}", p.display()))
+            }
+            _ => unreachable!("clap requires one"),
+        })
+    }
+}
+
 pub fn run(cmd: ProfileCmd, pin_dir: &Path, socket: &Path) -> Result<()> {
     let search = SearchPath::new(cmd.profile_path);
     match cmd.cmd {
@@ -101,20 +128,8 @@ pub fn run(cmd: ProfileCmd, pin_dir: &Path, socket: &Path) -> Result<()> {
         Sub::Show { profile, json } => show(&profile, json, &search),
         Sub::ImportSeccomp { file, output, caps, kernel, name } => import(&file, output.as_deref(), caps, kernel, name),
         Sub::Diff { a, b } => diff_cmd(&a, &b, &search),
-        Sub::Generate { cgroup, cgroup_id, container, output, name, extends, collapse_dir_files } => {
-            let (id, source) = match (cgroup, cgroup_id, container) {
-                (_, Some(id), _) => (id, format!("cgroup id {id}")),
-                (None, None, Some(c)) => {
-                    let (id, i) = warden::control::container_cgroup(socket, &c)?;
-                    let who = if i.pod.is_empty() { format!("container {}", i.id) } else { format!("container {} of pod {}/{}", i.container, i.namespace, i.pod) };
-                    (id, who)
-                }
-                (Some(p), None, _) => {
-                    let p = if p.is_absolute() { p } else { warden::cgroup::cgroup2_mount()?.join(p) };
-                    (warden::cgroup::cgroup_id(&p)?, format!("cgroup {}", p.display()))
-                }
-                _ => unreachable!("clap requires one"),
-            };
+        Sub::Generate { target, output, name, extends, collapse_dir_files } => {
+            let (id, source) = target.resolve(socket)?;
             let maps = warden::enforcer::Maps::open(pin_dir)?;
             let learned = learn::Learned::read(&maps, pin_dir, id)?;
             let name = name.unwrap_or_else(|| format!("learned-{id}"));

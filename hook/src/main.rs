@@ -110,13 +110,8 @@ enum Cmd {
     /// What enforce would have denied a cgroup in complain mode, grouped by kind: exact counts,
     /// and the distinct items the kernel recorded (deduplicated, bounded).
     Report {
-        #[arg(long, conflicts_with_all = ["cgroup_id", "container"], required_unless_present_any = ["cgroup_id", "container"])]
-        cgroup: Option<PathBuf>,
-        #[arg(long, conflicts_with = "container")]
-        cgroup_id: Option<u64>,
-        /// A container the daemon confined: id or unique id prefix (asks the daemon).
-        #[arg(long)]
-        container: Option<String>,
+        #[command(flatten)]
+        target: cli_profile::CgroupTarget,
         #[arg(long)]
         json: bool,
     },
@@ -245,13 +240,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("profile {} version {} now applies to {n} cgroup(s)", compiled.name, compiled.version());
         }
         Cmd::Status { json } => cli_control::status(&cli.socket, &cli.pin_dir, json)?,
-        Cmd::Report { cgroup, cgroup_id, container, json } => {
-            let id = match (cgroup, cgroup_id, container) {
-                (_, Some(id), _) => id,
-                (Some(p), None, _) => cgroup::cgroup_id(&cgroup_path(&p)?)?,
-                (None, None, Some(c)) => warden::control::container_cgroup(&cli.socket, &c)?.0,
-                _ => unreachable!("clap requires one"),
-            };
+        Cmd::Report { target, json } => {
+            let (id, _) = target.resolve(&cli.socket)?;
             let maps = Maps::open(&cli.pin_dir)?;
             report(&maps, &cli.pin_dir, id, json)?;
         }
