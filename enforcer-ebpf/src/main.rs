@@ -532,10 +532,7 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
                 // A plain byte store in the cgroup's learn record (no dedupe insert, no event):
                 // routing this through judge()/report() again made the program too much for
                 // kernel 6.1's verifier.
-                if WARDEN_LEARN_INFO.get_ptr_mut(&root).is_none() {
-                    let _ = WARDEN_LEARN_INFO.insert(&root, &LearnInfo::default(), 1 /* BPF_NOEXIST */);
-                }
-                if let Some(info) = WARDEN_LEARN_INFO.get_ptr_mut(&root) {
+                if let Some(info) = learn_info(root) {
                     unsafe { (*info).families[(family & 63) as usize] = 1 };
                 }
             }
