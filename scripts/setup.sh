@@ -38,6 +38,17 @@ rust_components() {
         log "rustup component add rust-src --toolchain ${EBPF_TOOLCHAIN}"
         rustup component add rust-src --toolchain "${EBPF_TOOLCHAIN}"
     fi
+    # The test command's gates: rustfmt and clippy on the default toolchain (host crates) and
+    # on the eBPF toolchain (the eBPF crate is linted for its own target).
+    local tc
+    for tc in "$(rustup show active-toolchain | cut -d' ' -f1)" "${EBPF_TOOLCHAIN}"; do
+        for c in rustfmt clippy; do
+            if ! rustup component list --toolchain "$tc" --installed 2>/dev/null | grep -q "^${c}"; then
+                log "rustup component add ${c} --toolchain ${tc}"
+                rustup component add "$c" --toolchain "$tc"
+            fi
+        done
+    done
 }
 
 bpf_linker() {

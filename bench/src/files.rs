@@ -16,7 +16,9 @@ impl Drop for Tree {
 }
 
 pub fn part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, iters: u64) -> Result<()> {
-    enf.lsm_status().map_err(|why| anyhow!("the files part needs BPF-LSM, which this kernel lacks: {why} (scripts/bench.sh runs it in a VM)"))?;
+    enf.lsm_status().map_err(|why| {
+        anyhow!("the files part needs BPF-LSM, which this kernel lacks: {why} (scripts/bench.sh runs it in a VM)")
+    })?;
     let tree = Tree(std::env::temp_dir().join(format!("warden-bench-files-{}", std::process::id())));
     // The file sits 6 levels below its directory rule: the path the kernel resolves is long.
     let deep = tree.0.join("a/b/c/d/e/f");

@@ -146,7 +146,13 @@ fn tcp_connect_close(port: u16) -> bool {
             use std::os::fd::AsRawFd as _;
             let l = libc::linger { l_onoff: 1, l_linger: 0 };
             unsafe {
-                libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &l as *const _ as *const _, std::mem::size_of::<libc::linger>() as u32)
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    &l as *const _ as *const _,
+                    std::mem::size_of::<libc::linger>() as u32,
+                )
             };
             true
         }
@@ -300,9 +306,14 @@ fn machine() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
-    let vm = std::env::var("WARDEN_VM_KERNEL").map(|k| format!(" (qemu TCG VM, Debian {k} kernel)")).unwrap_or_default();
+    let vm =
+        std::env::var("WARDEN_VM_KERNEL").map(|k| format!(" (qemu TCG VM, Debian {k} kernel)")).unwrap_or_default();
     format!(
         "machine: {} CPUs, {cpu}; kernel {}{vm}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -328,7 +339,8 @@ fn syscalls_part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, iters: u64) -> 
     for rep in 0..reps {
         eprintln!("syscalls: repetition {}/{reps}", rep + 1);
         // Alternate the order every repetition: no configuration always runs first.
-        let order: Vec<usize> = if rep % 2 == 0 { (0..configs.len()).collect() } else { (0..configs.len()).rev().collect() };
+        let order: Vec<usize> =
+            if rep % 2 == 0 { (0..configs.len()).collect() } else { (0..configs.len()).rev().collect() };
         for ci in order {
             let mut noop = None;
             let (cg, seccomp): (Option<&Path>, bool) = match ci {
@@ -372,7 +384,13 @@ fn syscalls_part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, iters: u64) -> 
         for (ci, label) in configs.iter().enumerate() {
             let m = median(&mut sys[ci][oi].clone());
             let b = best(&sys[ci][oi]);
-            println!("| {} | {label} | {m:.0} | {:.2}x | {:.2}x | {b:.0} | {:.2}x |", op.label(), m / base, m / noop, b / noop_best);
+            println!(
+                "| {} | {label} | {m:.0} | {:.2}x | {:.2}x | {b:.0} | {:.2}x |",
+                op.label(),
+                m / base,
+                m / noop,
+                b / noop_best
+            );
         }
     }
     // The target is stated against the no-op hook: also give the per-repetition ratios, so

@@ -91,8 +91,11 @@ pub fn child(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// One pinned map: name, memlock bytes, key size, value size, max entries.
+type MapMemory = (String, u64, u32, u32, u32);
+
 /// memlock (bytes) of every map pinned under `pin/maps`, by name.
-fn memlock(pin: &Path) -> Result<Vec<(String, u64, u32, u32, u32)>> {
+fn memlock(pin: &Path) -> Result<Vec<MapMemory>> {
     let mut out = Vec::new();
     let dir = pin.join("maps");
     for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -105,7 +108,13 @@ fn memlock(pin: &Path) -> Result<Vec<(String, u64, u32, u32, u32)>> {
             .find_map(|l| l.strip_prefix("memlock:"))
             .and_then(|v| v.trim().parse().ok())
             .context("no memlock in fdinfo")?;
-        out.push((e.file_name().to_string_lossy().into_owned(), m, info.key_size(), info.value_size(), info.max_entries()));
+        out.push((
+            e.file_name().to_string_lossy().into_owned(),
+            m,
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+        ));
     }
     out.sort();
     Ok(out)
@@ -133,7 +142,12 @@ impl Drop for Cleanup {
 pub fn part(pin: &Path, cgroup2: &Path, n: usize) -> Result<()> {
     let tag = format!("warden-bench-scale-{}", std::process::id());
     let parent = cgroup2.join(&tag);
-    let mut clean = Cleanup { pin: pin.to_path_buf(), dir: std::env::temp_dir().join(&tag), cgroups: Vec::new(), parent: parent.clone() };
+    let mut clean = Cleanup {
+        pin: pin.to_path_buf(),
+        dir: std::env::temp_dir().join(&tag),
+        cgroups: Vec::new(),
+        parent: parent.clone(),
+    };
     std::fs::create_dir_all(clean.dir.join("profiles"))?;
     std::fs::write(clean.dir.join("profiles").join(format!("{PROFILE}.json")), profile_json(false))?;
     std::fs::create_dir_all(&parent)?;
@@ -149,7 +163,13 @@ pub fn part(pin: &Path, cgroup2: &Path, n: usize) -> Result<()> {
 
     eprintln!("scale: confining {n} cgroups through Daemon::confine");
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["--scale-child", &pin.display().to_string(), &clean.dir.join("profiles").display().to_string(), &n.to_string(), &format!("/{tag}")])
+        .args([
+            "--scale-child",
+            &pin.display().to_string(),
+            &clean.dir.join("profiles").display().to_string(),
+            &n.to_string(),
+            &format!("/{tag}"),
+        ])
         .env("WARDEN_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()?;
@@ -184,11 +204,28 @@ pub fn part(pin: &Path, cgroup2: &Path, n: usize) -> Result<()> {
     println!("### Scale: {n} confined cgroups\n");
     println!("{n} real cgroups confined through the daemon's StartContainer code path (`Daemon::confine`, in-process in a child: synthetic NRI pod and container records naming each cgroup; no containerd), profile = every syscall + 100 connect rules.\n");
     println!("| figure | measured | target |\n|---|---:|---:|");
-    println!("| daemon RSS, idle (after loading and verifying the programs) | {:.1} MB | |", c["idle_kb"].as_f64().unwrap_or(0.0) / 1024.0);
-    println!("| daemon RSS with {n} confined cgroups | {:.1} MB (peak {:.1} MB) | <= 40 MB |", c["rss_kb"].as_f64().unwrap_or(0.0) / 1024.0, c["hwm_kb"].as_f64().unwrap_or(0.0) / 1024.0);
-    println!("| the same after `malloc_trim(0)` (heap freed but kept by malloc) | {:.1} MB | |", c["trimmed_kb"].as_f64().unwrap_or(0.0) / 1024.0);
-    println!("| confine one cgroup (daemon path), p50 / p99 over {n} | {:.2} / {:.2} ms | |", c["p50_us"].as_f64().unwrap_or(0.0) / 1000.0, c["p99_us"].as_f64().unwrap_or(0.0) / 1000.0);
-    println!("| hot update: replace the profile of {n} cgroups (median of 6) | {replace_ms:.1} ms (runs: {}) | <= 100 ms |", ms.iter().map(|m| format!("{m:.0}")).collect::<Vec<_>>().join(", "));
+    println!(
+        "| daemon RSS, idle (after loading and verifying the programs) | {:.1} MB | |",
+        c["idle_kb"].as_f64().unwrap_or(0.0) / 1024.0
+    );
+    println!(
+        "| daemon RSS with {n} confined cgroups | {:.1} MB (peak {:.1} MB) | <= 40 MB |",
+        c["rss_kb"].as_f64().unwrap_or(0.0) / 1024.0,
+        c["hwm_kb"].as_f64().unwrap_or(0.0) / 1024.0
+    );
+    println!(
+        "| the same after `malloc_trim(0)` (heap freed but kept by malloc) | {:.1} MB | |",
+        c["trimmed_kb"].as_f64().unwrap_or(0.0) / 1024.0
+    );
+    println!(
+        "| confine one cgroup (daemon path), p50 / p99 over {n} | {:.2} / {:.2} ms | |",
+        c["p50_us"].as_f64().unwrap_or(0.0) / 1000.0,
+        c["p99_us"].as_f64().unwrap_or(0.0) / 1000.0
+    );
+    println!(
+        "| hot update: replace the profile of {n} cgroups (median of 6) | {replace_ms:.1} ms (runs: {}) | <= 100 ms |",
+        ms.iter().map(|m| format!("{m:.0}")).collect::<Vec<_>>().join(", ")
+    );
     println!("| kernel map memory, fixed (all pinned maps, preallocated) | {:.1} MB | |", t0 as f64 / 1048576.0);
     println!("| kernel map memory added by {n} cgroups + 1 profile | {:.1} KB | |", (t1 as f64 - t0 as f64) / 1024.0);
     println!();

@@ -39,11 +39,27 @@ fn every_native_part_produces_figures() {
         return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_warden-bench"))
-        .args(["--part", "syscalls,net,scale", "--reps", "1", "--iters", "20000", "--net-iters", "300", "--cgroups", "10"])
+        .args([
+            "--part",
+            "syscalls,net,scale",
+            "--reps",
+            "1",
+            "--iters",
+            "20000",
+            "--net-iters",
+            "300",
+            "--cgroups",
+            "10",
+        ])
         .output()
         .expect("running warden-bench");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "warden-bench failed ({}):\n{text}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "warden-bench failed ({}):\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.starts_with("machine: "), "no machine line:\n{text}");
     // 2 syscall ops x 6 configurations, each row: ns, two ratios.
     let sys = figures(&text, "Syscalls");

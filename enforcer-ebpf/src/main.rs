@@ -31,21 +31,24 @@
 // atomic_xadd: the bpf target has no AtomicU64::fetch_add, but the kernel has atomic add.
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
+// Map keys and values are passed to aya-ebpf by reference on purpose: taking them by value
+// would copy each key (some are 256 bytes) onto the 512-byte BPF stack.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_send_signal,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_send_signal,
     },
     macros::{cgroup_sock, cgroup_sock_addr, lsm, map, raw_tracepoint},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{LsmContext, RawTracePointContext, SockAddrContext, SockContext},
 };
 use warden_common::{
-    access, cgroup_flags, file_op, kind, mode, profile_flags, verdict, CgroupPolicy, Counters,
-    Event, FileEvent, FileKey, LearnFileKey, LearnFileUse, LearnInfo, LearnKey, Net4Key, Net6Key, PathScratch, PortRules,
-    ProfileHeader, ProfileMeta, RateWindow, SyscallSet, EVENT_PATH_MAX, FILE_PATH_MAX,
-    LEARN_FILES_ENTRIES, LEARN_FILES_PER_CGROUP, LEARN_ITEMS_PER_CGROUP, LEARN_NET_ENTRIES, LEARN_PATH_MAX, PATH_SCRATCH, SYSCALL_BITMAP_BITS,
+    access, cgroup_flags, file_op, kind, mode, profile_flags, verdict, CgroupPolicy, Counters, Event, FileEvent,
+    FileKey, LearnFileKey, LearnFileUse, LearnInfo, LearnKey, Net4Key, Net6Key, PathScratch, PortRules, ProfileHeader,
+    ProfileMeta, RateWindow, SyscallSet, EVENT_PATH_MAX, FILE_PATH_MAX, LEARN_FILES_ENTRIES, LEARN_FILES_PER_CGROUP,
+    LEARN_ITEMS_PER_CGROUP, LEARN_NET_ENTRIES, LEARN_PATH_MAX, PATH_SCRATCH, SYSCALL_BITMAP_BITS,
 };
 
 // ---- read-only globals, set by the loader from the running kernel's BTF ----------------------
@@ -131,7 +134,8 @@ static WARDEN_LEARN_INFO: HashMap<u64, LearnInfo> = HashMap::pinned(65536, 0);
 /// Distinct paths per root cgroup, with the access bits used: learned (learn mode) or
 /// would-deny (complain mode). Entries are allocated as they come (BPF_F_NO_PREALLOC).
 #[map]
-static WARDEN_LEARN_FILES: HashMap<LearnFileKey, LearnFileUse> = HashMap::pinned(LEARN_FILES_ENTRIES, 1 /* BPF_F_NO_PREALLOC */);
+static WARDEN_LEARN_FILES: HashMap<LearnFileKey, LearnFileUse> =
+    HashMap::pinned(LEARN_FILES_ENTRIES, 1 /* BPF_F_NO_PREALLOC */);
 #[map]
 static WARDEN_EVENTS: RingBuf = RingBuf::pinned(1 << 20, 0);
 /// Files rules: (profile id, path bytes) -> access bits (see warden_common::FileKey).
@@ -524,10 +528,8 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
         // Socket families without a cgroup hook (unix, netlink, packet...) are only seen here.
         if nr == arch::NR_SOCKET || nr == arch::NR_SOCKETPAIR {
             let regs: *const u8 = ctx.arg::<*const u8>(0);
-            let family: u64 = unsafe {
-                bpf_probe_read_kernel(regs.wrapping_add(arch::PT_REGS_ARG0) as *const u64)
-            }
-            .unwrap_or(u64::MAX);
+            let family: u64 = unsafe { bpf_probe_read_kernel(regs.wrapping_add(arch::PT_REGS_ARG0) as *const u64) }
+                .unwrap_or(u64::MAX);
             if family < 64 {
                 // A plain byte store in the cgroup's learn record (no dedupe insert, no event):
                 // routing this through judge()/report() again made the program too much for
@@ -574,7 +576,14 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
         let allowed = (nr < SYSCALL_BITMAP_BITS as u64) & ((word >> (nr & 63)) & 1 == 1);
         if !allowed {
             if hdr.flags & profile_flags::SYSCALLS_LOG_ONLY != 0 {
-                let a = Attempt { kind: kind::SYSCALL, nr: nr as u32, family: 0, port: 0, addr: [0; 16], path: core::ptr::null() };
+                let a = Attempt {
+                    kind: kind::SYSCALL,
+                    nr: nr as u32,
+                    family: 0,
+                    port: 0,
+                    addr: [0; 16],
+                    path: core::ptr::null(),
+                };
                 let complain = CgroupPolicy { mode: mode::COMPLAIN, ..pol };
                 judge(cgid, root, &complain, false, &a);
             } else {
@@ -589,16 +598,21 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
     // warden_sock_create.
     if restricts_families && (nr == arch::NR_SOCKET || nr == arch::NR_SOCKETPAIR) {
         let regs: *const u8 = ctx.arg::<*const u8>(0);
-        let family: u64 = unsafe {
-            bpf_probe_read_kernel(regs.wrapping_add(arch::PT_REGS_ARG0) as *const u64)
-        }
-        .unwrap_or(u64::MAX);
+        let family: u64 =
+            unsafe { bpf_probe_read_kernel(regs.wrapping_add(arch::PT_REGS_ARG0) as *const u64) }.unwrap_or(u64::MAX);
         // inet and inet6 are left to warden_sock_create, which refuses with EPERM instead of
         // a kill.
         let has_cgroup_hook = family == AF_INET as u64 || family == AF_INET6 as u64;
         let allowed = has_cgroup_hook || (family < 64 && (hdr.families >> family) & 1 == 1);
         if !allowed {
-            let a = Attempt { kind: kind::SOCKET, nr: nr as u32, family: family as u16, port: 0, addr: [0; 16], path: core::ptr::null() };
+            let a = Attempt {
+                kind: kind::SOCKET,
+                nr: nr as u32,
+                family: family as u16,
+                port: 0,
+                addr: [0; 16],
+                path: core::ptr::null(),
+            };
             if judge(cgid, root, &pol, false, &a) {
                 unsafe { bpf_send_signal(SIGKILL) };
             }
@@ -701,7 +715,11 @@ fn sock_addr(ctx: &SockAddrContext, k: u8, v6: bool) -> i32 {
             }
         }
     };
-    if judge(cgid, root, &pol, allowed, &attempt) { DENY } else { ALLOW }
+    if judge(cgid, root, &pol, allowed, &attempt) {
+        DENY
+    } else {
+        ALLOW
+    }
 }
 
 #[cgroup_sock_addr(connect4)]
@@ -749,7 +767,14 @@ pub fn warden_sock_create(ctx: SockContext) -> i32 {
     let sk = unsafe { &*ctx.sock };
     let family = sk.family;
     let ty = sk.type_;
-    let attempt = Attempt { kind: kind::SOCKET, nr: sk.protocol, family: family as u16, port: ty as u16, addr: [0; 16], path: core::ptr::null() };
+    let attempt = Attempt {
+        kind: kind::SOCKET,
+        nr: sk.protocol,
+        family: family as u16,
+        port: ty as u16,
+        addr: [0; 16],
+        path: core::ptr::null(),
+    };
     let allowed = match profile(pol.profile_id) {
         None => false,
         Some(hdr) => {
@@ -762,7 +787,11 @@ pub fn warden_sock_create(ctx: SockContext) -> i32 {
             }
         }
     };
-    if judge(cgid, root, &pol, allowed, &attempt) { DENY } else { ALLOW }
+    if judge(cgid, root, &pol, allowed, &attempt) {
+        DENY
+    } else {
+        ALLOW
+    }
 }
 
 // ---- files and execs (BPF-LSM) ---------------------------------------------------------------
@@ -806,6 +835,9 @@ fn files_policy() -> Option<(u64, u64, CgroupPolicy, bool)> {
 
 /// Judges the path in `s.path` (`n`: its length with the NUL as the kernel returned it, or a
 /// negative error) against the profile: the longest matching rule must grant `need`.
+// Inlined into each file hook: the arguments are the hook's own registers, and a struct to
+// carry them would only add stack traffic.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn judge_path(
     cgid: u64,
@@ -838,7 +870,11 @@ fn judge_path(
         }
     };
     let a = Attempt { kind: k, nr: need as u32, family: 0, port: op, addr: [0; 16], path: s.path.as_ptr() };
-    if judge(cgid, root, pol, allowed, &a) { LSM_DENY } else { LSM_ALLOW }
+    if judge(cgid, root, pol, allowed, &a) {
+        LSM_DENY
+    } else {
+        LSM_ALLOW
+    }
 }
 
 /// bpf_d_path of `file->f_path` into the scratch; returns what the helper returned.
@@ -1017,7 +1053,10 @@ fn build_path(s: &mut PathScratch, vfsmnt: *const u8, dentry: *const u8) -> i64 
     }
     let n = ((PATH_SCRATCH as u64) - pos) & MASK;
     let src = s.work.as_ptr().wrapping_add(pos as usize);
-    if unsafe { aya_ebpf::helpers::generated::bpf_probe_read_kernel(s.path.as_mut_ptr() as *mut _, n as u32, src as *const _) } != 0 {
+    if unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(s.path.as_mut_ptr() as *mut _, n as u32, src as *const _)
+    } != 0
+    {
         return -1;
     }
     n as i64
@@ -1149,10 +1188,13 @@ fn syscall_gate() -> i32 {
         return LSM_ALLOW;
     }
     let nr = current_syscall();
-    let allowed = nr >= 0
-        && nr < SYSCALL_BITMAP_BITS as i64
-        && (hdr.syscalls[((nr >> 6) & 7) as usize] >> (nr & 63)) & 1 == 1;
-    if allowed { LSM_ALLOW } else { LSM_DENY }
+    let allowed =
+        nr >= 0 && nr < SYSCALL_BITMAP_BITS as i64 && (hdr.syscalls[((nr >> 6) & 7) as usize] >> (nr & 63)) & 1 == 1;
+    if allowed {
+        LSM_ALLOW
+    } else {
+        LSM_DENY
+    }
 }
 
 #[lsm(hook = "sb_mount")]
@@ -1242,7 +1284,7 @@ pub fn warden_socket_create(ctx: LsmContext) -> i32 {
         return LSM_ALLOW;
     }
     let family: i32 = ctx.arg(0);
-    if family >= 0 && family < 64 && (hdr.families >> family) & 1 == 1 {
+    if (0..64).contains(&family) && (hdr.families >> family) & 1 == 1 {
         LSM_ALLOW
     } else {
         LSM_DENY
@@ -1257,10 +1299,9 @@ fn cgroup_id_v2(cgrp: *const u8) -> Option<u64> {
     unsafe {
         let root: *const u8 =
             bpf_probe_read_kernel(cgrp.wrapping_add(global(&OFF_CGROUP_ROOT) as usize) as *const *const u8).ok()?;
-        let hid: i32 = bpf_probe_read_kernel(
-            root.wrapping_add(global(&OFF_CGROUP_ROOT_HIERARCHY_ID) as usize) as *const i32,
-        )
-        .ok()?;
+        let hid: i32 =
+            bpf_probe_read_kernel(root.wrapping_add(global(&OFF_CGROUP_ROOT_HIERARCHY_ID) as usize) as *const i32)
+                .ok()?;
         if hid != 0 {
             return None; // a cgroup v1 hierarchy (hybrid hosts): ids there are another space
         }
@@ -1316,7 +1357,7 @@ pub fn warden_cgroup_rmdir(ctx: RawTracePointContext) -> i32 {
 
 #[cfg(not(test))]
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     loop {}
 }
 

@@ -138,7 +138,10 @@ mod tests {
             resolve_cgroups_path(m, "/kubepods/burstable/pod12/abc").unwrap(),
             Path::new("/sys/fs/cgroup/unified/kubepods/burstable/pod12/abc")
         );
-        assert_eq!(resolve_cgroups_path(Path::new("/sys/fs/cgroup"), "k8s.io/abc").unwrap(), Path::new("/sys/fs/cgroup/k8s.io/abc"));
+        assert_eq!(
+            resolve_cgroups_path(Path::new("/sys/fs/cgroup"), "k8s.io/abc").unwrap(),
+            Path::new("/sys/fs/cgroup/k8s.io/abc")
+        );
         assert!(resolve_cgroups_path(m, "/kubepods/../../etc").is_err());
         assert!(resolve_cgroups_path(m, "").is_err());
     }
@@ -150,7 +153,10 @@ mod tests {
             resolve_cgroups_path(m, "kubepods-burstable-pod1.slice:cri-containerd:abc").unwrap(),
             Path::new("/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-abc.scope")
         );
-        assert_eq!(resolve_cgroups_path(m, "system.slice:docker:x").unwrap(), Path::new("/sys/fs/cgroup/system.slice/docker-x.scope"));
+        assert_eq!(
+            resolve_cgroups_path(m, "system.slice:docker:x").unwrap(),
+            Path::new("/sys/fs/cgroup/system.slice/docker-x.scope")
+        );
         assert_eq!(resolve_cgroups_path(m, "-.slice::x").unwrap(), Path::new("/sys/fs/cgroup/x.scope"));
         assert!(resolve_cgroups_path(m, "bad--name.slice:p:x").is_err());
         assert!(resolve_cgroups_path(m, "kubepods.slice:p:").is_err());

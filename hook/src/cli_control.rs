@@ -34,7 +34,11 @@ pub fn status(socket: &Path, pin_dir: &Path, json: bool) -> Result<()> {
         }
         return Ok(());
     }
-    eprintln!("warden: no daemon running (no control socket at {}): reading the pinned state in {}", socket.display(), pin_dir.display());
+    eprintln!(
+        "warden: no daemon running (no control socket at {}): reading the pinned state in {}",
+        socket.display(),
+        pin_dir.display()
+    );
     let maps = Maps::open(pin_dir)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&control::pin_status(&maps, pin_dir))?);
@@ -43,12 +47,22 @@ pub fn status(socket: &Path, pin_dir: &Path, json: bool) -> Result<()> {
     let list = enforcer::list(&maps);
     let sys_enter = pin_dir.join("links/sys_enter").exists();
     println!("sys_enter hook: {}", if sys_enter { "attached" } else { "not attached (no syscall policy)" });
-    println!("{:<12} {:<20} {:<13} {:<9} {:>5} {:>10} {:>8}  violations", "CGROUP-ID", "PROFILE", "VERSION", "MODE", "SUBS", "EVENTS", "DROPPED");
+    println!(
+        "{:<12} {:<20} {:<13} {:<9} {:>5} {:>10} {:>8}  violations",
+        "CGROUP-ID", "PROFILE", "VERSION", "MODE", "SUBS", "EVENTS", "DROPPED"
+    );
     for c in &list {
         let v: Vec<String> = c.violations.iter().map(|(k, n)| format!("{k}={n}")).collect();
         println!(
             "{:<12} {:<20} {:<13} {:<9} {:>5} {:>10} {:>8}  {}",
-            c.cgroup_id, c.profile, c.version, c.mode, c.descendants, c.events_sent, c.events_dropped, v.join(" ")
+            c.cgroup_id,
+            c.profile,
+            c.version,
+            c.mode,
+            c.descendants,
+            c.events_sent,
+            c.events_dropped,
+            v.join(" ")
         );
     }
     Ok(())
@@ -77,7 +91,10 @@ fn print_daemon_status(v: &Value) {
             println!("  {:<10} UNAVAILABLE: {}", s(&l["name"]), missing.join("; "));
         }
     }
-    println!("sys_enter hook: {}", if v["sys_enter_attached"] == Value::Bool(true) { "attached" } else { "not attached (no syscall policy)" });
+    println!(
+        "sys_enter hook: {}",
+        if v["sys_enter_attached"] == Value::Bool(true) { "attached" } else { "not attached (no syscall policy)" }
+    );
     println!(
         "{:<14} {:<30} {:<16} {:<20} {:<13} {:<9} {:>10} {:<8}  denials",
         "CONTAINER-ID", "NAMESPACE/POD", "CONTAINER", "PROFILE", "VERSION", "MODE", "CGROUP-ID", "VIA"
@@ -85,8 +102,10 @@ fn print_daemon_status(v: &Value) {
     let containers = v["containers"].as_array().cloned().unwrap_or_default();
     for c in &containers {
         let id = s(&c["id"]);
-        let pod = if s(&c["pod"]).is_empty() { "-".to_string() } else { format!("{}/{}", s(&c["namespace"]), s(&c["pod"])) };
-        let viol: Vec<String> = c["violations"].as_object().into_iter().flatten().map(|(k, n)| format!("{k}={n}")).collect();
+        let pod =
+            if s(&c["pod"]).is_empty() { "-".to_string() } else { format!("{}/{}", s(&c["namespace"]), s(&c["pod"])) };
+        let viol: Vec<String> =
+            c["violations"].as_object().into_iter().flatten().map(|(k, n)| format!("{k}={n}")).collect();
         println!(
             "{:<14} {:<30} {:<16} {:<20} {:<13} {:<9} {:>10} {:<8}  {}",
             &id[..id.len().min(13)],
@@ -123,7 +142,10 @@ pub struct EventArgs {
 }
 
 fn is_timeout(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+    })
 }
 
 fn print_event(v: &Value, json: bool) {
@@ -167,7 +189,9 @@ pub fn events_from_daemon(socket: &Path, pin_dir: &Path, a: &EventArgs) -> Resul
         if left.is_some_and(|l| l.is_zero()) {
             return Ok(true);
         }
-        c.set_read_timeout(Some(left.unwrap_or(Duration::from_secs(3600)).clamp(Duration::from_millis(1), Duration::from_millis(500))))?;
+        c.set_read_timeout(Some(
+            left.unwrap_or(Duration::from_secs(3600)).clamp(Duration::from_millis(1), Duration::from_millis(500)),
+        ))?;
         let v = match c.next_line() {
             Ok(Some(v)) => v,
             Ok(None) => bail!("the warden daemon closed the event stream (daemon stopped?)"),
@@ -175,7 +199,9 @@ pub fn events_from_daemon(socket: &Path, pin_dir: &Path, a: &EventArgs) -> Resul
             Err(e) => return Err(e),
         };
         if let Some(n) = v["dropped"].as_u64() {
-            eprintln!("warden: {n} event(s) lost: this client read too slowly (the daemon never waits for a subscriber)");
+            eprintln!(
+                "warden: {n} event(s) lost: this client read too slowly (the daemon never waits for a subscriber)"
+            );
             continue;
         }
         if v["event"].is_object() {

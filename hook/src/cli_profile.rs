@@ -6,8 +6,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use warden::learn;
 use warden::profile::{
-    self, compile::port_rules_text, diff, resolve, seccomp, CompiledProfile, Diagnostic, Invalid, Loaded, Profile, SearchPath, Severity,
-    Syscalls, SyscallsSpec,
+    self, compile::port_rules_text, diff, resolve, seccomp, CompiledProfile, Diagnostic, Invalid, Loaded, Profile,
+    SearchPath, Severity, Syscalls, SyscallsSpec,
 };
 use warden_common::profile_flags as pf;
 
@@ -109,7 +109,11 @@ impl CgroupTarget {
             (_, Some(id), _) => (id, format!("cgroup id {id}")),
             (None, None, Some(c)) => {
                 let (id, i) = warden::control::container_cgroup(socket, &c)?;
-                let who = if i.pod.is_empty() { format!("container {}", i.id) } else { format!("container {} of pod {}/{}", i.container, i.namespace, i.pod) };
+                let who = if i.pod.is_empty() {
+                    format!("container {}", i.id)
+                } else {
+                    format!("container {} of pod {}/{}", i.container, i.namespace, i.pod)
+                };
                 (id, who)
             }
             (Some(p), None, _) => {
@@ -145,10 +149,14 @@ pub fn write_generated(g: &learn::Generated, output: Option<&Path>, search: &Sea
     let p = &g.profile;
     let mut diags = profile::check(p);
     if !p.extends.is_empty() {
-        let loaded = resolve::resolve(p.clone(), output, &match output.and_then(Path::parent) {
-            Some(d) if !d.as_os_str().is_empty() => search.with_first(d),
-            _ => search.clone(),
-        });
+        let loaded = resolve::resolve(
+            p.clone(),
+            output,
+            &match output.and_then(Path::parent) {
+                Some(d) if !d.as_os_str().is_empty() => search.with_first(d),
+                _ => search.clone(),
+            },
+        );
         diags = loaded.diagnostics.clone();
         if loaded.errors().next().is_none() {
             if let Err(e) = profile::compile(&loaded.profile) {
@@ -184,11 +192,16 @@ fn merge_cmd(specs: &[String], output: Option<&Path>, name: Option<&str>, search
     let mut ps = Vec::new();
     for s in specs {
         let p = Path::new(s);
-        let file = if s.contains('/') || s.ends_with(".json") || p.is_file() { p.to_path_buf() } else { search.find(s).map_err(anyhow::Error::msg)? };
+        let file = if s.contains('/') || s.ends_with(".json") || p.is_file() {
+            p.to_path_buf()
+        } else {
+            search.find(s).map_err(anyhow::Error::msg)?
+        };
         ps.push(Profile::parse_file(&file)?);
     }
     let merged = learn::union(&ps, name)?;
-    let g = learn::Generated { profile: merged, notes: vec![format!("union of {} profile(s)", ps.len())], truncated: 0 };
+    let g =
+        learn::Generated { profile: merged, notes: vec![format!("union of {} profile(s)", ps.len())], truncated: 0 };
     write_generated(&g, output, search)
 }
 
@@ -208,7 +221,7 @@ fn load_compiled(spec: &str, search: &SearchPath, quiet_notes: bool) -> Result<(
         Err(errors) => return Err(Invalid { profile: None, errors }.into()),
     };
     for d in &loaded.diagnostics {
-        if !d.is_error() && !(quiet_notes && d.severity == Severity::Note) {
+        if !(d.is_error() || (quiet_notes && d.severity == Severity::Note)) {
             eprintln!("{}: {d}", sev(d.severity));
         }
     }
@@ -253,7 +266,7 @@ fn validate(files: &[PathBuf], search: &SearchPath) -> Result<()> {
                 Err(e) => vec![Diagnostic::error("", format!("{e:#}"))],
             },
         };
-        diags.sort_by(|a, b| a.severity.cmp(&b.severity));
+        diags.sort_by_key(|a| a.severity);
         let errors = diags.iter().filter(|d| d.is_error()).count();
         let warnings = diags.iter().filter(|d| d.severity == Severity::Warning).count();
         for d in &diags {
@@ -294,7 +307,12 @@ fn show(spec: &str, json: bool, search: &SearchPath) -> Result<()> {
     if c.restricts(pf::SYSCALLS) {
         let names = c.allowed_syscalls();
         let default = if c.restricts(pf::SYSCALLS_LOG_ONLY) { "logged" } else { "killed" };
-        let _ = writeln!(out, "  syscalls: {} allowed ({}), all others {default}:", names.len(), profile::sysnames::HOST_ARCH);
+        let _ = writeln!(
+            out,
+            "  syscalls: {} allowed ({}), all others {default}:",
+            names.len(),
+            profile::sysnames::HOST_ARCH
+        );
         for line in wrap(&names, 88) {
             let _ = writeln!(out, "    {line}");
         }
@@ -309,9 +327,19 @@ fn show(spec: &str, json: bool, search: &SearchPath) -> Result<()> {
             let _ = writeln!(out, "  files: nothing allowed");
         }
         Some(f) => {
-            let _ = writeln!(out, "  files: {} rule(s) (validated; kernel enforcement comes with the BPF-LSM layer)", f.len());
+            let _ = writeln!(
+                out,
+                "  files: {} rule(s) (validated; kernel enforcement comes with the BPF-LSM layer)",
+                f.len()
+            );
             for r in f {
-                let _ = writeln!(out, "    {:<3} {}{}", r.access.to_string(), r.path, if r.prefix { "  (and everything below)" } else { "" });
+                let _ = writeln!(
+                    out,
+                    "    {:<3} {}{}",
+                    r.access.to_string(),
+                    r.path,
+                    if r.prefix { "  (and everything below)" } else { "" }
+                );
             }
         }
     }
@@ -365,7 +393,13 @@ fn wrap(words: &[&str], width: usize) -> Vec<String> {
     lines
 }
 
-fn import(file: &Path, output: Option<&Path>, caps: Option<Vec<String>>, kernel: Option<String>, name: Option<String>) -> Result<()> {
+fn import(
+    file: &Path,
+    output: Option<&Path>,
+    caps: Option<Vec<String>>,
+    kernel: Option<String>,
+    name: Option<String>,
+) -> Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let de = &mut serde_json::Deserializer::from_str(&text);
     let sp: seccomp::SeccompProfile = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -377,7 +411,9 @@ fn import(file: &Path, output: Option<&Path>, caps: Option<Vec<String>>, kernel:
         opts = opts.with_caps(&c);
     }
     if let Some(k) = kernel {
-        opts.kernel = Some(seccomp::KernelVersion::parse(&k).with_context(|| format!("--kernel `{k}` is not a version like 6.1"))?);
+        opts.kernel = Some(
+            seccomp::KernelVersion::parse(&k).with_context(|| format!("--kernel `{k}` is not a version like 6.1"))?,
+        );
         opts.kernel_source = "the kernel given with --kernel".into();
     }
     let imported = seccomp::convert(&sp, &opts);
@@ -394,7 +430,10 @@ fn import(file: &Path, output: Option<&Path>, caps: Option<Vec<String>>, kernel:
             opts.caps_source
         )),
         extends: Vec::new(),
-        syscalls: Some(SyscallsSpec::Allow(Syscalls { default: imported.syscalls.default, allow: imported.syscalls.allow })),
+        syscalls: Some(SyscallsSpec::Allow(Syscalls {
+            default: imported.syscalls.default,
+            allow: imported.syscalls.allow,
+        })),
         files: None,
         network: None,
     };
@@ -457,7 +496,8 @@ mod tests {
     #[test]
     fn validate_exit_status() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
-        let files: Vec<PathBuf> = ["runtime-default", "busybox-httpd", "readonly"].iter().map(|n| dir.join(format!("{n}.json"))).collect();
+        let files: Vec<PathBuf> =
+            ["runtime-default", "busybox-httpd", "readonly"].iter().map(|n| dir.join(format!("{n}.json"))).collect();
         validate(&files, &builtin()).unwrap();
         let (_tmp, bad) = tmp("bad.json");
         std::fs::write(&bad, r#"{"name":"bad","files":[{"path":"rel","access":"r"}]}"#).unwrap();

@@ -103,7 +103,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         match std::fs::read_to_string(path) {
             Ok(t) => Self::from_toml(&t).with_context(|| format!("config {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG) => Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG) => {
+                Ok(Config::default())
+            }
             Err(e) => Err(e).with_context(|| format!("reading config {}", path.display())),
         }
     }

@@ -85,7 +85,8 @@ impl EventFilter {
         self.namespace.as_ref().is_none_or(|n| *n == ev.namespace)
             && self.pod.as_ref().is_none_or(|p| *p == ev.pod)
             && self.container.as_ref().is_none_or(|c| {
-                *c == ev.container || (!ev.container_id.is_empty() && !c.is_empty() && ev.container_id.starts_with(c.as_str()))
+                *c == ev.container
+                    || (!ev.container_id.is_empty() && !c.is_empty() && ev.container_id.starts_with(c.as_str()))
             })
             && self.cgroup_id.is_none_or(|id| id == ev.event.root_cgroup)
     }
@@ -242,7 +243,10 @@ impl Drop for Server {
 /// Makes the socket's folder (0700, owned by root) or checks an existing one is not writable by
 /// others; removes a stale socket (no one listening), refuses a live one.
 fn prepare(path: &Path) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).ok_or_else(|| anyhow!("control socket {} has no folder", path.display()))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| anyhow!("control socket {} has no folder", path.display()))?;
     match std::fs::symlink_metadata(dir) {
         Ok(m) => {
             if !m.is_dir() {
@@ -259,7 +263,8 @@ fn prepare(path: &Path) -> Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("chmod 0700 {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("chmod 0700 {}", dir.display()))?;
         }
         Err(e) => return Err(e).with_context(|| format!("stat {}", dir.display())),
     }
@@ -281,9 +286,11 @@ fn prepare(path: &Path) -> Result<()> {
 pub fn serve(daemon: Arc<Daemon>, path: &Path) -> Result<Server> {
     prepare(path)?;
     adopt_oci(&daemon, &oci_state_dir(path));
-    let listener = UnixListener::bind(path).with_context(|| format!("binding the control socket {}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding the control socket {}", path.display()))?;
     // The folder is 0700 already; the socket mode is the second fence.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("chmod 0600 {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
     let ino = std::fs::symlink_metadata(path)?.ino();
     info!(socket = %path.display(), "control socket listening (root only)");
     let active = Arc::new(AtomicUsize::new(0));
@@ -328,7 +335,15 @@ pub fn peer_cred(s: &UnixStream) -> Result<PeerCred> {
     let mut c = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: c and len are valid for the kernel to write a ucred.
-    let rc = unsafe { libc::getsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, &mut c as *mut _ as *mut libc::c_void, &mut len) };
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut c as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
     if rc != 0 {
         return Err(std::io::Error::last_os_error()).context("SO_PEERCRED");
     }
@@ -348,7 +363,8 @@ fn reply_err(s: &mut UnixStream, msg: &str) -> std::io::Result<()> {
 /// The cgroup2 directory of process `pid` (the `0::` line of /proc/PID/cgroup), under `mount`.
 pub fn cgroup_of_pid(mount: &Path, pid: i32) -> Result<PathBuf> {
     let f = format!("/proc/{pid}/cgroup");
-    let text = std::fs::read_to_string(&f).with_context(|| format!("reading {f} (is process {pid} running, in this pid namespace?)"))?;
+    let text = std::fs::read_to_string(&f)
+        .with_context(|| format!("reading {f} (is process {pid} running, in this pid namespace?)"))?;
     let rel = text
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
@@ -373,15 +389,26 @@ fn handle(d: &Daemon, mut s: UnixStream) -> Result<()> {
     let cred = peer_cred(&s)?;
     if cred.uid != 0 {
         warn!(peer_pid = cred.pid, peer_uid = cred.uid, "control socket: refused a non-root peer");
-        reply_err(&mut s, &format!("permission denied: the warden control socket serves root (uid 0) only; you are uid {}", cred.uid))?;
+        reply_err(
+            &mut s,
+            &format!("permission denied: the warden control socket serves root (uid 0) only; you are uid {}", cred.uid),
+        )?;
         return Ok(());
     }
     // A confined workload must never reach the switch of its own policy, even as root.
     if let Ok(id) = cgroup_of_pid(&d.cgroup2, cred.pid).and_then(|p| cgroup::cgroup_id(&p)) {
         let root = confined_root(d.enforcer.lock().unwrap().maps(), id);
         if let Some(root) = root {
-            warn!(peer_pid = cred.pid, cgroup_id = id, confined_root = root, "control socket: refused a peer inside a confined container");
-            reply_err(&mut s, "permission denied: processes inside a confined container may not use the warden control socket")?;
+            warn!(
+                peer_pid = cred.pid,
+                cgroup_id = id,
+                confined_root = root,
+                "control socket: refused a peer inside a confined container"
+            );
+            reply_err(
+                &mut s,
+                "permission denied: processes inside a confined container may not use the warden control socket",
+            )?;
             return Ok(());
         }
     }
@@ -426,7 +453,10 @@ fn handle(d: &Daemon, mut s: UnixStream) -> Result<()> {
 fn stream_events(d: &Daemon, mut s: UnixStream, filter: EventFilter) -> Result<()> {
     if !filter.follow {
         // Nothing is kept: the daemon hands each event to the log and to live subscribers.
-        reply(&mut s, &json!({"ok": true, "follow": false, "note": "the daemon consumes the event ring; only --follow streams events (past ones are in the daemon's log)"}))?;
+        reply(
+            &mut s,
+            &json!({"ok": true, "follow": false, "note": "the daemon consumes the event ring; only --follow streams events (past ones are in the daemon's log)"}),
+        )?;
         return Ok(());
     }
     let sub = d.hub.subscribe(filter, SUBSCRIBER_QUEUE);
@@ -474,7 +504,9 @@ fn infos(d: &Daemon) -> Vec<ContainerInfo> {
                 cgroup_id: r.cgroup_id,
                 cgroup_path: r.cgroup_path,
                 via: r.via.into(),
-                violations: p.map(|p| p.violations.iter().map(|(k, v)| (k.to_string(), *v)).collect()).unwrap_or_default(),
+                violations: p
+                    .map(|p| p.violations.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+                    .unwrap_or_default(),
                 events_sent: p.map(|p| p.events_sent).unwrap_or(0),
                 events_dropped: p.map(|p| p.events_dropped).unwrap_or(0),
             }
@@ -507,7 +539,13 @@ pub fn pin_status(maps: &Maps, pin_dir: &Path) -> Value {
     let list = enforcer::list(maps);
     let learned_syscalls = |cgid: u64| -> Vec<&'static str> {
         match maps.learn.get(&cgid, 0) {
-            Ok(set) => set.seen.iter().enumerate().filter(|(_, b)| **b != 0).filter_map(|(n, _)| syscalls::Sysno::new(n).map(|s| s.name())).collect(),
+            Ok(set) => set
+                .seen
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b != 0)
+                .filter_map(|(n, _)| syscalls::Sysno::new(n).map(|s| s.name()))
+                .collect(),
             Err(_) => Vec::new(),
         }
     };
@@ -542,7 +580,10 @@ fn lookup(d: &Daemon, id: &str) -> Result<ContainerInfo> {
     match m.as_slice() {
         [] => bail!("no confined container has id or id prefix {id:?} ({} confined)", all.len()),
         [one] => Ok((*one).clone()),
-        many => bail!("container id prefix {id:?} is ambiguous: {}", many.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")),
+        many => bail!(
+            "container id prefix {id:?} is ambiguous: {}",
+            many.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
@@ -575,7 +616,10 @@ pub fn oci_meta(ann: &BTreeMap<String, String>, id: &str) -> OciMeta {
 
 /// Container ids as runtimes make them: no path tricks, bounded.
 fn valid_container_id(id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > 256 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+')) {
+    if id.is_empty()
+        || id.len() > 256
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
+    {
         bail!("invalid container id {id:?}");
     }
     Ok(())
@@ -615,7 +659,12 @@ impl Daemon {
         if meta.sandbox {
             return Ok(None);
         }
-        let pod = Pod { name: meta.pod.clone(), namespace: meta.namespace.clone(), uid: meta.pod_uid.clone(), annotations: r.annotations.clone() };
+        let pod = Pod {
+            name: meta.pod.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.pod_uid.clone(),
+            annotations: r.annotations.clone(),
+        };
         let (profile, mode, source) = match policy::select(&self.cfg.policy, &pod, &meta.container)? {
             Selection::Unconfined(why) => {
                 tracing::debug!(container_id = %r.id, why, "not confined");
@@ -720,14 +769,15 @@ fn adopt_oci(d: &Daemon, dir: &Path) {
         if path.extension().is_none_or(|x| x != "json") {
             continue;
         }
-        let rec: OciRecord = match std::fs::read(&path).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice(&b)?)) {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(file = %path.display(), error = %format!("{e:#}"), "unreadable OCI-hook record; removed");
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-        };
+        let rec: OciRecord =
+            match std::fs::read(&path).map_err(anyhow::Error::from).and_then(|b| Ok(serde_json::from_slice(&b)?)) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(file = %path.display(), error = %format!("{e:#}"), "unreadable OCI-hook record; removed");
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+            };
         let pinned = d.enforcer.lock().unwrap().maps().roots().iter().any(|(id, _)| *id == rec.cgroup_id);
         let alive = cgroup::cgroup_id(&rec.cgroup_path).ok() == Some(rec.cgroup_id);
         if pinned && alive {
@@ -772,10 +822,12 @@ impl Client {
     pub fn connect(path: &Path) -> Result<Option<Client>> {
         match UnixStream::connect(path) {
             Ok(s) => Ok(Some(Client { reader: BufReader::new(s), partial: String::new(), path: path.to_path_buf() })),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                Err(e).with_context(|| format!("connecting to the warden daemon at {} (the control socket is root-only)", path.display()))
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+                Ok(None)
             }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(e).with_context(|| {
+                format!("connecting to the warden daemon at {} (the control socket is root-only)", path.display())
+            }),
             Err(e) => Err(e).with_context(|| format!("connecting to the warden daemon at {}", path.display())),
         }
     }
@@ -820,14 +872,17 @@ impl Client {
 
 /// One request to the daemon at `socket`; an error if none is running.
 pub fn call(socket: &Path, req: &Request) -> Result<Value> {
-    let mut c = Client::connect(socket)?.ok_or_else(|| anyhow!("the warden daemon is not running (no control socket at {})", socket.display()))?;
+    let mut c = Client::connect(socket)?
+        .ok_or_else(|| anyhow!("the warden daemon is not running (no control socket at {})", socket.display()))?;
     c.request(req, Duration::from_secs(30))
 }
 
 /// The cgroup id of a confined container, by id or unique id prefix, from the daemon.
 pub fn container_cgroup(socket: &Path, id: &str) -> Result<(u64, ContainerInfo)> {
-    let v = call(socket, &Request::Container { id: id.to_string() }).with_context(|| format!("looking up container {id}"))?;
-    let info: ContainerInfo = serde_json::from_value(v["container"].clone()).context("the daemon's container answer")?;
+    let v = call(socket, &Request::Container { id: id.to_string() })
+        .with_context(|| format!("looking up container {id}"))?;
+    let info: ContainerInfo =
+        serde_json::from_value(v["container"].clone()).context("the daemon's container answer")?;
     Ok((info.cgroup_id, info))
 }
 
@@ -841,11 +896,17 @@ mod tests {
         assert_eq!(r, Request::Status);
         let r: Request = serde_json::from_str(r#"{"op":"events","follow":true,"pod":"web"}"#).unwrap();
         assert_eq!(r, Request::Events(EventFilter { follow: true, pod: Some("web".into()), ..Default::default() }));
-        let r: Request = serde_json::from_str(r#"{"op":"confine","id":"c1","pid":42,"annotations":{"warden.io/profile":"web"}}"#).unwrap();
+        let r: Request =
+            serde_json::from_str(r#"{"op":"confine","id":"c1","pid":42,"annotations":{"warden.io/profile":"web"}}"#)
+                .unwrap();
         let Request::Confine(c) = r else { panic!() };
         assert_eq!((c.id.as_str(), c.pid, c.annotations.len()), ("c1", 42, 1));
         // Round trip of what the client sends.
-        for r in [Request::Release { id: "x".into() }, Request::Container { id: "ab".into() }, Request::Events(EventFilter::default())] {
+        for r in [
+            Request::Release { id: "x".into() },
+            Request::Container { id: "ab".into() },
+            Request::Events(EventFilter::default()),
+        ] {
             assert_eq!(serde_json::from_str::<Request>(&serde_json::to_string(&r).unwrap()).unwrap(), r);
         }
         assert!(serde_json::from_str::<Request>(r#"{"op":"shutdown"}"#).is_err());
@@ -855,13 +916,24 @@ mod tests {
 
     #[test]
     fn oci_metadata_from_cri_o_containerd_and_plain_runc() {
-        let m = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
+        let m =
+            |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
         let crio = oci_meta(
-            &m(&[("io.kubernetes.pod.namespace", "shop"), ("io.kubernetes.pod.name", "web-1"), ("io.kubernetes.container.name", "app")]),
+            &m(&[
+                ("io.kubernetes.pod.namespace", "shop"),
+                ("io.kubernetes.pod.name", "web-1"),
+                ("io.kubernetes.container.name", "app"),
+            ]),
             "abc",
         );
-        assert_eq!((crio.namespace.as_str(), crio.pod.as_str(), crio.container.as_str(), crio.sandbox), ("shop", "web-1", "app", false));
-        let ctrd = oci_meta(&m(&[("io.kubernetes.cri.sandbox-namespace", "ns"), ("io.kubernetes.cri.container-type", "sandbox")]), "p");
+        assert_eq!(
+            (crio.namespace.as_str(), crio.pod.as_str(), crio.container.as_str(), crio.sandbox),
+            ("shop", "web-1", "app", false)
+        );
+        let ctrd = oci_meta(
+            &m(&[("io.kubernetes.cri.sandbox-namespace", "ns"), ("io.kubernetes.cri.container-type", "sandbox")]),
+            "p",
+        );
         assert!(ctrd.sandbox);
         assert_eq!(ctrd.namespace, "ns");
         let plain = oci_meta(&m(&[("warden.io/profile", "web")]), "my-ctr");
@@ -896,9 +968,11 @@ mod tests {
     #[test]
     fn fan_out_filters_and_a_slow_subscriber_loses_events_without_blocking() {
         let hub = EventHub::default();
-        let recs: HashMap<String, Confined> = [("id-a".to_string(), rec("a", "app", 1)), ("id-b".to_string(), rec("b", "app", 2))].into();
+        let recs: HashMap<String, Confined> =
+            [("id-a".to_string(), rec("a", "app", 1)), ("id-b".to_string(), rec("b", "app", 2))].into();
         let only_a = hub.subscribe(EventFilter { follow: true, pod: Some("a".into()), ..Default::default() }, 8);
-        let by_id = hub.subscribe(EventFilter { follow: true, container: Some("id-b".into()), ..Default::default() }, 8);
+        let by_id =
+            hub.subscribe(EventFilter { follow: true, container: Some("id-b".into()), ..Default::default() }, 8);
         let slow = hub.subscribe(EventFilter { follow: true, ..Default::default() }, 2);
         for _ in 0..5 {
             hub.publish(&recs, &event(1));

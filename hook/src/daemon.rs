@@ -63,7 +63,15 @@ impl Daemon {
         // Verify the BPF-LSM programs now, not inside the runtime's StartContainer timeout.
         enforcer.preload_lsm();
         let ops = crate::ops::Ops::new(&cfg);
-        Ok(Daemon { cfg, probe, cgroup2, enforcer: Mutex::new(enforcer), containers: Mutex::new(HashMap::new()), hub: Default::default(), ops })
+        Ok(Daemon {
+            cfg,
+            probe,
+            cgroup2,
+            enforcer: Mutex::new(enforcer),
+            containers: Mutex::new(HashMap::new()),
+            hub: Default::default(),
+            ops,
+        })
     }
 
     pub fn confined(&self) -> Vec<(String, Confined)> {
@@ -172,7 +180,9 @@ impl Daemon {
         let learned = crate::learn::Learned::read(enf.maps(), &self.cfg.pin_dir, rec.cgroup_id)?;
         let name = crate::learn::container_profile_name(&rec.namespace, &rec.pod, &rec.container);
         let source = format!("container {} of pod {}/{}", rec.container, rec.namespace, rec.pod);
-        let g = crate::learn::generate(&learned, &crate::learn::GenerateOptions {
+        let g = crate::learn::generate(
+            &learned,
+            &crate::learn::GenerateOptions {
                 name: name.clone(),
                 extends: Vec::new(),
                 source,
@@ -184,11 +194,13 @@ impl Daemon {
             return Err(anyhow!(profile::Invalid { profile: Some(name), errors }));
         }
         profile::compile(&g.profile)?;
-        std::fs::create_dir_all(&self.cfg.learn_dir).with_context(|| format!("creating {}", self.cfg.learn_dir.display()))?;
+        std::fs::create_dir_all(&self.cfg.learn_dir)
+            .with_context(|| format!("creating {}", self.cfg.learn_dir.display()))?;
         let path = self.cfg.learn_dir.join(format!("{name}.json"));
         // Write then rename: a reader never sees half a profile.
         let tmp = self.cfg.learn_dir.join(format!(".{name}.json.tmp"));
-        std::fs::write(&tmp, serde_json::to_string_pretty(&g.profile)? + "\n").with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::write(&tmp, serde_json::to_string_pretty(&g.profile)? + "\n")
+            .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
         if g.truncated > 0 {
             warn!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, truncated = g.truncated, file = %path.display(),
@@ -211,14 +223,20 @@ impl Daemon {
         if rec.mode == Mode::Learn {
             // Before the release drops the record.
             match self.write_learned(&enf, &rec) {
-                Ok(p) => info!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, file = %p.display(), "learned profile written"),
-                Err(e) => error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "writing the learned profile failed"),
+                Ok(p) => {
+                    info!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, file = %p.display(), "learned profile written")
+                }
+                Err(e) => {
+                    error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "writing the learned profile failed")
+                }
             }
         }
         self.ops.metrics.released(enf.maps(), &rec);
         match enf.release(rec.cgroup_id) {
             Ok(_) => info!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, "released"),
-            Err(e) => error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "release failed"),
+            Err(e) => {
+                error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "release failed")
+            }
         }
         true
     }
@@ -241,7 +259,9 @@ impl Daemon {
                 Err(e) => {
                     error!(namespace = %pod.namespace, pod = %pod.name, container = %c.name, error = %format!("{e:#}"), "cannot confine running container; keeping its pinned policy if any");
                     let path = c.linux.as_ref().map(|l| l.cgroups_path.as_str()).unwrap_or("");
-                    if let Ok(id) = cgroup::resolve_cgroups_path(&self.cgroup2, path).and_then(|d| cgroup::cgroup_id(&d)) {
+                    if let Ok(id) =
+                        cgroup::resolve_cgroups_path(&self.cgroup2, path).and_then(|d| cgroup::cgroup_id(&d))
+                    {
                         live.insert(id);
                     }
                 }
@@ -250,7 +270,8 @@ impl Daemon {
         // Containers confined through the OCI hook are not NRI's: never stale here.
         live.extend(self.containers.lock().unwrap().values().filter(|r| r.via == "oci-hook").map(|r| r.cgroup_id));
         let mut enf = self.enforcer.lock().unwrap();
-        let stale: Vec<u64> = enf.maps().roots().into_iter().map(|(id, _)| id).filter(|id| !live.contains(id)).collect();
+        let stale: Vec<u64> =
+            enf.maps().roots().into_iter().map(|(id, _)| id).filter(|id| !live.contains(id)).collect();
         for id in stale {
             info!(cgroup_id = id, "dropping pinned entry of a container that no longer runs");
             if let Err(e) = enf.release(id) {
@@ -291,7 +312,13 @@ impl Daemon {
 
 impl nri::Handler for Daemon {
     fn events(&self) -> EventMask {
-        EventMask::of(&[Event::RunPodSandbox, Event::StartContainer, Event::StopContainer, Event::RemoveContainer, Event::RemovePodSandbox])
+        EventMask::of(&[
+            Event::RunPodSandbox,
+            Event::StartContainer,
+            Event::StopContainer,
+            Event::RemoveContainer,
+            Event::RemovePodSandbox,
+        ])
     }
     fn on_synchronize(&self, pods: &[PodSandbox], containers: &[Container]) -> Result<(), String> {
         self.synchronize(pods, containers)

@@ -119,7 +119,9 @@ pub fn view(ev: &Event, profile: String) -> EventView {
     };
     match ev.kind {
         kind::SYSCALL => {
-            let name = syscalls::Sysno::new(ev.nr as usize).map(|s| s.name().to_string()).unwrap_or_else(|| format!("nr{}", ev.nr));
+            let name = syscalls::Sysno::new(ev.nr as usize)
+                .map(|s| s.name().to_string())
+                .unwrap_or_else(|| format!("nr{}", ev.nr));
             v.detail = format!("syscall {name} ({})", ev.nr);
             v.syscall = Some(name);
         }
@@ -155,7 +157,12 @@ pub fn view(ev: &Event, profile: String) -> EventView {
 
 /// Reads events from the pinned ring buffer and hands each to `sink`; returns when `sink`
 /// returns false, when `follow` is off and the buffer is empty, or after `timeout`.
-pub fn read(pin_dir: &Path, follow: bool, timeout: Option<Duration>, mut sink: impl FnMut(EventView) -> bool) -> Result<()> {
+pub fn read(
+    pin_dir: &Path,
+    follow: bool,
+    timeout: Option<Duration>,
+    mut sink: impl FnMut(EventView) -> bool,
+) -> Result<()> {
     let start = Instant::now();
     // Following before anything is confined: wait until the state is complete (maps are
     // pinned one by one while a warden loads).

@@ -32,12 +32,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Result};
 use ipnet::IpNet;
-use warden_common::{kind, LearnFileUse, LearnInfo, LearnKey, LEARN_FILES_PER_CGROUP, LEARN_ITEMS_PER_CGROUP, MAX_PORT_RULES};
+use warden_common::{
+    kind, LearnFileUse, LearnInfo, LearnKey, LEARN_FILES_PER_CGROUP, LEARN_ITEMS_PER_CGROUP, MAX_PORT_RULES,
+};
 
 use crate::enforcer::{kind_name, Maps};
 use crate::profile::{
-    family_name, family_number, BindRule, ConnectRule, DefaultAction, FileRuleSpec, Network, PortRange, Profile, Protocol,
-    Syscalls, SyscallsSpec,
+    family_name, family_number, BindRule, ConnectRule, DefaultAction, FileRuleSpec, Network, PortRange, Profile,
+    Protocol, Syscalls, SyscallsSpec,
 };
 
 /// Distinct bind ports in 32768-60999 (per protocol) from which they count as ephemeral.
@@ -50,11 +52,30 @@ pub const EPHEMERAL: PortRange = PortRange { lo: 32768, hi: 60999 };
 /// depending on timing (seen: `epoll_pwait` in one start and not another). None of them gives
 /// a process anything new; without them a learned profile could break the container's start.
 pub const ALWAYS_SYSCALLS: &[&str] = &[
-    "exit", "exit_group", "restart_syscall", "rt_sigreturn",
+    "exit",
+    "exit_group",
+    "restart_syscall",
+    "rt_sigreturn",
     // Go runtime housekeeping (runc init)
-    "clock_gettime", "clock_nanosleep", "epoll_create1", "epoll_ctl", "epoll_pwait", "epoll_pwait2", "epoll_wait",
-    "futex", "getpid", "gettid", "madvise", "mmap", "munmap", "nanosleep", "rt_sigaction", "rt_sigprocmask",
-    "sched_yield", "sigaltstack", "tgkill",
+    "clock_gettime",
+    "clock_nanosleep",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "epoll_wait",
+    "futex",
+    "getpid",
+    "gettid",
+    "madvise",
+    "mmap",
+    "munmap",
+    "nanosleep",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "sched_yield",
+    "sigaltstack",
+    "tgkill",
 ];
 
 const AF_INET: u16 = libc::AF_INET as u16;
@@ -97,7 +118,11 @@ impl Learned {
             syscalls,
             items: maps.learned_items(cgid),
             info: maps.learn_info_of(cgid),
-            files: if pin_dir.join("links").join("lsm_file_open").exists() { Some(maps.learned_files(cgid)) } else { None },
+            files: if pin_dir.join("links").join("lsm_file_open").exists() {
+                Some(maps.learned_files(cgid))
+            } else {
+                None
+            },
         })
     }
 
@@ -188,7 +213,14 @@ fn bits_letters(b: u8) -> String {
 }
 
 fn letters_bits(s: &str) -> u8 {
-    s.chars().fold(0, |b, c| b | match c { 'r' => R, 'w' => W, 'x' => X, _ => 0 })
+    s.chars().fold(0, |b, c| {
+        b | match c {
+            'r' => R,
+            'w' => W,
+            'x' => X,
+            _ => 0,
+        }
+    })
 }
 
 /// The parent directory prefix of a rule path (`/a/b` and `/a/b/` -> `/a/`; `/` -> None).
@@ -205,7 +237,8 @@ fn file_rules(files: &[(String, LearnFileUse)], collapse: usize, notes: &mut Vec
     let mut m: BTreeMap<String, u8> = BTreeMap::new();
     let (mut procs, mut cut, mut deleted) = (0usize, 0usize, 0usize);
     for (path, u) in files {
-        let bits = (if u.read != 0 { R } else { 0 }) | (if u.write != 0 { W } else { 0 }) | (if u.exec != 0 { X } else { 0 });
+        let bits =
+            (if u.read != 0 { R } else { 0 }) | (if u.write != 0 { W } else { 0 }) | (if u.exec != 0 { X } else { 0 });
         if bits == 0 {
             continue;
         }
@@ -235,7 +268,9 @@ fn file_rules(files: &[(String, LearnFileUse)], collapse: usize, notes: &mut Vec
         *m.entry(p).or_default() |= bits;
     }
     if procs > 0 {
-        notes.push(format!("files: {procs} per-process /proc/<pid>/ path(s) generalised to /proc/ (the pid differs in every run)"));
+        notes.push(format!(
+            "files: {procs} per-process /proc/<pid>/ path(s) generalised to /proc/ (the pid differs in every run)"
+        ));
     }
     if cut > 0 {
         notes.push(format!("files: {cut} path(s) longer than the record holds written as their longest directory"));
@@ -256,7 +291,11 @@ fn file_rules(files: &[(String, LearnFileUse)], collapse: usize, notes: &mut Vec
             for k in &kids {
                 bits |= m.remove(k).unwrap_or(0);
             }
-            notes.push(format!("files: {} entries used in {d} collapsed into `{d}` {}", kids.len(), bits_letters(bits)));
+            notes.push(format!(
+                "files: {} entries used in {d} collapsed into `{d}` {}",
+                kids.len(),
+                bits_letters(bits)
+            ));
             *m.entry(d).or_default() |= bits;
         }
     }
@@ -307,7 +346,11 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
     if !unnamed.is_empty() {
         notes.push(format!("syscall numbers without a name on this host left out: {unnamed:?}"));
     }
-    let added: Vec<&str> = ALWAYS_SYSCALLS.iter().copied().filter(|s| s.parse::<syscalls::Sysno>().is_ok() && !names.contains(*s)).collect();
+    let added: Vec<&str> = ALWAYS_SYSCALLS
+        .iter()
+        .copied()
+        .filter(|s| s.parse::<syscalls::Sysno>().is_ok() && !names.contains(*s))
+        .collect();
     names.extend(added.iter().map(|s| s.to_string()));
     notes.push(format!(
         "syscalls: the {} learned, plus always (process end, signal return, the container runtime's Go housekeeping): {}",
@@ -359,7 +402,9 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
         }
     }
     if mapped > 0 {
-        notes.push(format!("{mapped} IPv4-mapped IPv6 destination(s) written as IPv4 (enforce judges them by the IPv4 rules)"));
+        notes.push(format!(
+            "{mapped} IPv4-mapped IPv6 destination(s) written as IPv4 (enforce judges them by the IPv4 rules)"
+        ));
     }
     notes.push("addresses kept exact (/32, /128), loopback included; source ports are never recorded".into());
 
@@ -373,7 +418,8 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
         let total: usize = list.iter().map(|(_, r)| r.len()).sum();
         for (p, mut r) in list {
             if total > MAX_PORT_RULES {
-                let span = PortRange { lo: r.first().map(|x| x.lo).unwrap_or(0), hi: r.last().map(|x| x.hi).unwrap_or(0) };
+                let span =
+                    PortRange { lo: r.first().map(|x| x.lo).unwrap_or(0), hi: r.last().map(|x| x.hi).unwrap_or(0) };
                 notes.push(format!("{a}: {total} port ranges, more than the kernel table's {MAX_PORT_RULES}: {p:?} ports joined into {}-{}", span.lo, span.hi));
                 r = vec![span];
             }
@@ -392,7 +438,8 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
                 EPHEMERAL.lo,
                 EPHEMERAL.hi
             ));
-            let mut v: Vec<PortRange> = set.iter().filter(|x| !eph.contains(x)).map(|x| PortRange { lo: *x, hi: *x }).collect();
+            let mut v: Vec<PortRange> =
+                set.iter().filter(|x| !eph.contains(x)).map(|x| PortRange { lo: *x, hi: *x }).collect();
             v.push(EPHEMERAL);
             join_ranges(v)
         } else {
@@ -438,7 +485,10 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
     if l.mode == Some(crate::enforcer::Mode::Complain) {
         notes.insert(
             0,
-            format!("learned in complain mode: only what profile `{}` would deny was recorded; extend that profile", l.profile),
+            format!(
+                "learned in complain mode: only what profile `{}` would deny was recorded; extend that profile",
+                l.profile
+            ),
         );
     }
 
@@ -448,7 +498,10 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
         name: opts.name.clone(),
         description: Some(description.join("\n")),
         extends: opts.extends.clone(),
-        syscalls: Some(SyscallsSpec::Allow(Syscalls { default: DefaultAction::Kill, allow: names.into_iter().collect() })),
+        syscalls: Some(SyscallsSpec::Allow(Syscalls {
+            default: DefaultAction::Kill,
+            allow: names.into_iter().collect(),
+        })),
         files,
         network: Some(Network {
             connect: Some(connect_rules),
@@ -472,7 +525,9 @@ fn canon_connect(rules: Vec<ConnectRule>) -> Vec<ConnectRule> {
             _ => *e = None,
         }
     }
-    m.into_iter().map(|((cidr, protocol), ports)| ConnectRule { cidr, protocol, ports: ports.map(join_ranges) }).collect()
+    m.into_iter()
+        .map(|((cidr, protocol), ports)| ConnectRule { cidr, protocol, ports: ports.map(join_ranges) })
+        .collect()
 }
 
 fn canon_bind(rules: Vec<BindRule>) -> Vec<BindRule> {
@@ -544,7 +599,10 @@ pub fn union(profiles: &[Profile], name: Option<&str>) -> Result<Profile> {
         None => {
             let names: BTreeSet<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
             if names.len() > 1 {
-                bail!("the profiles have different names ({}): give the result's with --name", names.into_iter().collect::<Vec<_>>().join(", "));
+                bail!(
+                    "the profiles have different names ({}): give the result's with --name",
+                    names.into_iter().collect::<Vec<_>>().join(", ")
+                );
             }
             profiles[0].name.clone()
         }
@@ -590,7 +648,8 @@ pub fn union(profiles: &[Profile], name: Option<&str>) -> Result<Profile> {
 /// lowercased, other characters than `[a-z0-9._-]` as `-`, at most 63 characters.
 pub fn container_profile_name(namespace: &str, pod: &str, container: &str) -> String {
     let raw = format!("{namespace}_{pod}_{container}").to_lowercase();
-    let mut s: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect();
+    let mut s: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect();
     while s.starts_with(['.', '_', '-']) {
         s.remove(0);
     }
@@ -622,7 +681,12 @@ mod tests {
     }
 
     fn opts() -> GenerateOptions {
-        GenerateOptions { name: "t".into(), extends: vec![], source: "test".into(), collapse_dir_files: COLLAPSE_DIR_FILES }
+        GenerateOptions {
+            name: "t".into(),
+            extends: vec![],
+            source: "test".into(),
+            collapse_dir_files: COLLAPSE_DIR_FILES,
+        }
     }
 
     #[test]
@@ -645,11 +709,17 @@ mod tests {
             items.push(key(kind::BIND, AF_INET, 6, p, &[0, 0, 0, 0]));
         }
         let g = generate(&learned(items, &["read", "write"]), &opts());
-        assert!(crate::profile::check(&g.profile).iter().all(|d| !d.is_error()), "{:?}", crate::profile::check(&g.profile));
+        assert!(
+            crate::profile::check(&g.profile).iter().all(|d| !d.is_error()),
+            "{:?}",
+            crate::profile::check(&g.profile)
+        );
         crate::profile::compile(&g.profile).unwrap();
         let n = g.profile.network.as_ref().unwrap();
         let c = n.connect.as_ref().unwrap();
-        assert!(c.iter().any(|r| r.cidr.to_string() == "127.0.0.1/32" && r.ports == Some(vec![PortRange { lo: 80, hi: 81 }])));
+        assert!(c
+            .iter()
+            .any(|r| r.cidr.to_string() == "127.0.0.1/32" && r.ports == Some(vec![PortRange { lo: 80, hi: 81 }])));
         assert!(c.iter().any(|r| r.cidr.to_string() == "127.0.0.2/32"), "mapped written as v4: {c:?}");
         assert!(c.iter().any(|r| r.cidr.to_string() == "10.0.0.1/32" && r.protocol == Protocol::Udp));
         let b = n.bind.as_ref().unwrap();
@@ -736,7 +806,10 @@ mod tests {
         b.files = Some(vec![used("/data/x", "w"), used("/bin/sh", "x")]);
         let (a, b) = (generate(&a, &opts()).profile, generate(&b, &opts()).profile);
         let ab = union(&[a.clone(), b.clone()], None).unwrap();
-        assert_eq!(rules(&ab), vec![("/bin/sh".to_string(), "x".to_string()), ("/data/x".to_string(), "rw".to_string())]);
+        assert_eq!(
+            rules(&ab),
+            vec![("/bin/sh".to_string(), "x".to_string()), ("/data/x".to_string(), "rw".to_string())]
+        );
         assert_eq!(ab, union(&[b, a, ab.clone()], None).unwrap(), "idempotent, order-independent");
     }
 
@@ -761,9 +834,13 @@ mod tests {
 
     #[test]
     fn union_is_idempotent_and_order_independent() {
-        let a = generate(&learned(vec![key(kind::CONNECT, AF_INET, 6, 80, &[127, 0, 0, 1])], &["read"]), &opts()).profile;
+        let a =
+            generate(&learned(vec![key(kind::CONNECT, AF_INET, 6, 80, &[127, 0, 0, 1])], &["read"]), &opts()).profile;
         let b = generate(
-            &learned(vec![key(kind::CONNECT, AF_INET, 6, 81, &[127, 0, 0, 1]), key(kind::BIND, AF_INET, 6, 9000, &[0; 4])], &["write"]),
+            &learned(
+                vec![key(kind::CONNECT, AF_INET, 6, 81, &[127, 0, 0, 1]), key(kind::BIND, AF_INET, 6, 9000, &[0; 4])],
+                &["write"],
+            ),
             &opts(),
         )
         .profile;
@@ -778,7 +855,14 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].ports, Some(vec![PortRange { lo: 80, hi: 81 }]));
         // A section absent (not restricted) in one stays absent in the union.
-        let open = Profile { name: "t".into(), description: None, extends: vec![], syscalls: None, files: None, network: None };
+        let open = Profile {
+            name: "t".into(),
+            description: None,
+            extends: vec![],
+            syscalls: None,
+            files: None,
+            network: None,
+        };
         assert!(union(&[ab.clone(), open], None).unwrap().syscalls.is_none());
         assert!(union(&[a, Profile { name: "other".into(), ..b }], None).is_err(), "names differ");
     }

@@ -16,7 +16,11 @@ use warden::{
 };
 
 #[derive(Parser)]
-#[command(name = "warden", version, about = "Per-container runtime enforcer: syscalls, files, execs and network confined by eBPF")]
+#[command(
+    name = "warden",
+    version,
+    about = "Per-container runtime enforcer: syscalls, files, execs and network confined by eBPF"
+)]
 struct Cli {
     /// bpffs folder holding warden's pinned maps and links.
     #[arg(long, global = true, env = "WARDEN_PIN_DIR", default_value = enforcer::DEFAULT_PIN_DIR)]
@@ -192,11 +196,16 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Run { .. } => unreachable!("handled in main"),
         Cmd::Profile(cmd) => cli_profile::run(cmd, &cli.pin_dir, &cli.socket)?,
-        Cmd::OciHook { stage, fail_open, annotation_prefix } => {
-            warden::oci_hook::run(&warden::oci_hook::Options { socket: cli.socket, stage, fail_open, annotation_prefix })?
-        }
+        Cmd::OciHook { stage, fail_open, annotation_prefix } => warden::oci_hook::run(&warden::oci_hook::Options {
+            socket: cli.socket,
+            stage,
+            fail_open,
+            annotation_prefix,
+        })?,
         // Generated from the same clap definition as the parser, so they cannot drift.
-        Cmd::Completions { shell } => clap_complete::generate(shell, &mut Cli::command(), "warden", &mut std::io::stdout()),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "warden", &mut std::io::stdout())
+        }
         Cmd::Manpage => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?,
         Cmd::Probe { json } => {
             let p = Probe::run();
@@ -344,7 +353,9 @@ fn report(maps: &Maps, pin_dir: &std::path::Path, id: u64, json: bool) -> Result
         }
     }
     if !recorded {
-        println!("items: not recorded in {mode} mode (only complain and learn record them); see the daemon's log for events");
+        println!(
+            "items: not recorded in {mode} mode (only complain and learn record them); see the daemon's log for events"
+        );
         return Ok(());
     }
     println!("distinct items:");
@@ -375,7 +386,10 @@ fn report(maps: &Maps, pin_dir: &std::path::Path, id: u64, json: bool) -> Result
         println!("({} event(s) were rate limited; counts and items above are not affected)", c.events_dropped);
     }
     if mode == "complain" {
-        println!("to allow all of it: warden profile generate --cgroup-id {id} --extends {} -o NEW.json", learned.profile);
+        println!(
+            "to allow all of it: warden profile generate --cgroup-id {id} --extends {} -o NEW.json",
+            learned.profile
+        );
     }
     Ok(())
 }

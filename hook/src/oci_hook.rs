@@ -51,7 +51,10 @@ pub fn run_state(opts: &Options, text: &str) -> Result<()> {
         (Some(s), _) => s,
         (None, ContainerState::Creating) => Stage::CreateRuntime,
         (None, ContainerState::Stopped) => Stage::Poststop,
-        (None, other) => bail!("container {}: state {other} is neither createRuntime (creating) nor poststop (stopped); pass --stage", state.id()),
+        (None, other) => bail!(
+            "container {}: state {other} is neither createRuntime (creating) nor poststop (stopped); pass --stage",
+            state.id()
+        ),
     };
     match stage {
         Stage::CreateRuntime => create(opts, &state),
@@ -94,12 +97,17 @@ fn create(opts: &Options, state: &State) -> Result<()> {
         // Not ours (the hooks.d `when` normally keeps us from even running).
         return Ok(());
     }
-    let pid = state.pid().ok_or_else(|| anyhow!("container {id}: the state has no pid (is this the createRuntime stage?)"))?;
+    let pid = state
+        .pid()
+        .ok_or_else(|| anyhow!("container {id}: the state has no pid (is this the createRuntime stage?)"))?;
     // /proc/PID/cgroup is where the process really is, whatever the cgroup driver; config's
     // cgroupsPath only says where the runtime meant to put it (kept for the error message).
     let mount = crate::cgroup::cgroup2_mount()?;
     let cgroup = control::cgroup_of_pid(&mount, pid).with_context(|| {
-        format!("container {id}: finding its cgroup (config cgroupsPath {:?})", cgroups_path.as_deref().unwrap_or(Path::new("")))
+        format!(
+            "container {id}: finding its cgroup (config cgroupsPath {:?})",
+            cgroups_path.as_deref().unwrap_or(Path::new(""))
+        )
     })?;
     let req = Request::Confine(ConfineRequest { id: id.clone(), pid, cgroup: Some(cgroup), annotations: ann });
     let answer = Client::connect(&opts.socket).and_then(|c| match c {
@@ -125,7 +133,9 @@ fn poststop(opts: &Options, state: &State) -> Result<()> {
     let id = state.id();
     // The bundle may be gone by now; the state's own annotations still say whether it is ours.
     let prefix = format!("{}/", opts.annotation_prefix);
-    let ann = annotations(state, &prefix).map(|(a, _)| a).unwrap_or_else(|_| state.annotations().clone().unwrap_or_default().into_iter().collect());
+    let ann = annotations(state, &prefix)
+        .map(|(a, _)| a)
+        .unwrap_or_else(|_| state.annotations().clone().unwrap_or_default().into_iter().collect());
     if !ann.keys().any(|k| k.starts_with(&prefix)) {
         return Ok(());
     }
@@ -141,7 +151,9 @@ fn poststop(opts: &Options, state: &State) -> Result<()> {
         }
         // No runtime tells a daemon later that this container is gone (NRI's Synchronize does
         // that for containerd): say how to drop the entry by hand.
-        Err(e) => Err(e.context(format!("container {id}: release failed; its pinned entry stays until `warden release --cgroup-id`"))),
+        Err(e) => Err(e.context(format!(
+            "container {id}: release failed; its pinned entry stays until `warden release --cgroup-id`"
+        ))),
     }
 }
 
@@ -150,7 +162,12 @@ mod tests {
     use super::*;
 
     fn opts(fail_open: bool) -> Options {
-        Options { socket: "/nonexistent/warden.sock".into(), stage: None, fail_open, annotation_prefix: "warden.io".into() }
+        Options {
+            socket: "/nonexistent/warden.sock".into(),
+            stage: None,
+            fail_open,
+            annotation_prefix: "warden.io".into(),
+        }
     }
 
     fn state(status: &str, ann: &str) -> String {
@@ -170,7 +187,8 @@ mod tests {
         let e = format!("{:#}", run_state(&opts(false), &s).unwrap_err());
         assert!(e.contains("container c1 not started") && e.contains("daemon is not running"), "{e}");
         run_state(&opts(true), &s).unwrap();
-        let e = format!("{:#}", run_state(&opts(false), &state("stopped", r#"{"warden.io/profile":"web"}"#)).unwrap_err());
+        let e =
+            format!("{:#}", run_state(&opts(false), &state("stopped", r#"{"warden.io/profile":"web"}"#)).unwrap_err());
         assert!(e.contains("release failed"), "{e}");
     }
 

@@ -83,7 +83,9 @@ pub fn valid_profile_name(name: &str) -> Result<(), String> {
     if !(b[0].is_ascii_lowercase() || b[0].is_ascii_digit()) {
         return Err("profile name must start with a-z or 0-9".into());
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(c) =
+        name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(format!("profile name contains {c:?}; allowed: a-z 0-9 . _ -"));
     }
     if name.contains("..") {
@@ -106,7 +108,7 @@ pub fn select(cfg: &PolicyConfig, pod: &Pod, container: &str) -> Result<Selectio
     if pod.namespace == cfg.own_namespace {
         return Ok(Selection::Unconfined(format!("namespace {} is warden's own", pod.namespace)));
     }
-    if cfg.excluded_namespaces.iter().any(|n| *n == pod.namespace) {
+    if cfg.excluded_namespaces.contains(&pod.namespace) {
         return Ok(Selection::Unconfined(format!("namespace {} is excluded by configuration", pod.namespace)));
     }
     let err = |annotation: String, reason: String| PolicyError {
@@ -123,7 +125,10 @@ pub fn select(cfg: &PolicyConfig, pod: &Pod, container: &str) -> Result<Selectio
         let Some(rest) = k.strip_prefix(&prefix) else { continue };
         let base = rest.split_once('.').map(|(b, _)| b).unwrap_or(rest);
         if base != "profile" && base != "mode" {
-            return Err(err(format!("{k}={v:?}"), format!("unknown warden annotation; known: {prefix}profile[.CONTAINER], {prefix}mode[.CONTAINER]")));
+            return Err(err(
+                format!("{k}={v:?}"),
+                format!("unknown warden annotation; known: {prefix}profile[.CONTAINER], {prefix}mode[.CONTAINER]"),
+            ));
         }
     }
 
@@ -154,7 +159,10 @@ pub fn select(cfg: &PolicyConfig, pod: &Pod, container: &str) -> Result<Selectio
         (None, (Mode::Learn, Some(source))) => Ok(Selection::Confine { profile: None, mode: Mode::Learn, source }),
         (None, (mode, Some(source))) => Err(err(
             source,
-            format!("mode {} needs a profile: add {prefix}profile (or .{container}), or set default_profile", mode.as_str()),
+            format!(
+                "mode {} needs a profile: add {prefix}profile (or .{container}), or set default_profile",
+                mode.as_str()
+            ),
         )),
         (None, (_, None)) => Ok(Selection::Unconfined("no profile annotation and no default profile".into())),
     }
@@ -187,7 +195,11 @@ mod tests {
     #[test]
     fn pod_wide_and_per_container() {
         let c = PolicyConfig::default();
-        let p = pod(&[("warden.io/profile", "web"), ("warden.io/profile.sidecar", "proxy"), ("warden.io/mode.sidecar", "complain")]);
+        let p = pod(&[
+            ("warden.io/profile", "web"),
+            ("warden.io/profile.sidecar", "proxy"),
+            ("warden.io/mode.sidecar", "complain"),
+        ]);
         assert_eq!(got(select(&c, &p, "app").unwrap()), confine("web", Mode::Enforce));
         assert_eq!(got(select(&c, &p, "sidecar").unwrap()), confine("proxy", Mode::Complain));
     }
@@ -213,7 +225,9 @@ mod tests {
     #[test]
     fn path_tricks_and_bad_names_are_refused() {
         let c = PolicyConfig::default();
-        for bad in ["../etc/passwd", "/etc/x", "Web", "a/b", "..", "a..b", "", &"x".repeat(64), "web\0", ".hidden", "we b"] {
+        for bad in
+            ["../etc/passwd", "/etc/x", "Web", "a/b", "..", "a..b", "", &"x".repeat(64), "web\0", ".hidden", "we b"]
+        {
             let e = select(&c, &pod(&[("warden.io/profile", bad)]), "app").unwrap_err();
             assert_eq!(e.namespace, "shop");
             assert_eq!(e.pod, "web-1");
@@ -246,7 +260,10 @@ mod tests {
     #[test]
     fn prefix_is_configurable() {
         let c = PolicyConfig { annotation_prefix: "sec.example.com".into(), ..Default::default() };
-        assert_eq!(got(select(&c, &pod(&[("sec.example.com/profile", "web")]), "a").unwrap()), confine("web", Mode::Enforce));
+        assert_eq!(
+            got(select(&c, &pod(&[("sec.example.com/profile", "web")]), "a").unwrap()),
+            confine("web", Mode::Enforce)
+        );
         assert!(matches!(select(&c, &pod(&[("warden.io/profile", "web")]), "a").unwrap(), Selection::Unconfined(_)));
     }
 }

@@ -66,7 +66,8 @@ fn mounts(docs: &[(String, Value)]) -> Vec<Mount> {
         .unwrap()
         .iter()
         .map(|m| {
-            let vol = vols.iter().find(|v| v["name"] == m["name"]).unwrap_or_else(|| panic!("no volume {:?}", m["name"]));
+            let vol =
+                vols.iter().find(|v| v["name"] == m["name"]).unwrap_or_else(|| panic!("no volume {:?}", m["name"]));
             Mount {
                 path: s(&m["mountPath"]).into(),
                 host: vol["hostPath"]["path"].as_str().map(PathBuf::from),
@@ -189,8 +190,12 @@ fn packaged_config_and_containerd_snippets_match_defaults() {
     assert_eq!(Config::from_toml(&text).unwrap(), Config::default());
     // ...and uncommented it is still valid and still the defaults (except the documented
     // default_profile and metrics_address examples).
-    let setting = |l: &str| l.starts_with('[') || l.split_once(" = ").is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
-    let uncommented: Vec<&str> = text.lines().map(|l| l.strip_prefix("# ").filter(|l| setting(l)).unwrap_or(l)).collect();
+    let setting = |l: &str| {
+        l.starts_with('[')
+            || l.split_once(" = ").is_some_and(|(k, _)| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    };
+    let uncommented: Vec<&str> =
+        text.lines().map(|l| l.strip_prefix("# ").filter(|l| setting(l)).unwrap_or(l)).collect();
     let uncommented = uncommented.join("\n");
     let mut c = Config::from_toml(&uncommented).expect("uncommented packaged config");
     c.policy.default_profile = None;
@@ -199,7 +204,8 @@ fn packaged_config_and_containerd_snippets_match_defaults() {
 
     let def = Config::default();
     for f in ["containerd-nri-1.7.toml", "containerd-nri-2.x.toml"] {
-        let t: toml::Value = toml::from_str(&std::fs::read_to_string(repo().join("packaging/k8s").join(f)).unwrap()).unwrap();
+        let t: toml::Value =
+            toml::from_str(&std::fs::read_to_string(repo().join("packaging/k8s").join(f)).unwrap()).unwrap();
         let nri = &t["plugins"]["io.containerd.nri.v1.nri"];
         assert_eq!(nri["disable"].as_bool(), Some(false), "{f}");
         assert_eq!(nri["socket_path"].as_str().map(Path::new), Some(def.nri.socket_path.as_path()), "{f}");

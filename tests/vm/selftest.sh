@@ -13,6 +13,8 @@
 #   panic     a kernel panic (sysrq c) fails with 125
 #   timeout   a hung command fails with 124 after --timeout
 #   stuck     a guest that reports a status but does not exit: killed after 10 s, status kept
+#   trouble   a WARNING in the guest's kernel log fails a passing command (123), the first
+#             trouble block is printed whole, the whole console is kept and its path printed
 #   cargo     as cargo's runner: a passing test crate gives 0, a test failing in the VM 101
 #   signal    SIGTERM to tests/vm/run mid-boot: its qemu and virtiofsd processes and temp dir
 #             are gone afterwards
@@ -124,6 +126,20 @@ for k in "${KERNELS[@]}"; do
     rc=$?
     if [ "$rc" = 7 ] && grep -q 'did not exit within' "$WORK/stderr"; then pass "$k/stuck (7, VM killed after grace)"
     else bad "$k/stuck" "exit $rc"; fi
+
+    # trouble: the command passes, but the kernel log has a WARNING block (written through
+    # /dev/kmsg, as WARN() would print it): the run fails with 123, prints the block whole and
+    # keeps the console in a folder it names
+    logs="$WORK/vm-logs-$k"
+    WARDEN_VM_LOG_DIR="$logs" "$RUN" --kernel "$k" -- sh -c 'for l in "WARNING: CPU: 0 PID: 1 at selftest.c:1 warden_selftest+0x0/0x10" "Call Trace:" "---[ end trace 0000000000000000 ]---"; do echo "<4>$l" > /dev/kmsg; done; exit 0' \
+        > /dev/null 2> "$WORK/stderr"
+    rc=$?
+    kept=$(sed -n 's/.*whole serial console (from boot) kept in \([^,]*\).*/\1/p' "$WORK/stderr" | head -n1)
+    if [ "$rc" = 123 ] && grep -q '^\[vm oops\] .*WARNING: CPU: 0 PID: 1 at selftest.c' "$WORK/stderr" \
+       && grep -q '^\[vm oops\] .*end trace' "$WORK/stderr" && [ -n "$kept" ] && grep -q 'Linux version' "$kept" \
+       && grep -q warden_selftest "$kept"; then
+        pass "$k/trouble (123, first block printed whole, console from boot kept)"
+    else bad "$k/trouble" "exit $rc, kept '${kept}'"; tail -n 20 "$WORK/stderr"; fi
 
     # cargo: the runner as CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER; a failing test in the
     # VM fails `cargo test` (a throwaway crate in the temp dir, no dependencies)

@@ -84,7 +84,7 @@ pub fn validate_path(path: &str) -> Result<()> {
         bail!("`{}` contains a NUL byte", path.escape_debug());
     }
     let body = path.strip_suffix('/').unwrap_or(path);
-    if body.len() > 0 {
+    if !body.is_empty() {
         for comp in body[1..].split('/') {
             match comp {
                 "" => bail!("`{path}` has an empty component (`//`): the kernel never reports such paths"),

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuHashMap, RingBuf};
 use warden_common::{
-    cgroup_flags, CgroupPolicy, Counters, FileKey, LearnFileKey, LearnFileUse, LearnInfo, LearnKey, Net4Key, Net6Key, PortRules, ProfileHeader, ProfileMeta,
-    RateWindow, SyscallSet, MAP_LAYOUT_VERSION,
+    cgroup_flags, CgroupPolicy, Counters, FileKey, LearnFileKey, LearnFileUse, LearnInfo, LearnKey, Net4Key, Net6Key,
+    PortRules, ProfileHeader, ProfileMeta, RateWindow, SyscallSet, MAP_LAYOUT_VERSION,
 };
 
 pub const STATE_LAYOUT: u32 = 0;
@@ -71,11 +71,7 @@ impl Maps {
 
     /// Root (non-inherited) entries: the confined cgroups.
     pub fn roots(&self) -> Vec<(u64, CgroupPolicy)> {
-        self.cgroups
-            .iter()
-            .filter_map(|r| r.ok())
-            .filter(|(_, p)| p.flags & cgroup_flags::INHERITED == 0)
-            .collect()
+        self.cgroups.iter().filter_map(|r| r.ok()).filter(|(_, p)| p.flags & cgroup_flags::INHERITED == 0).collect()
     }
 
     pub fn inherited_of(&self, root: u64) -> Vec<u64> {
@@ -104,7 +100,8 @@ impl Maps {
 
     /// The distinct network items recorded for `root` (learned, or would-deny in complain).
     pub fn learned_items(&self, root: u64) -> Vec<LearnKey> {
-        let mut v: Vec<LearnKey> = self.learn_net.keys().filter_map(|k| k.ok()).filter(|k| k.root_cgroup == root).collect();
+        let mut v: Vec<LearnKey> =
+            self.learn_net.keys().filter_map(|k| k.ok()).filter(|k| k.root_cgroup == root).collect();
         v.sort();
         v
     }

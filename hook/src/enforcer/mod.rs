@@ -26,8 +26,8 @@ use aya::{
 use serde::Serialize;
 use tracing::{debug, info, warn};
 use warden_common::{
-    cgroup_flags, globals, mode, profile_flags, CgroupPolicy, LearnInfo, Net4Key, Net6Key,
-    ProfileMeta, SyscallSet, MAP_LAYOUT_VERSION,
+    cgroup_flags, globals, mode, profile_flags, CgroupPolicy, LearnInfo, Net4Key, Net6Key, ProfileMeta, SyscallSet,
+    MAP_LAYOUT_VERSION,
 };
 
 use crate::{cgroup, kernel::btf::KernelOffsets, profile::CompiledProfile};
@@ -208,10 +208,8 @@ impl Enforcer {
         }
         let off = KernelOffsets::from_running_kernel()?;
         debug!(?off, "kernel offsets from BTF");
-        let rate_limit: u64 = std::env::var("WARDEN_EVENT_RATE_LIMIT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1000);
+        let rate_limit: u64 =
+            std::env::var("WARDEN_EVENT_RATE_LIMIT").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
         let maps_dir = maps::maps_dir(pin_dir);
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
@@ -420,11 +418,8 @@ impl Enforcer {
         if pin.exists() {
             return Ok(());
         }
-        let p: &mut RawTracePoint = self
-            .ebpf
-            .program_mut(prog)
-            .ok_or_else(|| anyhow!("program {prog} missing from the object"))?
-            .try_into()?;
+        let p: &mut RawTracePoint =
+            self.ebpf.program_mut(prog).ok_or_else(|| anyhow!("program {prog} missing from the object"))?.try_into()?;
         let id = p.attach(tp).with_context(|| format!("attaching {prog} to raw tracepoint {tp}"))?;
         let link: FdLink = p.take_link(id)?.into();
         link.pin(&pin).with_context(|| format!("pinning {}", pin.display()))?;
@@ -524,12 +519,16 @@ impl Enforcer {
             let link: FdLink = match prog {
                 aya::programs::Program::CgroupSockAddr(p) => {
                     let p: &mut CgroupSockAddr = p;
-                    let id = p.attach(&cg, CgroupAttachMode::Single).with_context(|| format!("attaching {name} to {}", path.display()))?;
+                    let id = p
+                        .attach(&cg, CgroupAttachMode::Single)
+                        .with_context(|| format!("attaching {name} to {}", path.display()))?;
                     p.take_link(id)?.try_into()?
                 }
                 aya::programs::Program::CgroupSock(p) => {
                     let p: &mut CgroupSock = p;
-                    let id = p.attach(&cg, CgroupAttachMode::Single).with_context(|| format!("attaching {name} to {}", path.display()))?;
+                    let id = p
+                        .attach(&cg, CgroupAttachMode::Single)
+                        .with_context(|| format!("attaching {name} to {}", path.display()))?;
                     p.take_link(id)?.try_into()?
                 }
                 _ => bail!("{name} is not a cgroup program"),
@@ -593,7 +592,8 @@ impl Enforcer {
             if pol.profile_id == new_id {
                 continue;
             }
-            let same_name = self.maps.meta_of(pol.profile_id).map(|m| maps::name_of(&m) == profile.name).unwrap_or(false);
+            let same_name =
+                self.maps.meta_of(pol.profile_id).map(|m| maps::name_of(&m) == profile.name).unwrap_or(false);
             if same_name {
                 if needs_sys_enter(profile.header.flags, pol.mode) {
                     self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
@@ -639,10 +639,18 @@ impl Enforcer {
     fn write_profile(&mut self, id: u32, p: &CompiledProfile) -> Result<()> {
         let be = id.to_be_bytes();
         for (len, addr, rules) in &p.connect4 {
-            self.maps.connect4.insert(&Key::new(32 + *len as u32, Net4Key { profile_id_be: be, addr: *addr }), *rules, 0)?;
+            self.maps.connect4.insert(
+                &Key::new(32 + *len as u32, Net4Key { profile_id_be: be, addr: *addr }),
+                *rules,
+                0,
+            )?;
         }
         for (len, addr, rules) in &p.connect6 {
-            self.maps.connect6.insert(&Key::new(32 + *len as u32, Net6Key { profile_id_be: be, addr: *addr }), *rules, 0)?;
+            self.maps.connect6.insert(
+                &Key::new(32 + *len as u32, Net6Key { profile_id_be: be, addr: *addr }),
+                *rules,
+                0,
+            )?;
         }
         if let Some(b) = &p.bind {
             self.maps.bind.insert(id, *b, 0)?;

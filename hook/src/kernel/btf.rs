@@ -121,7 +121,7 @@ pub fn member_offset(btf: &Btf, name: &str, path: &[&str]) -> Result<u64> {
         bits += off;
         cur = next;
     }
-    if bits % 8 != 0 {
+    if !bits.is_multiple_of(8) {
         bail!("{name}.{} is a bitfield", path.join("."));
     }
     Ok(bits / 8)

@@ -34,9 +34,8 @@ impl Probe {
     }
 
     pub fn run() -> Probe {
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
+        let kernel =
+            std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
         let btf = Path::new(super::btf::VMLINUX_BTF).exists();
         let cgroup2_mount = cgroup::cgroup2_mount().ok().map(|p| p.display().to_string());
         let bpffs = is_bpffs(Path::new("/sys/fs/bpf"));
@@ -47,7 +46,10 @@ impl Probe {
             common.push("no /sys/kernel/btf/vmlinux: build the kernel with CONFIG_DEBUG_INFO_BTF=y".to_string());
         }
         if cgroup2_mount.is_none() {
-            common.push("no cgroup2 mount: mount -t cgroup2 none /sys/fs/cgroup (or /sys/fs/cgroup/unified on hybrid hosts)".to_string());
+            common.push(
+                "no cgroup2 mount: mount -t cgroup2 none /sys/fs/cgroup (or /sys/fs/cgroup/unified on hybrid hosts)"
+                    .to_string(),
+            );
         }
 
         let mut layers = Vec::new();
@@ -115,10 +117,7 @@ impl Probe {
     pub fn human(&self) -> String {
         let mut s = format!("kernel {}\n", self.kernel);
         s += &format!("  BTF (/sys/kernel/btf/vmlinux): {}\n", yes(self.btf));
-        s += &format!(
-            "  cgroup2: {}\n",
-            self.cgroup2_mount.as_deref().unwrap_or("NOT MOUNTED")
-        );
+        s += &format!("  cgroup2: {}\n", self.cgroup2_mount.as_deref().unwrap_or("NOT MOUNTED"));
         s += &format!("  bpffs at /sys/fs/bpf: {}\n", yes(self.bpffs));
         s += &format!(
             "  active LSMs: {}\n",
@@ -126,12 +125,8 @@ impl Probe {
         );
         s += "enforcement layers:\n";
         for l in &self.layers {
-            s += &format!(
-                "  {:<9} {}  {}\n",
-                l.name,
-                if l.available { "available  " } else { "UNAVAILABLE" },
-                l.covers
-            );
+            s +=
+                &format!("  {:<9} {}  {}\n", l.name, if l.available { "available  " } else { "UNAVAILABLE" }, l.covers);
             for why in &l.missing {
                 s += &format!("            - {why}\n");
             }
@@ -141,7 +136,11 @@ impl Probe {
 }
 
 fn yes(b: bool) -> &'static str {
-    if b { "yes" } else { "no" }
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
 }
 
 fn check(missing: &mut Vec<String>, ty: ProgramType, what: &str) {
@@ -161,9 +160,7 @@ fn read_lsms() -> Option<Vec<String>> {
         let dst = c"/sys/kernel/security";
         unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
     }
-    std::fs::read_to_string(p)
-        .ok()
-        .map(|s| s.trim().split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())
+    std::fs::read_to_string(p).ok().map(|s| s.trim().split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())
 }
 
 /// How to get a usable bpf-lsm layer (appended to refusals of profiles with `files` rules).
@@ -179,9 +176,11 @@ fn bpf_lsm_missing(active_lsms: Option<&[String]>) -> Vec<String> {
     let mut why = Vec::new();
     match active_lsms {
         None => why.push("cannot read /sys/kernel/security/lsm (securityfs not mounted?)".to_string()),
-        Some(l) if !l.iter().any(|x| x == "bpf") => {
-            why.push(format!("`bpf` is not in the active LSM list ({}): boot with lsm={},bpf", l.join(","), l.join(",")))
-        }
+        Some(l) if !l.iter().any(|x| x == "bpf") => why.push(format!(
+            "`bpf` is not in the active LSM list ({}): boot with lsm={},bpf",
+            l.join(","),
+            l.join(",")
+        )),
         _ => {}
     }
     match aya::sys::is_program_supported(ProgramType::Lsm(LsmAttachType::Mac)) {
@@ -203,7 +202,11 @@ fn bpf_lsm_missing(active_lsms: Option<&[String]>) -> Vec<String> {
 /// program loads. Err says what is missing and how to enable it.
 pub fn bpf_lsm_status() -> Result<(), String> {
     let why = bpf_lsm_missing(read_lsms().as_deref());
-    if why.is_empty() { Ok(()) } else { Err(why.join("; ")) }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(why.join("; "))
+    }
 }
 
 pub fn is_bpffs(p: &Path) -> bool {

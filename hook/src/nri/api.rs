@@ -304,7 +304,8 @@ mod tests {
 
     #[test]
     fn state_change_round_trip() {
-        let mut pod = PodSandbox { id: "p".into(), name: "web".into(), namespace: "default".into(), ..Default::default() };
+        let mut pod =
+            PodSandbox { id: "p".into(), name: "web".into(), namespace: "default".into(), ..Default::default() };
         pod.annotations.insert("warden.io/profile".into(), "web".into());
         let ev = StateChangeEvent { event: Event::StartContainer as i32, pod: Some(pod), container: None };
         let back = StateChangeEvent::decode(ev.encode_to_vec().as_slice()).unwrap();

@@ -90,7 +90,11 @@ pub(crate) mod tests {
     }
 
     impl AsyncRead for Trickle {
-        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
             let n = self.step.min(buf.remaining()).min(self.data.len() - self.pos);
             let start = self.pos;
             buf.put_slice(&self.data[start..start + n]);

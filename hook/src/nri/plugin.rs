@@ -192,7 +192,8 @@ impl RuntimeClient {
 
     /// Unsolicited updates or evictions; returns the updates the runtime could not apply.
     pub async fn update_containers(&self, req: UpdateContainersRequest) -> Result<Vec<ContainerUpdate>, CallError> {
-        let resp: UpdateContainersResponse = self.session.call(RUNTIME_SERVICE, "UpdateContainers", &req, self.timeout).await?;
+        let resp: UpdateContainersResponse =
+            self.session.call(RUNTIME_SERVICE, "UpdateContainers", &req, self.timeout).await?;
         Ok(resp.failed)
     }
 }
@@ -200,7 +201,11 @@ impl RuntimeClient {
 impl Plugin {
     /// Connects, registers as `<idx>-<name>`, and returns once the runtime has configured
     /// (subscribed) the plugin. Synchronize follows (see [`Plugin::synchronized`]).
-    pub async fn connect<H: Handler>(endpoint: &Endpoint, opts: &PluginOptions, handler: Arc<H>) -> Result<Plugin, NriError> {
+    pub async fn connect<H: Handler>(
+        endpoint: &Endpoint,
+        opts: &PluginOptions,
+        handler: Arc<H>,
+    ) -> Result<Plugin, NriError> {
         let full = format!("{}-{}", opts.idx, opts.name);
         let stream = endpoint.connect().await?;
         let (stage_tx, mut stage_rx) = watch::channel(Stage::Connected);
@@ -250,7 +255,8 @@ impl Plugin {
     /// Waits until the runtime has delivered Synchronize (false on timeout or closed connection).
     pub async fn synchronized(&self, timeout: Duration) -> bool {
         let mut rx = self.stage_rx.clone();
-        let reached = tokio::time::timeout(timeout, async { rx.wait_for(|s| *s >= Stage::Synchronized).await.is_ok() }).await;
+        let reached =
+            tokio::time::timeout(timeout, async { rx.wait_for(|s| *s >= Stage::Synchronized).await.is_ok() }).await;
         reached.unwrap_or(false)
     }
 
@@ -364,11 +370,12 @@ impl<H: Handler> Dispatch<H> {
             }
             "Shutdown" => {
                 tracing::info!("NRI: runtime shutdown");
-                let _ = self.blocking(|h| {
-                    h.on_shutdown();
-                    Ok(())
-                })
-                .await;
+                let _ = self
+                    .blocking(|h| {
+                        h.on_shutdown();
+                        Ok(())
+                    })
+                    .await;
                 self.shutdown_tx.send_replace(true);
                 Ok(Empty {}.encode_to_vec())
             }
@@ -395,7 +402,8 @@ impl<H: Handler> Dispatch<H> {
     async fn deliver(self: &Arc<Self>, ev: Event, pod: Option<PodSandbox>, c: Option<Container>) -> Result<(), Status> {
         let pod = pod.unwrap_or_default();
         let t0 = Instant::now();
-        let (pod_name, ns, cname) = (pod.name.clone(), pod.namespace.clone(), c.as_ref().map(|c| c.name.clone()).unwrap_or_default());
+        let (pod_name, ns, cname) =
+            (pod.name.clone(), pod.namespace.clone(), c.as_ref().map(|c| c.name.clone()).unwrap_or_default());
         let res = self
             .blocking(move |h| {
                 let need = |c: &Option<Container>| c.clone().ok_or_else(|| format!("{ev:?} event without a container"));
@@ -414,13 +422,20 @@ impl<H: Handler> Dispatch<H> {
             .await;
         let us = t0.elapsed().as_micros() as u64;
         match &res {
-            Ok(()) => tracing::debug!(event = ?ev, pod = %pod_name, namespace = %ns, container = %cname, elapsed_us = us, "NRI event handled"),
-            Err(s) => tracing::warn!(event = ?ev, pod = %pod_name, namespace = %ns, container = %cname, elapsed_us = us, error = %s.message, "NRI event refused"),
+            Ok(()) => {
+                tracing::debug!(event = ?ev, pod = %pod_name, namespace = %ns, container = %cname, elapsed_us = us, "NRI event handled")
+            }
+            Err(s) => {
+                tracing::warn!(event = ?ev, pod = %pod_name, namespace = %ns, container = %cname, elapsed_us = us, error = %s.message, "NRI event refused")
+            }
         }
         res
     }
 
-    async fn blocking(self: &Arc<Self>, f: impl FnOnce(&H) -> Result<(), String> + Send + 'static) -> Result<(), Status> {
+    async fn blocking(
+        self: &Arc<Self>,
+        f: impl FnOnce(&H) -> Result<(), String> + Send + 'static,
+    ) -> Result<(), Status> {
         let h = self.handler.clone();
         match tokio::task::spawn_blocking(move || f(&h)).await {
             Ok(Ok(())) => Ok(()),

@@ -18,7 +18,8 @@ use super::mux::{self, PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN};
 use super::ttrpc::{self, code, Decoded, Request, Response, Status};
 
 /// Serves one incoming request: `Ok(encoded response message)` or an error status.
-pub type ServiceFn = Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send>> + Send + Sync>;
+pub type ServiceFn =
+    Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send>> + Send + Sync>;
 
 /// Why a session ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,11 +112,12 @@ impl Session {
             let mut w = self.inner.writer.lock().await;
             let id = w.next_stream_id;
             w.next_stream_id = w.next_stream_id.wrapping_add(2);
-            let msg = ttrpc::encode_message(id, ttrpc::TYPE_REQUEST, ttrpc::FLAG_REMOTE_CLOSED, &request.encode_to_vec())
-                .map_err(|e| {
-                    let (service, method) = names();
-                    CallError::Protocol { service, method, reason: e.to_string() }
-                })?;
+            let msg =
+                ttrpc::encode_message(id, ttrpc::TYPE_REQUEST, ttrpc::FLAG_REMOTE_CLOSED, &request.encode_to_vec())
+                    .map_err(|e| {
+                        let (service, method) = names();
+                        CallError::Protocol { service, method, reason: e.to_string() }
+                    })?;
             self.inner.pending.lock().expect("pending lock").insert(id, tx);
             if let Err(e) = mux::write_frames(&mut w.half, RUNTIME_SERVICE_CONN, &msg).await {
                 self.inner.pending.lock().expect("pending lock").remove(&id);
@@ -216,7 +218,11 @@ async fn reader_loop(mut rd: OwnedReadHalf, inner: Arc<Inner>, service: ServiceF
                     on_response(&inner, d);
                 }
             }
-            other => tracing::debug!(conn = other, len = frame.payload.len(), "NRI: frame for an unknown multiplexed connection dropped"),
+            other => tracing::debug!(
+                conn = other,
+                len = frame.payload.len(),
+                "NRI: frame for an unknown multiplexed connection dropped"
+            ),
         }
     };
     tracing::debug!(reason = %why, "NRI connection reader ended");
@@ -228,17 +234,26 @@ fn on_request(inner: &Arc<Inner>, service: &ServiceFn, d: Decoded) {
         Decoded::Oversized(h) => {
             tracing::warn!(stream_id = h.stream_id, len = h.length, "NRI: oversized request refused");
             let resp = Response {
-                status: Some(Status::new(code::RESOURCE_EXHAUSTED, format!("message length {} exceeds maximum {}", h.length, ttrpc::MAX_MESSAGE))),
+                status: Some(Status::new(
+                    code::RESOURCE_EXHAUSTED,
+                    format!("message length {} exceeds maximum {}", h.length, ttrpc::MAX_MESSAGE),
+                )),
                 payload: vec![],
             };
             let inner = inner.clone();
-            tokio::spawn(async move { send(&inner, PLUGIN_SERVICE_CONN, h.stream_id, ttrpc::TYPE_RESPONSE, &resp.encode_to_vec()).await });
+            tokio::spawn(async move {
+                send(&inner, PLUGIN_SERVICE_CONN, h.stream_id, ttrpc::TYPE_RESPONSE, &resp.encode_to_vec()).await
+            });
             return;
         }
         Decoded::Message { header, body } => (header, body),
     };
     if header.kind != ttrpc::TYPE_REQUEST {
-        tracing::debug!(stream_id = header.stream_id, kind = header.kind, "NRI: non-request message on the plugin service connection ignored");
+        tracing::debug!(
+            stream_id = header.stream_id,
+            kind = header.kind,
+            "NRI: non-request message on the plugin service connection ignored"
+        );
         return;
     }
     let inner = inner.clone();
@@ -260,17 +275,29 @@ fn on_response(inner: &Inner, d: Decoded) {
     let (id, resp) = match d {
         Decoded::Oversized(h) => (
             h.stream_id,
-            Response { status: Some(Status::new(code::RESOURCE_EXHAUSTED, format!("response of {} bytes refused", h.length))), payload: vec![] },
+            Response {
+                status: Some(Status::new(code::RESOURCE_EXHAUSTED, format!("response of {} bytes refused", h.length))),
+                payload: vec![],
+            },
         ),
-        Decoded::Message { header, body } if header.kind == ttrpc::TYPE_RESPONSE => match Response::decode(body.as_slice()) {
-            Ok(r) => (header.stream_id, r),
-            Err(e) => (
-                header.stream_id,
-                Response { status: Some(Status::new(code::UNKNOWN, format!("undecodable ttrpc response: {e}"))), payload: vec![] },
-            ),
-        },
+        Decoded::Message { header, body } if header.kind == ttrpc::TYPE_RESPONSE => {
+            match Response::decode(body.as_slice()) {
+                Ok(r) => (header.stream_id, r),
+                Err(e) => (
+                    header.stream_id,
+                    Response {
+                        status: Some(Status::new(code::UNKNOWN, format!("undecodable ttrpc response: {e}"))),
+                        payload: vec![],
+                    },
+                ),
+            }
+        }
         Decoded::Message { header, .. } => {
-            tracing::debug!(stream_id = header.stream_id, kind = header.kind, "NRI: non-response message on the runtime service connection ignored");
+            tracing::debug!(
+                stream_id = header.stream_id,
+                kind = header.kind,
+                "NRI: non-response message on the runtime service connection ignored"
+            );
             return;
         }
     };

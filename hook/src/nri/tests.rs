@@ -81,7 +81,8 @@ impl FakeRuntime {
         let id = self.next_id;
         self.next_id += 2;
         let req = Request { service: PLUGIN_SERVICE.into(), method: method.into(), payload, ..Default::default() };
-        let msg = ttrpc::encode_message(id, ttrpc::TYPE_REQUEST, ttrpc::FLAG_REMOTE_CLOSED, &req.encode_to_vec()).unwrap();
+        let msg =
+            ttrpc::encode_message(id, ttrpc::TYPE_REQUEST, ttrpc::FLAG_REMOTE_CLOSED, &req.encode_to_vec()).unwrap();
         self.send_raw(PLUGIN_SERVICE_CONN, &msg).await;
         let (conn, h, body) = self.next().await;
         assert_eq!((conn, h.stream_id, h.kind), (PLUGIN_SERVICE_CONN, id, ttrpc::TYPE_RESPONSE));
@@ -124,7 +125,13 @@ async fn handshake_events_errors_and_shutdown() {
     let resp = rt.call("Configure", cfg.encode_to_vec()).await;
     assert!(ok(&resp));
     let mask = EventMask(ConfigureResponse::decode(resp.payload.as_slice()).unwrap().events);
-    for e in [Event::RunPodSandbox, Event::StartContainer, Event::StopContainer, Event::RemoveContainer, Event::RemovePodSandbox] {
+    for e in [
+        Event::RunPodSandbox,
+        Event::StartContainer,
+        Event::StopContainer,
+        Event::RemoveContainer,
+        Event::RemovePodSandbox,
+    ] {
         assert!(mask.contains(e), "{e:?} subscribed");
     }
     assert!(!mask.contains(Event::CreateContainer));
@@ -134,7 +141,8 @@ async fn handshake_events_errors_and_shutdown() {
     let part1 = SynchronizeRequest { pods: vec![PodSandbox::default()], containers: vec![], more: true };
     let r1 = rt.call("Synchronize", part1.encode_to_vec()).await;
     assert!(SynchronizeResponse::decode(r1.payload.as_slice()).unwrap().more);
-    let part2 = SynchronizeRequest { pods: vec![], containers: vec![Container::default(), Container::default()], more: false };
+    let part2 =
+        SynchronizeRequest { pods: vec![], containers: vec![Container::default(), Container::default()], more: false };
     let r2 = rt.call("Synchronize", part2.encode_to_vec()).await;
     assert!(ok(&r2));
     let plugin = connect.await.unwrap().expect("plugin connected");
@@ -149,11 +157,13 @@ async fn handshake_events_errors_and_shutdown() {
 
     let mut c = Container { name: "app".into(), pid: 1234, ..Default::default() };
     c.linux = Some(LinuxContainer { cgroups_path: "/kubepods/p/c".into(), ..Default::default() });
-    let ev = StateChangeEvent { event: Event::StartContainer as i32, pod: Some(pod.clone()), container: Some(c.clone()) };
+    let ev =
+        StateChangeEvent { event: Event::StartContainer as i32, pod: Some(pod.clone()), container: Some(c.clone()) };
     assert!(ok(&rt.call("StateChange", ev.encode_to_vec()).await));
 
     c.name = "bad".into();
-    let ev = StateChangeEvent { event: Event::StartContainer as i32, pod: Some(pod.clone()), container: Some(c.clone()) };
+    let ev =
+        StateChangeEvent { event: Event::StartContainer as i32, pod: Some(pod.clone()), container: Some(c.clone()) };
     let resp = rt.call("StateChange", ev.encode_to_vec()).await;
     let st = resp.status.expect("error status");
     assert_eq!((st.code, st.message.as_str()), (code::UNKNOWN, "refused: bad"));
@@ -196,7 +206,10 @@ async fn eof_is_reported() {
     let sock = dir.join("nri.sock");
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
     let opts = PluginOptions::new("warden", "10").unwrap();
-    let connect = tokio::spawn(async move { Plugin::connect(&Endpoint::Socket(sock), &opts, Arc::new(Recorder::default())).await });
+    let connect =
+        tokio::spawn(
+            async move { Plugin::connect(&Endpoint::Socket(sock), &opts, Arc::new(Recorder::default())).await },
+        );
     let (s, _) = listener.accept().await.unwrap();
     drop(s); // close before answering RegisterPlugin
     let err = connect.await.unwrap().err().expect("registration must fail");
@@ -215,7 +228,11 @@ fn plugin_index_is_two_digits() {
 fn tempfile_dir() -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let d = std::env::temp_dir().join(format!("warden-nri-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let d = std::env::temp_dir().join(format!(
+        "warden-nri-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -227,7 +244,8 @@ async fn prelaunched_plugin_uses_its_fd() {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     let fd = ours.into_raw_fd();
     theirs.set_nonblocking(true).unwrap();
-    let mut rt = FakeRuntime { s: UnixStream::from_std(theirs).unwrap(), decoders: Default::default(), next_id: 1, frame: 4096 };
+    let mut rt =
+        FakeRuntime { s: UnixStream::from_std(theirs).unwrap(), decoders: Default::default(), next_id: 1, frame: 4096 };
     let handler = Arc::new(Recorder::default());
     let h2 = handler.clone();
     let connect = tokio::spawn(async move {
@@ -242,7 +260,10 @@ async fn prelaunched_plugin_uses_its_fd() {
     assert!(ok(&rt.call("Synchronize", SynchronizeRequest::default().encode_to_vec()).await));
     assert!(plugin.synchronized(Duration::from_secs(1)).await);
     drop(rt); // the runtime goes away: EOF
-    assert_eq!(tokio::time::timeout(Duration::from_secs(5), plugin.wait()).await.unwrap(), Exit::Closed(super::session::Closed::Eof));
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), plugin.wait()).await.unwrap(),
+        Exit::Closed(super::session::Closed::Eof)
+    );
     assert_eq!(handler.seen.lock().unwrap().clone(), vec!["sync 0 0".to_string()]);
 }
 
@@ -254,5 +275,7 @@ fn endpoint_from_env() {
     std::env::set_var(ENV_SOCKET, "three");
     assert!(Endpoint::from_env_or("/x.sock").is_err());
     std::env::remove_var(ENV_SOCKET);
-    assert!(matches!(Endpoint::from_env_or("/x.sock").unwrap(), Endpoint::Socket(p) if p == std::path::Path::new("/x.sock")));
+    assert!(
+        matches!(Endpoint::from_env_or("/x.sock").unwrap(), Endpoint::Socket(p) if p == std::path::Path::new("/x.sock"))
+    );
 }

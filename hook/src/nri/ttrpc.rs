@@ -117,7 +117,10 @@ pub fn encode_message(stream_id: u32, kind: u8, flags: u8, body: &[u8]) -> Resul
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded {
-    Message { header: Header, body: Vec<u8> },
+    Message {
+        header: Header,
+        body: Vec<u8>,
+    },
     /// A message larger than [`MAX_MESSAGE`]: its body is skipped without being buffered,
     /// the caller answers the stream with RESOURCE_EXHAUSTED (as ttrpc does).
     Oversized(Header),
@@ -185,7 +188,8 @@ mod tests {
     use prost::Message as _;
 
     fn request(id: u32, method: &str) -> Vec<u8> {
-        let req = Request { service: "svc".into(), method: method.into(), payload: vec![1, 2, 3], ..Default::default() };
+        let req =
+            Request { service: "svc".into(), method: method.into(), payload: vec![1, 2, 3], ..Default::default() };
         encode_message(id, TYPE_REQUEST, FLAG_REMOTE_CLOSED, &req.encode_to_vec()).unwrap()
     }
 
@@ -220,9 +224,8 @@ mod tests {
 
     #[test]
     fn oversized_message_is_skipped_and_stream_recovers() {
-        let mut wire = Header { length: (MAX_MESSAGE + 5) as u32, stream_id: 1, kind: TYPE_REQUEST, flags: 0 }
-            .encode()
-            .to_vec();
+        let mut wire =
+            Header { length: (MAX_MESSAGE + 5) as u32, stream_id: 1, kind: TYPE_REQUEST, flags: 0 }.encode().to_vec();
         wire.extend(std::iter::repeat_n(0xAA, MAX_MESSAGE + 5));
         wire.extend(request(3, "After"));
         let mut d = Decoder::default();
@@ -242,7 +245,10 @@ mod tests {
 
     #[test]
     fn oversized_message_is_not_sent() {
-        assert_eq!(encode_message(1, TYPE_REQUEST, 0, &vec![0; MAX_MESSAGE + 1]), Err(EncodeError::Oversized(MAX_MESSAGE + 1)));
+        assert_eq!(
+            encode_message(1, TYPE_REQUEST, 0, &vec![0; MAX_MESSAGE + 1]),
+            Err(EncodeError::Oversized(MAX_MESSAGE + 1))
+        );
     }
 
     #[test]

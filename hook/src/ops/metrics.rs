@@ -100,10 +100,27 @@ impl Metrics {
         let nri_latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16))
         });
-        registry.register("nri_request_duration_seconds", "Time warden took to answer an NRI request", nri_latency.clone());
+        registry.register(
+            "nri_request_duration_seconds",
+            "Time warden took to answer an NRI request",
+            nri_latency.clone(),
+        );
         let layers = Family::<LayerLabels, Gauge>::default();
-        registry.register("kernel_layer_available", "Enforcement layers this kernel supports (1) or not (0)", layers.clone());
-        Metrics { registry, denials, events_dropped, confined, profile_errors, nri_latency, layers, seen: Mutex::new(HashMap::new()) }
+        registry.register(
+            "kernel_layer_available",
+            "Enforcement layers this kernel supports (1) or not (0)",
+            layers.clone(),
+        );
+        Metrics {
+            registry,
+            denials,
+            events_dropped,
+            confined,
+            profile_errors,
+            nri_latency,
+            layers,
+            seen: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn profile_error(&self, stage: &str) {
@@ -263,7 +280,10 @@ async fn answer(mut conn: TcpStream, daemon: std::sync::Arc<Daemon>) -> Result<(
         ("GET", _) => ("404 Not Found", "text/plain", "only /metrics is served here\n".to_string()),
         _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_string()),
     };
-    let resp = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     conn.write_all(resp.as_bytes()).await?;
     conn.shutdown().await.ok();
     Ok(())

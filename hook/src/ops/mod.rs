@@ -53,7 +53,11 @@ impl Ops {
 /// The daemon's background tasks, on its tokio runtime: SIGHUP reloads the profiles, the
 /// denial log limiter's windows are closed every second (summaries of suppressed lines), and
 /// `/metrics` is served when configured.
-pub fn spawn_tasks(daemon: &std::sync::Arc<crate::daemon::Daemon>, mut hup: tokio::signal::unix::Signal, metrics: Option<std::net::TcpListener>) {
+pub fn spawn_tasks(
+    daemon: &std::sync::Arc<crate::daemon::Daemon>,
+    mut hup: tokio::signal::unix::Signal,
+    metrics: Option<std::net::TcpListener>,
+) {
     let d = daemon.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {

@@ -98,7 +98,8 @@ pub fn drop_to_kept() -> Result<()> {
     if !extra.is_empty() {
         if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
             for c in &extra {
-                caps::drop(None, CapSet::Bounding, *c).with_context(|| format!("dropping {c} from the bounding set"))?;
+                caps::drop(None, CapSet::Bounding, *c)
+                    .with_context(|| format!("dropping {c} from the bounding set"))?;
             }
         } else {
             warn!(kept_in_bounding = %names(extra.iter().copied()),

@@ -64,10 +64,8 @@ pub struct Watcher {
     inotify: Inotify,
 }
 
-const MASK: WatchMask = WatchMask::CLOSE_WRITE
-    .union(WatchMask::MOVED_TO)
-    .union(WatchMask::MOVED_FROM)
-    .union(WatchMask::DELETE);
+const MASK: WatchMask =
+    WatchMask::CLOSE_WRITE.union(WatchMask::MOVED_TO).union(WatchMask::MOVED_FROM).union(WatchMask::DELETE);
 
 /// Watches each existing folder (a missing one is skipped: it cannot hold profiles in use).
 pub fn watch(dirs: &[PathBuf]) -> Result<Option<Watcher>> {

@@ -57,7 +57,12 @@ impl Limiter {
             return (true, None);
         }
         let mut ended = None;
-        let w = self.windows.entry(key).or_insert_with(|| Window { start: now, logged: 0, suppressed: 0, who: who.clone() });
+        let w = self.windows.entry(key).or_insert_with(|| Window {
+            start: now,
+            logged: 0,
+            suppressed: 0,
+            who: who.clone(),
+        });
         if now.saturating_duration_since(w.start) >= self.window {
             if w.suppressed > 0 {
                 ended = Some(Suppressed { key, who: w.who.clone(), count: w.suppressed });
@@ -110,7 +115,12 @@ impl Reporter {
     /// know, e.g. confined with the CLI), unless its container is over the limit.
     pub fn event(&self, ev: &EventView, rec: Option<&Confined>) {
         let who = rec
-            .map(|r| Who { namespace: r.namespace.clone(), pod: r.pod.clone(), container: r.container.clone(), profile: ev.profile.clone() })
+            .map(|r| Who {
+                namespace: r.namespace.clone(),
+                pod: r.pod.clone(),
+                container: r.container.clone(),
+                profile: ev.profile.clone(),
+            })
             .unwrap_or_else(|| Who { profile: ev.profile.clone(), ..Who::default() });
         let (log, ended) = self.limiter.lock().unwrap().admit(ev.root_cgroup, &who, Instant::now());
         if let Some(s) = ended {

@@ -8,14 +8,13 @@ use anyhow::{bail, Result};
 use ipnet::IpNet;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
-use warden_common::{
-    profile_flags, proto, PortRule, PortRules, ProfileHeader, MAX_PORT_RULES, SYSCALL_BITMAP_BITS,
-};
+use warden_common::{profile_flags, proto, PortRule, PortRules, ProfileHeader, MAX_PORT_RULES, SYSCALL_BITMAP_BITS};
 
 use super::files::{self, MAX_FILE_RULES};
 use super::sysnames::{self, Lookup};
 use super::{
-    family_name, family_number, DefaultAction, Diagnostic, Invalid, PortRange, Profile, Protocol, SyscallsSpec, FAMILIES,
+    family_name, family_number, DefaultAction, Diagnostic, Invalid, PortRange, Profile, Protocol, SyscallsSpec,
+    FAMILIES,
 };
 
 /// Access bits of a file rule.
@@ -110,8 +109,14 @@ impl CompiledProfile {
 
     /// Connect entries as (CIDR, ports), IPv4 then IPv6.
     pub fn connect_rules(&self) -> Vec<(IpNet, PortRules)> {
-        let v4 = self.connect4.iter().map(|(l, a, r)| (IpNet::V4(ipnet::Ipv4Net::new((*a).into(), *l).expect("valid prefix")), *r));
-        let v6 = self.connect6.iter().map(|(l, a, r)| (IpNet::V6(ipnet::Ipv6Net::new((*a).into(), *l).expect("valid prefix")), *r));
+        let v4 = self
+            .connect4
+            .iter()
+            .map(|(l, a, r)| (IpNet::V4(ipnet::Ipv4Net::new((*a).into(), *l).expect("valid prefix")), *r));
+        let v6 = self
+            .connect6
+            .iter()
+            .map(|(l, a, r)| (IpNet::V6(ipnet::Ipv6Net::new((*a).into(), *l).expect("valid prefix")), *r));
         v4.chain(v6).collect()
     }
 
@@ -200,7 +205,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.len() > 63 {
         return Err(format!("name is {} bytes; the limit is 63", name.len()));
     }
-    if name.starts_with(['.', '-']) || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+    if name.starts_with(['.', '-']) || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
         return Err(format!("`{name}` is not a profile name: use letters, digits, `.`, `_`, `-` (not first)"));
     }
     Ok(())
@@ -273,12 +279,21 @@ fn build(p: &Profile) -> (CompiledProfile, Vec<Diagnostic>) {
             let path = if seccomp { "syscalls".to_string() } else { format!("syscalls.allow[{i}]") };
             match sysnames::lookup(name) {
                 Lookup::Host(n) if n < SYSCALL_BITMAP_BITS => header.syscalls[n / 64] |= 1 << (n % 64),
-                Lookup::Host(n) => d.push(Diagnostic::error(path.clone(), format!("`{name}` is number {n}, above the {SYSCALL_BITMAP_BITS}-entry table"))),
+                Lookup::Host(n) => d.push(Diagnostic::error(
+                    path.clone(),
+                    format!("`{name}` is number {n}, above the {SYSCALL_BITMAP_BITS}-entry table"),
+                )),
                 Lookup::OtherArch(arches) => d.push(Diagnostic::note(
                     path.clone(),
-                    format!("`{name}` is not a syscall on {} (only on {}): ignored on this host", sysnames::HOST_ARCH, arches.join(", ")),
+                    format!(
+                        "`{name}` is not a syscall on {} (only on {}): ignored on this host",
+                        sysnames::HOST_ARCH,
+                        arches.join(", ")
+                    ),
                 )),
-                Lookup::Unknown(close) => d.push(Diagnostic::error(path.clone(), sysnames::unknown_message(name, &close))),
+                Lookup::Unknown(close) => {
+                    d.push(Diagnostic::error(path.clone(), sysnames::unknown_message(name, &close)))
+                }
             }
             if let Some((_, why)) = DANGEROUS.iter().find(|(n, _)| n == name) {
                 d.push(Diagnostic::warning(path, format!("allows `{name}`, which {why}")));
@@ -292,8 +307,10 @@ fn build(p: &Profile) -> (CompiledProfile, Vec<Diagnostic>) {
         }
         let mut merged: BTreeMap<&str, Access> = BTreeMap::new();
         for (i, r) in rules.iter().enumerate() {
-            let path_ok = files::check_path(&r.path).map_err(|e| d.push(Diagnostic::error(format!("files[{i}].path"), e)));
-            let access = files::parse_access(&r.access).map_err(|e| d.push(Diagnostic::error(format!("files[{i}].access"), e)));
+            let path_ok =
+                files::check_path(&r.path).map_err(|e| d.push(Diagnostic::error(format!("files[{i}].path"), e)));
+            let access =
+                files::parse_access(&r.access).map_err(|e| d.push(Diagnostic::error(format!("files[{i}].access"), e)));
             if let (Ok(()), Ok(a)) = (path_ok, access) {
                 if r.path == "/" && a.contains(Access::WRITE) {
                     d.push(Diagnostic::warning(format!("files[{i}]"), "makes `/` writable: every file may be written"));
@@ -301,7 +318,10 @@ fn build(p: &Profile) -> (CompiledProfile, Vec<Diagnostic>) {
                 merged.entry(&r.path).or_default().0 |= a.0;
             }
         }
-        merged.into_iter().map(|(path, access)| FileRule { path: path.to_string(), prefix: path.ends_with('/'), access }).collect::<Vec<_>>()
+        merged
+            .into_iter()
+            .map(|(path, access)| FileRule { path: path.to_string(), prefix: path.ends_with('/'), access })
+            .collect::<Vec<_>>()
     });
 
     let mut connect4 = Vec::new();
@@ -325,7 +345,10 @@ fn build(p: &Profile) -> (CompiledProfile, Vec<Diagnostic>) {
                         Some(n) => bits |= 1 << n,
                         None => d.push(Diagnostic::error(
                             format!("network.families[{i}]"),
-                            format!("unknown family `{f}` (known: {})", FAMILIES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")),
+                            format!(
+                                "unknown family `{f}` (known: {})",
+                                FAMILIES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                            ),
                         )),
                     }
                 }
@@ -337,18 +360,27 @@ fn build(p: &Profile) -> (CompiledProfile, Vec<Diagnostic>) {
             for (i, r) in rules.iter().enumerate() {
                 let all_ports = r.ports.as_ref().is_none_or(|ps| covers_all(ps));
                 if r.cidr.prefix_len() == 0 && all_ports {
-                    d.push(Diagnostic::warning(format!("network.connect[{i}]"), format!("allows connecting to every address ({}) on every port", r.cidr)));
+                    d.push(Diagnostic::warning(
+                        format!("network.connect[{i}]"),
+                        format!("allows connecting to every address ({}) on every port", r.cidr),
+                    ));
                 }
                 let fam = if r.cidr.addr().is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
                 if header.families >> fam & 1 == 0 {
                     d.push(Diagnostic::warning(
                         format!("network.connect[{i}]"),
-                        format!("{} needs family `{}`, which network.families does not allow", r.cidr, family_name(fam as u32)),
+                        format!(
+                            "{} needs family `{}`, which network.families does not allow",
+                            r.cidr,
+                            family_name(fam as u32)
+                        ),
                     ));
                 }
             }
-            let flat: Vec<(IpNet, Protocol, Vec<PortRange>)> =
-                rules.iter().map(|r| (r.cidr.trunc(), r.protocol, r.ports.clone().unwrap_or(vec![PortRange::ALL]))).collect();
+            let flat: Vec<(IpNet, Protocol, Vec<PortRange>)> = rules
+                .iter()
+                .map(|r| (r.cidr.trunc(), r.protocol, r.ports.clone().unwrap_or(vec![PortRange::ALL])))
+                .collect();
             let nets: BTreeSet<IpNet> = flat.iter().map(|(n, _, _)| *n).collect();
             for net in nets {
                 let mut ranges = Vec::new();
@@ -368,7 +400,8 @@ fn build(p: &Profile) -> (CompiledProfile, Vec<Diagnostic>) {
         }
         if let Some(rules) = &net.bind {
             header.flags |= profile_flags::BIND;
-            let ranges: Vec<(Protocol, PortRange)> = rules.iter().flat_map(|r| r.ports.iter().map(move |p| (r.protocol, *p))).collect();
+            let ranges: Vec<(Protocol, PortRange)> =
+                rules.iter().flat_map(|r| r.ports.iter().map(move |p| (r.protocol, *p))).collect();
             match port_rules(&ranges) {
                 Ok(pr) => bind = Some(pr),
                 Err(e) => d.push(Diagnostic::error("network.bind", e.to_string())),
@@ -478,7 +511,9 @@ fn bytes_of<T: Copy>(v: &T) -> &[u8] {
 pub fn syscall_number(name: &str) -> Result<usize> {
     match sysnames::lookup(name) {
         Lookup::Host(n) => Ok(n),
-        Lookup::OtherArch(a) => bail!("`{name}` is not a syscall on {} (only on {})", sysnames::HOST_ARCH, a.join(", ")),
+        Lookup::OtherArch(a) => {
+            bail!("`{name}` is not a syscall on {} (only on {})", sysnames::HOST_ARCH, a.join(", "))
+        }
         Lookup::Unknown(close) => bail!("{}", sysnames::unknown_message(name, &close)),
     }
 }

@@ -50,8 +50,10 @@ pub fn allowed_by_b_not_a(a: &CompiledProfile, b: &CompiledProfile) -> Vec<Strin
     match (a.restricts(pf::FAMILIES), b.restricts(pf::FAMILIES)) {
         (true, false) => out.push("network: everything (the layer is not restricted)".to_string()),
         (true, true) => {
-            let fam: Vec<String> =
-                (0..64).filter(|n| b.header.families >> n & 1 == 1 && a.header.families >> n & 1 == 0).map(super::family_name).collect();
+            let fam: Vec<String> = (0..64)
+                .filter(|n| b.header.families >> n & 1 == 1 && a.header.families >> n & 1 == 0)
+                .map(super::family_name)
+                .collect();
             if !fam.is_empty() {
                 out.push(format!("socket families: {}", fam.join(", ")));
             }

@@ -129,7 +129,10 @@ impl TryFrom<RawSyscalls> for SyscallsSpec {
         match r.default_action {
             Some(default_action) => {
                 if r.default.is_some() || r.allow.is_some() {
-                    return Err("mixes warden's `default`/`allow` with a seccomp profile's `defaultAction`: use one form".into());
+                    return Err(
+                        "mixes warden's `default`/`allow` with a seccomp profile's `defaultAction`: use one form"
+                            .into(),
+                    );
                 }
                 Ok(SyscallsSpec::Seccomp(seccomp::SeccompProfile {
                     default_action,
@@ -144,7 +147,10 @@ impl TryFrom<RawSyscalls> for SyscallsSpec {
                 }))
             }
             None if seccomp_only => Err("looks like a seccomp profile but has no `defaultAction`".into()),
-            None => Ok(SyscallsSpec::Allow(Syscalls { default: r.default.unwrap_or_default(), allow: r.allow.unwrap_or_default() })),
+            None => Ok(SyscallsSpec::Allow(Syscalls {
+                default: r.default.unwrap_or_default(),
+                allow: r.allow.unwrap_or_default(),
+            })),
         }
     }
 }
@@ -152,7 +158,9 @@ impl TryFrom<RawSyscalls> for SyscallsSpec {
 impl From<SyscallsSpec> for RawSyscalls {
     fn from(s: SyscallsSpec) -> Self {
         match s {
-            SyscallsSpec::Allow(a) => RawSyscalls { default: Some(a.default), allow: Some(a.allow), ..Default::default() },
+            SyscallsSpec::Allow(a) => {
+                RawSyscalls { default: Some(a.default), allow: Some(a.allow), ..Default::default() }
+            }
             SyscallsSpec::Seccomp(sp) => RawSyscalls {
                 default_action: Some(sp.default_action),
                 default_errno_ret: sp.default_errno_ret,

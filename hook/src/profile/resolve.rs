@@ -177,7 +177,8 @@ impl Resolver<'_> {
             self.diagnostics.extend(check(&base).into_iter().map(|d| d.in_file(Some(&path))));
             if base.name != *name {
                 self.diagnostics.push(
-                    Diagnostic::warning("name", format!("`{}` differs from the file name `{name}.json`", base.name)).in_file(Some(&path)),
+                    Diagnostic::warning("name", format!("`{}` differs from the file name `{name}.json`", base.name))
+                        .in_file(Some(&path)),
                 );
             }
             stack.push(name.clone());

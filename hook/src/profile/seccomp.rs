@@ -64,7 +64,12 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchMap {
     pub architecture: String,
-    #[serde(rename = "subArchitectures", default, deserialize_with = "null_as_empty", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "subArchitectures",
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub sub_architectures: Vec<String>,
 }
 
@@ -390,7 +395,8 @@ fn evaluate(rule: &Rule, opts: &ImportOptions) -> Result<Vec<String>, String> {
             why.push(format!("arches {} include the host", inc.arches.join(", ")));
         }
         if !inc.caps.is_empty() {
-            let missing: Vec<&str> = inc.caps.iter().filter(|c| !opts.caps.contains(&normalize_cap(c))).map(String::as_str).collect();
+            let missing: Vec<&str> =
+                inc.caps.iter().filter(|c| !opts.caps.contains(&normalize_cap(c))).map(String::as_str).collect();
             if !missing.is_empty() {
                 return Err(format!("needs {} (not in {})", missing.join(", "), opts.caps_source));
             }
@@ -399,8 +405,12 @@ fn evaluate(rule: &Rule, opts: &ImportOptions) -> Result<Vec<String>, String> {
         if let Some(mk) = &inc.min_kernel {
             match (KernelVersion::parse(mk), opts.kernel) {
                 (None, _) => return Err(format!("minKernel `{mk}` is not a kernel version")),
-                (Some(_), None) => why.push(format!("minKernel {mk}: {} is unknown, assumed new enough", opts.kernel_source)),
-                (Some(min), Some(k)) if k < min => return Err(format!("needs kernel {mk}, {} is {k}", opts.kernel_source)),
+                (Some(_), None) => {
+                    why.push(format!("minKernel {mk}: {} is unknown, assumed new enough", opts.kernel_source))
+                }
+                (Some(min), Some(k)) if k < min => {
+                    return Err(format!("needs kernel {mk}, {} is {k}", opts.kernel_source))
+                }
                 (Some(_), Some(k)) => why.push(format!("minKernel {mk} <= {} {k}", opts.kernel_source)),
             }
         }
@@ -421,9 +431,15 @@ fn evaluate(rule: &Rule, opts: &ImportOptions) -> Result<Vec<String>, String> {
         if let Some(mk) = &exc.min_kernel {
             match (KernelVersion::parse(mk), opts.kernel) {
                 (None, _) => return Err(format!("excludes.minKernel `{mk}` is not a kernel version")),
-                (Some(_), None) => why.push(format!("excludes.minKernel {mk}: {} is unknown, assumed older", opts.kernel_source)),
-                (Some(min), Some(k)) if k >= min => return Err(format!("excluded from kernel {mk} on; {} is {k}", opts.kernel_source)),
-                (Some(_), Some(k)) => why.push(format!("{} {k} is older than excludes.minKernel {mk}", opts.kernel_source)),
+                (Some(_), None) => {
+                    why.push(format!("excludes.minKernel {mk}: {} is unknown, assumed older", opts.kernel_source))
+                }
+                (Some(min), Some(k)) if k >= min => {
+                    return Err(format!("excluded from kernel {mk} on; {} is {k}", opts.kernel_source))
+                }
+                (Some(_), Some(k)) => {
+                    why.push(format!("{} {k} is older than excludes.minKernel {mk}", opts.kernel_source))
+                }
             }
         }
     }
@@ -439,7 +455,11 @@ pub fn convert(sp: &SeccompProfile, opts: &ImportOptions) -> Imported {
             "evaluated for architecture {}, capabilities = {} ({}), kernel = {}",
             opts.arch,
             opts.caps_source,
-            if opts.caps.is_empty() { "none".to_string() } else { opts.caps.iter().cloned().collect::<Vec<_>>().join(", ") },
+            if opts.caps.is_empty() {
+                "none".to_string()
+            } else {
+                opts.caps.iter().cloned().collect::<Vec<_>>().join(", ")
+            },
             match opts.kernel {
                 Some(k) => format!("{k} ({})", opts.kernel_source),
                 None => format!("unknown ({}); minKernel conditions assumed met", opts.kernel_source),
@@ -453,7 +473,10 @@ pub fn convert(sp: &SeccompProfile, opts: &ImportOptions) -> Imported {
             DefaultAction::Kill
         }
         Action::Log => {
-            report.push(Kind::Setting, "defaultAction SCMP_ACT_LOG -> default `log`: calls outside the allow-list run and are reported");
+            report.push(
+                Kind::Setting,
+                "defaultAction SCMP_ACT_LOG -> default `log`: calls outside the allow-list run and are reported",
+            );
             DefaultAction::Log
         }
         a => {
@@ -494,13 +517,19 @@ pub fn convert(sp: &SeccompProfile, opts: &ImportOptions) -> Imported {
             unknown.entry(n.to_string()).or_default().push(i);
         }
         if known.is_empty() {
-            report.push(Kind::Applied, format!("{label} {}: no name exists on {}; nothing to do", rule.action.name(), opts.arch));
+            report.push(
+                Kind::Applied,
+                format!("{label} {}: no name exists on {}; nothing to do", rule.action.name(), opts.arch),
+            );
             continue;
         }
         let cond = if why.is_empty() { String::new() } else { format!(" [{}]", why.join("; ")) };
         if rule.action.allows() {
             if rule.action == Action::Log {
-                report.push(Kind::Setting, format!("{label}: SCMP_ACT_LOG -> allowed (warden does not log allowed calls)"));
+                report.push(
+                    Kind::Setting,
+                    format!("{label}: SCMP_ACT_LOG -> allowed (warden does not log allowed calls)"),
+                );
             }
             report.push(Kind::Applied, format!("{label}: {} name(s) allowed{cond}", known.len()));
             if !rule.args.is_empty() {
@@ -525,7 +554,10 @@ pub fn convert(sp: &SeccompProfile, opts: &ImportOptions) -> Imported {
                 text.push_str(". NOTE: ENOSYS tells callers to fall back (glibc tries clone3 then clone); under warden the caller is killed instead, so allow the call if the workload uses it");
             }
             if !rule.args.is_empty() {
-                text.push_str(&format!(" (its argument filter {} is not applied: the whole call is denied)", rule.args.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" && ")));
+                text.push_str(&format!(
+                    " (its argument filter {} is not applied: the whole call is denied)",
+                    rule.args.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" && ")
+                ));
             }
             report.push(Kind::Denied, text);
             for n in known {
@@ -549,10 +581,15 @@ pub fn convert(sp: &SeccompProfile, opts: &ImportOptions) -> Imported {
     };
 
     if !unknown.is_empty() {
-        let names: Vec<String> = unknown.iter().map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = unknown.keys().cloned().collect();
         report.push(
             Kind::UnknownName,
-            format!("{} name(s) not in the {} table (32-bit or other-architecture calls): {}", names.len(), opts.arch, names.join(", ")),
+            format!(
+                "{} name(s) not in the {} table (32-bit or other-architecture calls): {}",
+                names.len(),
+                opts.arch,
+                names.join(", ")
+            ),
         );
     }
     if sp.architectures.is_some() || sp.arch_map.is_some() {
@@ -646,7 +683,9 @@ mod tests {
 
     #[test]
     fn allow_default_becomes_table_minus_denied() {
-        let sp = parse(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mount","umount2"],"action":"SCMP_ACT_KILL"}]}"#);
+        let sp = parse(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mount","umount2"],"action":"SCMP_ACT_KILL"}]}"#,
+        );
         let imp = convert(&sp, &opts());
         assert!(!imp.syscalls.allow.contains(&"mount".to_string()));
         assert!(imp.syscalls.allow.contains(&"read".to_string()));
@@ -671,14 +710,34 @@ mod tests {
         let sp: SeccompProfile = serde_json::from_str(&text).unwrap();
         let imp = convert(&sp, &opts());
         let allow = &imp.syscalls.allow;
-        for must in ["read", "execve", "clone", "wait4", "rt_sigaction", "arch_prctl", "socket", "personality", "chroot", "ptrace"] {
+        for must in [
+            "read",
+            "execve",
+            "clone",
+            "wait4",
+            "rt_sigaction",
+            "arch_prctl",
+            "socket",
+            "personality",
+            "chroot",
+            "ptrace",
+        ] {
             assert!(allow.contains(&must.to_string()), "{must} missing");
         }
         for never in ["mount", "bpf", "init_module", "kexec_load", "clone3", "reboot"] {
             assert!(!allow.contains(&never.to_string()), "{never} allowed");
         }
         let r = imp.report.to_string();
-        for expect in ["chown32", "`socket`", "`personality`", "`clone`", "needs CAP_SYS_ADMIN", "minKernel 4.8", "ENOSYS", "archMap"] {
+        for expect in [
+            "chown32",
+            "`socket`",
+            "`personality`",
+            "`clone`",
+            "needs CAP_SYS_ADMIN",
+            "minKernel 4.8",
+            "ENOSYS",
+            "archMap",
+        ] {
             assert!(r.contains(expect), "report lacks {expect}:\n{r}");
         }
     }

@@ -146,12 +146,20 @@ fn parse_error_paths() {
         (r#"{"name":"t","network":{"connect":[{"cidr":"10.0.0.0/33"}]}}"#, "network.connect[0].cidr", ""),
         (r#"{"name":"t","network":{"bind":[{"ports":["90-80"]}]}}"#, "network.bind[0].ports[0]", "reversed"),
         (r#"{"name":"t","network":{"bind":[{"ports":["http"]}]}}"#, "network.bind[0].ports[0]", "not a port"),
-        (r#"{"name":"t","network":{"bind":[{"ports":[80],"protocol":"sctp"}]}}"#, "network.bind[0].protocol", "unknown variant"),
+        (
+            r#"{"name":"t","network":{"bind":[{"ports":[80],"protocol":"sctp"}]}}"#,
+            "network.bind[0].protocol",
+            "unknown variant",
+        ),
         (r#"{"name":"t","extends":"base"}"#, "extends", "invalid type"),
         (r#"{"description":"x"}"#, "", "missing field `name`"),
         (r#"{"name":"t""#, "", "EOF"),
         (r#"{"name":"t","syscalls":{"defaultAction":"SCMP_ACT_NOPE"}}"#, "syscalls.defaultAction", "unknown variant"),
-        (r#"{"name":"t","syscalls":{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW","includes":{"kernel":"1"}}]}}"#, "syscalls.syscalls[0].includes.kernel", "unknown field `kernel`"),
+        (
+            r#"{"name":"t","syscalls":{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW","includes":{"kernel":"1"}}]}}"#,
+            "syscalls.syscalls[0].includes.kernel",
+            "unknown field `kernel`",
+        ),
         (r#"{"name":"t","syscalls":{"defaultAction":"SCMP_ACT_ERRNO","allow":["read"]}}"#, "syscalls", "mixes warden"),
         (r#"{"name":"t","syscalls":{"syscalls":[]}}"#, "syscalls", "no `defaultAction`"),
     ];
@@ -280,9 +288,15 @@ fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
 #[test]
 fn extends_merges_rules() {
     let d = dir_with(&[
-        ("base.json", r#"{"name":"base","description":"b","syscalls":{"default":"log","allow":["read"]},"network":{"families":["unix"],"bind":[]}}"#),
+        (
+            "base.json",
+            r#"{"name":"base","description":"b","syscalls":{"default":"log","allow":["read"]},"network":{"families":["unix"],"bind":[]}}"#,
+        ),
         ("mid.json", r#"{"name":"mid","extends":["base"],"files":[{"path":"/tmp/","access":"rw"}]}"#),
-        ("app.json", r#"{"name":"app","extends":["mid","base"],"syscalls":{"allow":["write"]},"network":{"families":["inet"],"connect":[{"cidr":"127.0.0.1/32","ports":[80]}]}}"#),
+        (
+            "app.json",
+            r#"{"name":"app","extends":["mid","base"],"syscalls":{"allow":["write"]},"network":{"families":["inet"],"connect":[{"cidr":"127.0.0.1/32","ports":[80]}]}}"#,
+        ),
     ]);
     let l = resolve::load_file(&d.path().join("app.json"), &SearchPath::new(vec![])).unwrap();
     assert_eq!(l.errors().count(), 0, "{:?}", l.diagnostics);
@@ -317,7 +331,10 @@ fn extends_errors() {
         resolve::load_file(&d.path().join(f), &sp).unwrap().errors().map(|e| e.to_string()).collect()
     };
     let e = errs("a.json");
-    assert!(has(&e, "extends[0]: extends cycle: b -> c -> a -> b") || has(&e, "extends cycle: a -> b -> c -> a"), "{e:?}");
+    assert!(
+        has(&e, "extends[0]: extends cycle: b -> c -> a -> b") || has(&e, "extends cycle: a -> b -> c -> a"),
+        "{e:?}"
+    );
     assert!(has(&errs("self.json"), "extends cycle: self -> self"));
     let e = errs("missing.json");
     assert!(has(&e, "missing.json: extends[0]: no profile `nowhere` in the search path"), "{e:?}");
@@ -354,14 +371,30 @@ fn builtin_profiles_load_and_compile_cleanly() {
     let sp = SearchPath::new(vec![builtin_dir()]);
     for n in names {
         let l = resolve::load_spec(n, &sp).unwrap();
-        let bad: Vec<String> = l.diagnostics.iter().filter(|d| d.severity != Severity::Note).map(|d| d.to_string()).collect();
+        let bad: Vec<String> =
+            l.diagnostics.iter().filter(|d| d.severity != Severity::Note).map(|d| d.to_string()).collect();
         assert!(bad.is_empty(), "{n}: {bad:?}");
         let c = compile(&l.profile).unwrap_or_else(|e| panic!("{n}: {e}"));
         assert_eq!(c.name, n);
     }
     let rd = compile(&resolve::load_spec("runtime-default", &sp).unwrap().profile).unwrap();
     let allowed = rd.allowed_syscalls();
-    for s in ["execve", "clone", "wait4", "rt_sigaction", "read", "write", "exit_group", "socket", "connect", "bind", "listen", "accept4", "openat", "getdents64"] {
+    for s in [
+        "execve",
+        "clone",
+        "wait4",
+        "rt_sigaction",
+        "read",
+        "write",
+        "exit_group",
+        "socket",
+        "connect",
+        "bind",
+        "listen",
+        "accept4",
+        "openat",
+        "getdents64",
+    ] {
         assert!(allowed.contains(&s), "runtime-default lacks {s}");
     }
     let httpd = compile(&resolve::load_spec("busybox-httpd", &sp).unwrap().profile).unwrap();
@@ -378,8 +411,14 @@ fn builtin_profiles_load_and_compile_cleanly() {
     assert_eq!(dn.bind.unwrap().count, 0);
     assert!(dn.connect4.is_empty() && dn.restricts(profile_flags::CONNECT));
     let ro = compile(&resolve::load_spec("readonly", &sp).unwrap().profile).unwrap();
-    let writable: Vec<&str> =
-        ro.files.as_ref().unwrap().iter().filter(|f| f.access.contains(Access::WRITE)).map(|f| f.path.as_str()).collect();
+    let writable: Vec<&str> = ro
+        .files
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|f| f.access.contains(Access::WRITE))
+        .map(|f| f.path.as_str())
+        .collect();
     assert_eq!(writable, vec!["/dev/null", "/dev/shm/", "/tmp/"]);
 }
 
@@ -393,8 +432,12 @@ fn diff_reports_both_ways() {
     assert!(has(&ab, "bind: tcp 8080"), "{ab:?}");
     assert!(has(&ba, "connect: anywhere") || has(&ba, "connect: 127.0.0.1/32"), "{ba:?}");
     assert!(diff::allowed_by_b_not_a(&a, &a).is_empty());
-    let wide = compile(&prof(r#"{"name":"w","network":{"connect":[{"cidr":"127.0.0.0/8","protocol":"any"}]}}"#)).unwrap();
-    let narrow = compile(&prof(r#"{"name":"n","network":{"connect":[{"cidr":"127.0.0.1/32","ports":[8080],"protocol":"tcp"}]}}"#)).unwrap();
+    let wide =
+        compile(&prof(r#"{"name":"w","network":{"connect":[{"cidr":"127.0.0.0/8","protocol":"any"}]}}"#)).unwrap();
+    let narrow = compile(&prof(
+        r#"{"name":"n","network":{"connect":[{"cidr":"127.0.0.1/32","ports":[8080],"protocol":"tcp"}]}}"#,
+    ))
+    .unwrap();
     assert!(diff::allowed_by_b_not_a(&wide, &narrow).is_empty());
     let d = diff::allowed_by_b_not_a(&narrow, &wide);
     assert!(has(&d, "connect: 127.0.0.0/8 tcp+udp all ports"), "{d:?}");
@@ -428,32 +471,55 @@ fn arb_protocol() -> impl Strategy<Value = Protocol> {
 
 fn arb_profile() -> impl Strategy<Value = Profile> {
     let names: Vec<&'static str> = sysnames::names_on(sysnames::HOST_ARCH).into_iter().take(300).collect();
-    let syscalls = prop::option::of((any::<bool>(), prop::collection::vec(prop::sample::select(names), 0..30))).prop_map(|o| {
-        o.map(|(log, allow)| SyscallsSpec::Allow(Syscalls { default: if log { DefaultAction::Log } else { DefaultAction::Kill }, allow: allow.into_iter().map(String::from).collect() }))
-    });
+    let syscalls = prop::option::of((any::<bool>(), prop::collection::vec(prop::sample::select(names), 0..30)))
+        .prop_map(|o| {
+            o.map(|(log, allow)| {
+                SyscallsSpec::Allow(Syscalls {
+                    default: if log { DefaultAction::Log } else { DefaultAction::Kill },
+                    allow: allow.into_iter().map(String::from).collect(),
+                })
+            })
+        });
     let files = prop::option::of(prop::collection::vec(
-        (arb_path(), prop::sample::select(vec!["r", "w", "x", "rw", "rx", "rwx"])).prop_map(|(path, a)| FileRuleSpec { path, access: a.into() }),
+        (arb_path(), prop::sample::select(vec!["r", "w", "x", "rw", "rx", "rwx"]))
+            .prop_map(|(path, a)| FileRuleSpec { path, access: a.into() }),
         0..8,
     ));
     let connect = prop::option::of(prop::collection::vec(
-        (any::<[u8; 4]>(), 0u8..=32, prop::option::of(arb_ports()), arb_protocol()).prop_map(|(a, l, ports, protocol)| ConnectRule {
-            cidr: ipnet::IpNet::V4(ipnet::Ipv4Net::new(a.into(), l).unwrap()),
-            ports,
-            protocol,
-        }),
+        (any::<[u8; 4]>(), 0u8..=32, prop::option::of(arb_ports()), arb_protocol()).prop_map(
+            |(a, l, ports, protocol)| ConnectRule {
+                cidr: ipnet::IpNet::V4(ipnet::Ipv4Net::new(a.into(), l).unwrap()),
+                ports,
+                protocol,
+            },
+        ),
         0..4,
     ));
-    let bind = prop::option::of(prop::collection::vec((arb_ports(), arb_protocol()).prop_map(|(ports, protocol)| BindRule { ports, protocol }), 0..3));
-    let families = prop::option::of(prop::collection::vec(prop::sample::select(FAMILIES.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>()), 0..4));
-    let network = prop::option::of((connect, bind, families, any::<bool>()).prop_map(|(connect, bind, families, raw_sockets)| Network {
-        connect,
-        bind,
-        families,
-        raw_sockets,
-    }));
-    (arb_name(), prop::option::of("[ -~]{0,30}"), prop::collection::vec(arb_name(), 0..3), syscalls, files, network).prop_map(
-        |(name, description, extends, syscalls, files, network)| Profile { name, description, extends, syscalls, files, network },
-    )
+    let bind = prop::option::of(prop::collection::vec(
+        (arb_ports(), arb_protocol()).prop_map(|(ports, protocol)| BindRule { ports, protocol }),
+        0..3,
+    ));
+    let families = prop::option::of(prop::collection::vec(
+        prop::sample::select(FAMILIES.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>()),
+        0..4,
+    ));
+    let network = prop::option::of(
+        (connect, bind, families, any::<bool>()).prop_map(|(connect, bind, families, raw_sockets)| Network {
+            connect,
+            bind,
+            families,
+            raw_sockets,
+        }),
+    );
+    (arb_name(), prop::option::of("[ -~]{0,30}"), prop::collection::vec(arb_name(), 0..3), syscalls, files, network)
+        .prop_map(|(name, description, extends, syscalls, files, network)| Profile {
+            name,
+            description,
+            extends,
+            syscalls,
+            files,
+            network,
+        })
 }
 
 proptest! {

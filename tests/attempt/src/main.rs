@@ -71,7 +71,11 @@ fn raw_addr(sa: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 }
 
 fn family(sa: &SocketAddr) -> i32 {
-    if sa.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 }
+    if sa.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    }
 }
 
 /// socket + connect (tcp) and close; returns the connect result.
@@ -97,7 +101,8 @@ fn udp_send(sa: &SocketAddr) -> String {
         }
         let (ss, len) = raw_addr(sa);
         let msg = b"warden";
-        let rc = libc::sendto(fd, msg.as_ptr() as *const _, msg.len(), 0, &ss as *const _ as *const libc::sockaddr, len);
+        let rc =
+            libc::sendto(fd, msg.as_ptr() as *const _, msg.len(), 0, &ss as *const _ as *const libc::sockaddr, len);
         let r = result(rc as libc::c_long);
         libc::close(fd);
         r
@@ -134,7 +139,11 @@ fn socket(fam: i32, ty: i32, proto: i32) -> String {
 fn int80_getpid() -> String {
     let ret: i64;
     unsafe { std::arch::asm!("int 0x80", inlateout("rax") 20i64 => ret, options(nostack)) };
-    if ret < 0 { errno_name((-ret) as i32) } else { "ok".into() }
+    if ret < 0 {
+        errno_name((-ret) as i32)
+    } else {
+        "ok".into()
+    }
 }
 #[cfg(not(target_arch = "x86_64"))]
 fn int80_getpid() -> String {
@@ -150,7 +159,11 @@ fn write_file(path: &str, data: &str) -> String {
 
 fn run(args: &[&str]) -> String {
     let need = |n: usize| -> Result<(), String> {
-        if args.len() < n { Err(format!("usage error: {} needs {} argument(s)", args[0], n - 1)) } else { Ok(()) }
+        if args.len() < n {
+            Err(format!("usage error: {} needs {} argument(s)", args[0], n - 1))
+        } else {
+            Ok(())
+        }
     };
     let r: Result<String, String> = (|| {
         Ok(match args[0] {
@@ -233,17 +246,34 @@ fn run(args: &[&str]) -> String {
                 // O_CREAT without write access: a create that no write-open judges.
                 need(2)?;
                 let c = cstr(args[1]);
-                let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o644) };
+                let fd = unsafe {
+                    libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o644)
+                };
                 if fd >= 0 {
                     unsafe { libc::close(fd) };
                 }
                 result(fd as libc::c_long)
             }
-            "unlink" => { need(2)?; result(unsafe { libc::unlink(cstr(args[1]).as_ptr()) } as libc::c_long) }
-            "rmdir" => { need(2)?; result(unsafe { libc::rmdir(cstr(args[1]).as_ptr()) } as libc::c_long) }
-            "truncate" => { need(2)?; result(unsafe { libc::truncate(cstr(args[1]).as_ptr(), 0) } as libc::c_long) }
-            "chmod" => { need(2)?; result(unsafe { libc::chmod(cstr(args[1]).as_ptr(), 0o600) } as libc::c_long) }
-            "chown" => { need(2)?; result(unsafe { libc::chown(cstr(args[1]).as_ptr(), 0, 0) } as libc::c_long) }
+            "unlink" => {
+                need(2)?;
+                result(unsafe { libc::unlink(cstr(args[1]).as_ptr()) } as libc::c_long)
+            }
+            "rmdir" => {
+                need(2)?;
+                result(unsafe { libc::rmdir(cstr(args[1]).as_ptr()) } as libc::c_long)
+            }
+            "truncate" => {
+                need(2)?;
+                result(unsafe { libc::truncate(cstr(args[1]).as_ptr(), 0) } as libc::c_long)
+            }
+            "chmod" => {
+                need(2)?;
+                result(unsafe { libc::chmod(cstr(args[1]).as_ptr(), 0o600) } as libc::c_long)
+            }
+            "chown" => {
+                need(2)?;
+                result(unsafe { libc::chown(cstr(args[1]).as_ptr(), 0, 0) } as libc::c_long)
+            }
             "rename" => {
                 need(3)?;
                 result(unsafe { libc::rename(cstr(args[1]).as_ptr(), cstr(args[2]).as_ptr()) } as libc::c_long)
@@ -266,7 +296,8 @@ fn run(args: &[&str]) -> String {
             "mount-tmpfs" => {
                 need(2)?;
                 let (src, fs, dst) = (cstr("none"), cstr("tmpfs"), cstr(args[1]));
-                result(unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) } as libc::c_long)
+                result(unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) }
+                    as libc::c_long)
             }
             "unshare-user" => result(unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) }),
             "bpf-map" => {
@@ -326,13 +357,24 @@ fn run(args: &[&str]) -> String {
                 need(2)?;
                 let f = std::fs::File::open(args[1]).map_err(|e| format!("open {}: {e}", args[1]))?;
                 let params = cstr("");
-                result(unsafe { libc::syscall(libc::SYS_finit_module, std::os::fd::AsRawFd::as_raw_fd(&f), params.as_ptr(), 0) })
+                result(unsafe {
+                    libc::syscall(libc::SYS_finit_module, std::os::fd::AsRawFd::as_raw_fd(&f), params.as_ptr(), 0)
+                })
             }
             "add-key-user" => {
                 // Into the user keyring, which outlives this process: a side effect a test can look for.
                 need(2)?;
                 let (t, d) = (cstr("user"), cstr(args[1]));
-                result(unsafe { libc::syscall(libc::SYS_add_key, t.as_ptr(), d.as_ptr(), b"x".as_ptr(), 1usize, -4i32 /* KEY_SPEC_USER_KEYRING */) })
+                result(unsafe {
+                    libc::syscall(
+                        libc::SYS_add_key,
+                        t.as_ptr(),
+                        d.as_ptr(),
+                        b"x".as_ptr(),
+                        1usize,
+                        -4i32, /* KEY_SPEC_USER_KEYRING */
+                    )
+                })
             }
             "create-many" => {
                 // create-many DIR N: creates DIR/f0 .. DIR/f<N-1> (distinct paths for learn bounds).
@@ -340,7 +382,8 @@ fn run(args: &[&str]) -> String {
                 let n: usize = args[2].parse().map_err(|_| format!("bad count {}", args[2]))?;
                 for i in 0..n {
                     let p = format!("{}/f{i}", args[1]);
-                    std::fs::File::create(&p).map_err(|e| format!("{p}: {}", errno_name(e.raw_os_error().unwrap_or(0))))?;
+                    std::fs::File::create(&p)
+                        .map_err(|e| format!("{p}: {}", errno_name(e.raw_os_error().unwrap_or(0))))?;
                 }
                 "ok".to_string()
             }
@@ -355,7 +398,16 @@ fn run(args: &[&str]) -> String {
             }
             "add-key" => {
                 let (t, d) = (cstr("user"), cstr("warden-test"));
-                result(unsafe { libc::syscall(libc::SYS_add_key, t.as_ptr(), d.as_ptr(), b"x".as_ptr(), 1usize, -2i32 /* KEY_SPEC_PROCESS_KEYRING */) })
+                result(unsafe {
+                    libc::syscall(
+                        libc::SYS_add_key,
+                        t.as_ptr(),
+                        d.as_ptr(),
+                        b"x".as_ptr(),
+                        1usize,
+                        -2i32, /* KEY_SPEC_PROCESS_KEYRING */
+                    )
+                })
             }
             "pid" => std::process::id().to_string(),
             other => return Err(format!("unknown action {other}")),

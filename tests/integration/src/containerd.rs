@@ -64,7 +64,9 @@ pub fn missing_prerequisite() -> Option<String> {
     if !Path::new("/sys/fs/cgroup").exists() {
         return Some("no /sys/fs/cgroup".into());
     }
-    if Command::new("apt-get").arg("--version").output().is_err() && !Path::new("/var/cache/warden-build/containerd/usr/bin/containerd").exists() {
+    if Command::new("apt-get").arg("--version").output().is_err()
+        && !Path::new("/var/cache/warden-build/containerd/usr/bin/containerd").exists()
+    {
         return Some("neither apt-get nor a cached containerd (scripts/containerd.sh)".into());
     }
     None
@@ -75,7 +77,9 @@ pub fn missing_prerequisite() -> Option<String> {
 pub fn prerequisites_or_skip(test: &str) -> bool {
     match missing_prerequisite() {
         None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: CI=true and this environment {why}"),
+        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: CI=true and this environment {why}")
+        }
         Some(why) => {
             eprintln!("SKIPPED {test}: {why}");
             false
@@ -287,7 +291,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")?
             .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
                 let path = path.clone();
-                async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+                }
             }))
             .await
             .context("connecting to the CRI socket")?;
@@ -301,7 +307,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     pub async fn run_pod(&self, name: &str, namespace: &str, annotations: &[(&str, &str)]) -> Result<PodHandle> {
         let uid = format!("uid-{name}-{}", std::process::id());
         let config = cri::PodSandboxConfig {
-            metadata: Some(cri::PodSandboxMetadata { name: name.into(), uid: uid.clone(), namespace: namespace.into(), attempt: 0 }),
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: uid.clone(),
+                namespace: namespace.into(),
+                attempt: 0,
+            }),
             log_directory: self.root.join("pod-logs").join(name).display().to_string(),
             annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             labels: [("app".to_string(), name.to_string())].into(),
@@ -335,7 +346,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     }
 
     /// CreateContainer from the busybox image with `command`. Returns the container id.
-    pub async fn create_container(&self, pod: &PodHandle, name: &str, command: &[&str], annotations: &[(&str, &str)]) -> Result<String> {
+    pub async fn create_container(
+        &self,
+        pod: &PodHandle,
+        name: &str,
+        command: &[&str],
+        annotations: &[(&str, &str)],
+    ) -> Result<String> {
         self.create_container_with(pod, name, command, annotations, &[]).await
     }
 
@@ -352,7 +369,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         let config = cri::ContainerConfig {
             mounts: mounts
                 .iter()
-                .map(|(h, c)| cri::Mount { host_path: h.display().to_string(), container_path: c.to_string(), readonly: true, ..Default::default() })
+                .map(|(h, c)| cri::Mount {
+                    host_path: h.display().to_string(),
+                    container_path: c.to_string(),
+                    readonly: true,
+                    ..Default::default()
+                })
                 .collect(),
             metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
             image: Some(cri::ImageSpec { image: self.install.busybox_image.clone(), ..Default::default() }),
@@ -426,7 +448,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     /// The cgroup2 directory of a `linux.cgroups_path` (cgroupfs form) on this host.
     pub fn cgroup2_dir(cgroups_path: &str) -> PathBuf {
-        let base = if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() { "/sys/fs/cgroup/unified" } else { "/sys/fs/cgroup" };
+        let base = if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+            "/sys/fs/cgroup/unified"
+        } else {
+            "/sys/fs/cgroup"
+        };
         Path::new(base).join(cgroups_path.trim_start_matches('/'))
     }
 
@@ -454,15 +480,22 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                         .ok()?
                         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
                             let p = address.clone();
-                            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
+                            async move {
+                                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                                    tokio::net::UnixStream::connect(p).await?,
+                                ))
+                            }
                         }))
                         .await
                         .ok()?;
                     let mut cri = RuntimeServiceClient::new(channel);
                     for id in ids {
                         let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                            let _ = cri.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await;
-                            let _ = cri.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.clone() }).await;
+                            let _ =
+                                cri.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await;
+                            let _ = cri
+                                .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.clone() })
+                                .await;
                         })
                         .await;
                     }

@@ -596,7 +596,11 @@ pub fn static_attempt() -> PathBuf {
     let host = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
     let rel = Path::new(&host).join("release").join("warden-attempt");
     // The target folder is an ancestor of this executable (target/debug[/deps]/exe).
-    let p = exe.ancestors().map(|a| a.join(&rel)).find(|p| p.is_file()).unwrap_or_else(|| exe.ancestors().nth(3).unwrap().join(&rel));
+    let p = exe
+        .ancestors()
+        .map(|a| a.join(&rel))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| exe.ancestors().nth(3).unwrap().join(&rel));
     if !p.exists() {
         let why = format!("{} missing (scripts/test.sh builds it with crt-static)", p.display());
         if in_ci() {

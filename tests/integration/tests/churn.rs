@@ -44,7 +44,13 @@ async fn lane(c: &Containerd, pod: &PodHandle, pod_name: &str, names: Vec<String
     let mut lost = 0;
     for name in names {
         let id = c
-            .create_container_with(pod, &name, &[ATTEMPT, "connect", "127.0.0.1", &port], &[], &[(helper.as_path(), ATTEMPT)])
+            .create_container_with(
+                pod,
+                &name,
+                &[ATTEMPT, "connect", "127.0.0.1", &port],
+                &[],
+                &[(helper.as_path(), ATTEMPT)],
+            )
             .await
             .unwrap_or_else(|e| panic!("create {name}: {e:#}"));
         c.start_container(&id).await.unwrap_or_else(|s| panic!("start {name}: {}", s.message()));
@@ -121,7 +127,11 @@ async fn churn_of_200_containers_leaves_nothing_behind() {
     let profile = all_syscalls_except("churn", &["unshare"]);
     let mut v: serde_json::Value = serde_json::from_str(&profile).unwrap();
     v["network"] = serde_json::json!({ "connect": [], "bind": [] });
-    let mut w = WardenDaemon::configure(&c.nri_socket, &[("churn", v.to_string())], &format!("metrics_address = \"127.0.0.1:{port}\""));
+    let mut w = WardenDaemon::configure(
+        &c.nri_socket,
+        &[("churn", v.to_string())],
+        &format!("metrics_address = \"127.0.0.1:{port}\""),
+    );
     w.start();
     let pid = w.pid().unwrap();
 
@@ -159,10 +169,14 @@ async fn churn_of_200_containers_leaves_nothing_behind() {
     // No leaked entries in any map, no per-cgroup links, the syscall hook detached.
     let counts = count_entries(&w.warden.pin_dir);
     assert!(counts.iter().all(|(_, n)| *n == 0), "map entries left: {counts:?}");
-    let cgroup_pins: Vec<_> = std::fs::read_dir(w.warden.pin_dir.join("cgroups")).unwrap().flatten().map(|e| e.path()).collect();
+    let cgroup_pins: Vec<_> =
+        std::fs::read_dir(w.warden.pin_dir.join("cgroups")).unwrap().flatten().map(|e| e.path()).collect();
     assert!(cgroup_pins.is_empty(), "per-cgroup link pins left: {cgroup_pins:?}");
-    let mut links: Vec<String> =
-        std::fs::read_dir(w.warden.pin_dir.join("links")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut links: Vec<String> = std::fs::read_dir(w.warden.pin_dir.join("links"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     links.sort();
     assert_eq!(links, ["cgroup_mkdir", "cgroup_rmdir"], "only the always-attached links remain");
     let sandboxes: Vec<&str> = pods.iter().map(|(_, p)| p.id.as_str()).collect();
@@ -173,9 +187,11 @@ async fn churn_of_200_containers_leaves_nothing_behind() {
     let body = scrape(port);
     assert!(body.contains("warden_confined_containers 0"), "{body}");
     assert!(!body.contains("warden_denials_total{"), "released containers' series dropped:\n{body}");
-    let value = |series: &str| body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    let value =
+        |series: &str| body.lines().find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
     let starts = value("warden_nri_request_duration_seconds_count{request=\"start_container\"}");
-    let mean_ms = value("warden_nri_request_duration_seconds_sum{request=\"start_container\"}") * 1000.0 / starts.max(1.0);
+    let mean_ms =
+        value("warden_nri_request_duration_seconds_sum{request=\"start_container\"}") * 1000.0 / starts.max(1.0);
     assert_eq!(starts as usize, CONTAINERS + 2 * LANES, "every StartContainer timed");
     let fd1 = eventually(Duration::from_secs(10), "daemon fds back to the baseline", || {
         let n = fds(pid);

@@ -26,14 +26,19 @@ async fn status_events_and_report_name_nri_pods() {
 
     let mut mine = w.warden.follow_events_with(&["--namespace", "shop", "--container", "looper"]);
     let mut all = w.warden.follow_events();
-    eventually(Duration::from_secs(5), "two subscribers", || (w.warden.status()["daemon"]["subscribers"] == json!(2)).then_some(()));
+    eventually(Duration::from_secs(5), "two subscribers", || {
+        (w.warden.status()["daemon"]["subscribers"] == json!(2)).then_some(())
+    });
 
     let pod = c.run_pod("web", "shop", &[("warden.io/profile", "no-net")]).await.unwrap();
     let helper = static_attempt();
     let script = format!("while :; do {ATTEMPT} connect 127.0.0.1 {denied}; sleep 0.2; done");
     let mut ids = Vec::new();
     for name in ["looper", "other"] {
-        let id = c.create_container_with(&pod, name, &["sh", "-c", &script], &[], &[(helper.as_path(), ATTEMPT)]).await.unwrap();
+        let id = c
+            .create_container_with(&pod, name, &["sh", "-c", &script], &[], &[(helper.as_path(), ATTEMPT)])
+            .await
+            .unwrap();
         c.start_container(&id).await.unwrap();
         ids.push(id);
     }
@@ -41,20 +46,34 @@ async fn status_events_and_report_name_nri_pods() {
     // status: both containers with their pod, profile, mode and counters.
     let st = eventually(Duration::from_secs(10), "denials counted", || {
         let st = w.warden.status();
-        let n = st["containers"].as_array().map(|cs| cs.iter().filter(|c| c["violations"]["connect"].as_u64().unwrap_or(0) > 0).count());
+        let n = st["containers"]
+            .as_array()
+            .map(|cs| cs.iter().filter(|c| c["violations"]["connect"].as_u64().unwrap_or(0) > 0).count());
         (n == Some(2)).then_some(st)
     });
     let looper = st["containers"].as_array().unwrap().iter().find(|c| c["container"] == "looper").cloned().unwrap();
     assert_eq!(
-        (looper["namespace"].as_str(), looper["pod"].as_str(), looper["profile"].as_str(), looper["mode"].as_str(), looper["via"].as_str()),
+        (
+            looper["namespace"].as_str(),
+            looper["pod"].as_str(),
+            looper["profile"].as_str(),
+            looper["mode"].as_str(),
+            looper["via"].as_str()
+        ),
         (Some("shop"), Some("web"), Some("no-net"), Some("enforce"), Some("nri")),
         "{st}"
     );
     assert_eq!(looper["id"].as_str(), Some(ids[0].as_str()), "{st}");
 
     // events: the filtered follower gets looper's denials only; the other sees both.
-    let ev = mine.wait_for(Duration::from_secs(10), |e| e["container"] == "looper").unwrap_or_else(|| panic!("no event\n{}", w.log_text()));
-    assert_eq!((ev["pod"].as_str(), ev["verdict"].as_str(), ev["port"].as_u64()), (Some("web"), Some("denied"), Some(denied as u64)), "{ev}");
+    let ev = mine
+        .wait_for(Duration::from_secs(10), |e| e["container"] == "looper")
+        .unwrap_or_else(|| panic!("no event\n{}", w.log_text()));
+    assert_eq!(
+        (ev["pod"].as_str(), ev["verdict"].as_str(), ev["port"].as_u64()),
+        (Some("web"), Some("denied"), Some(denied as u64)),
+        "{ev}"
+    );
     assert!(all.wait_for(Duration::from_secs(10), |e| e["container"] == "other").is_some(), "{:?}", all.seen);
     mine.drain_for(Duration::from_secs(1));
     assert!(mine.seen.iter().all(|e| e["container"] == "looper" && e["namespace"] == "shop"), "{:?}", mine.seen);
@@ -68,5 +87,7 @@ async fn status_events_and_report_name_nri_pods() {
     for id in &ids {
         c.stop_container(id).await.unwrap();
     }
-    eventually(Duration::from_secs(10), "release on stop", || (w.warden.status()["containers"] == json!([])).then_some(()));
+    eventually(Duration::from_secs(10), "release on stop", || {
+        (w.warden.status()["containers"] == json!([])).then_some(())
+    });
 }

@@ -195,10 +195,8 @@ fn siblings_and_the_test_process_are_unaffected() {
     let mut confined = Attempt::spawn_in(&cg.path);
     let mut free = Attempt::spawn_in(&sibling.path);
     let mut outside = Attempt::spawn();
-    let profile = all_syscalls_except("strict", &["unshare"]).replace(
-        r#""syscalls""#,
-        r#""network":{"connect":[]},"syscalls""#,
-    );
+    let profile =
+        all_syscalls_except("strict", &["unshare"]).replace(r#""syscalls""#, r#""network":{"connect":[]},"syscalls""#);
     w.confine(&cg.path, &profile, "enforce");
 
     let connect = format!("connect 127.0.0.1 {port}");
@@ -222,10 +220,8 @@ fn release_frees_and_detaches() {
     let w = Warden::new();
     let cg = TestCgroup::new("release");
     let mut p = Attempt::spawn_in(&cg.path);
-    let profile = all_syscalls_except("strict", &["mkdir", "mkdirat"]).replace(
-        r#""syscalls""#,
-        r#""network":{"connect":[]},"syscalls""#,
-    );
+    let profile = all_syscalls_except("strict", &["mkdir", "mkdirat"])
+        .replace(r#""syscalls""#, r#""network":{"connect":[]},"syscalls""#);
     w.confine(&cg.path, &profile, "enforce");
     let child = cg.child("sub");
     assert_eq!(p.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::errno("EPERM"));
@@ -268,8 +264,14 @@ fn replacing_a_profile_applies_to_running_processes_without_a_gap() {
     let (_lb, b) = listener("127.0.0.1:0");
     let (lc, c) = listener("127.0.0.1:0");
     // Accept in the background so the listen backlog never fills during the loop.
-    std::thread::spawn(move || for s in lc.incoming() { drop(s) });
-    let v = |ports: [u16; 2]| serde_json::json!({"name":"swap","network":{"connect":[{"cidr":"127.0.0.1/32","ports":ports,"protocol":"tcp"}]}}).to_string();
+    std::thread::spawn(move || {
+        for s in lc.incoming() {
+            drop(s)
+        }
+    });
+    let v = |ports: [u16; 2]| {
+        serde_json::json!({"name":"swap","network":{"connect":[{"cidr":"127.0.0.1/32","ports":ports,"protocol":"tcp"}]}}).to_string()
+    };
     let w = Warden::new();
     let cg = TestCgroup::new("replace");
     let mut p = Attempt::spawn_in(&cg.path);

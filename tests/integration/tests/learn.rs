@@ -35,7 +35,13 @@ fn results(out: &Output) -> Vec<(String, String)> {
 }
 
 fn assert_all_ok(out: &Output, attempts: &[String], what: &str) {
-    assert!(out.status.success(), "{what}: exit {:?}\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = results(out);
     assert_eq!(r.len(), attempts.len(), "{what}: {r:?}");
     for (a, res) in r {
@@ -49,7 +55,16 @@ fn free_port() -> u16 {
 
 fn generate(w: &Warden, cg: &Path, name: &str) -> (PathBuf, Value, String) {
     let out_file = w.tmp.join(format!("{name}.json"));
-    let out = w.run(&["profile", "generate", "--cgroup", cg.to_str().unwrap(), "-o", out_file.to_str().unwrap(), "--name", name]);
+    let out = w.run(&[
+        "profile",
+        "generate",
+        "--cgroup",
+        cg.to_str().unwrap(),
+        "-o",
+        out_file.to_str().unwrap(),
+        "--name",
+        name,
+    ]);
     assert!(out.status.success(), "generate: {}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
     (out_file, v, String::from_utf8_lossy(&out.stderr).into_owned())
@@ -94,9 +109,19 @@ fn learned_profile_enforced_allows_the_same_and_blocks_new() {
     let validate = w.run(&["profile", "validate", file.to_str().unwrap()]);
     assert!(validate.status.success(), "generated profile validates: {}", String::from_utf8_lossy(&validate.stdout));
     let connect = v["network"]["connect"].as_array().unwrap();
-    assert!(connect.iter().any(|r| r["cidr"] == "127.0.0.1/32" && r["ports"] == serde_json::json!([p4]) && r["protocol"] == "tcp"), "{connect:?}");
+    assert!(
+        connect
+            .iter()
+            .any(|r| r["cidr"] == "127.0.0.1/32" && r["ports"] == serde_json::json!([p4]) && r["protocol"] == "tcp"),
+        "{connect:?}"
+    );
     assert!(connect.iter().any(|r| r["cidr"] == "::1/128" && r["ports"] == serde_json::json!([p6])), "{connect:?}");
-    assert!(connect.iter().any(|r| r["cidr"] == "127.0.0.1/32" && r["ports"] == serde_json::json!([pu]) && r["protocol"] == "udp"), "{connect:?}");
+    assert!(
+        connect
+            .iter()
+            .any(|r| r["cidr"] == "127.0.0.1/32" && r["ports"] == serde_json::json!([pu]) && r["protocol"] == "udp"),
+        "{connect:?}"
+    );
     assert_eq!(v["network"]["bind"], serde_json::json!([{"ports": [pb], "protocol": "tcp"}]));
     let fams: Vec<String> = serde_json::from_value(v["network"]["families"].clone()).unwrap();
     for f in ["inet", "inet6", "unix"] {
@@ -114,7 +139,14 @@ fn learned_profile_enforced_allows_the_same_and_blocks_new() {
         assert_all_ok(&run_in(&cg.path, &attempts), &attempts, &format!("enforced run {i}"));
     }
     // Something new is blocked: a new port, a new bind port, a new syscall.
-    let out = run_in(&cg.path, &[format!("connect 127.0.0.1 {other_port}"), format!("connect 127.0.0.2 {p4}"), format!("bind-tcp 127.0.0.1 {}", pb.wrapping_add(1))]);
+    let out = run_in(
+        &cg.path,
+        &[
+            format!("connect 127.0.0.1 {other_port}"),
+            format!("connect 127.0.0.2 {p4}"),
+            format!("bind-tcp 127.0.0.1 {}", pb.wrapping_add(1)),
+        ],
+    );
     let r = results(&out);
     assert_eq!(r.iter().map(|(_, res)| res.as_str()).collect::<Vec<_>>(), vec!["errno=EPERM"; 3], "{r:?}");
     let out = run_in(&cg.path, &["unshare-uts".to_string()]);
@@ -179,10 +211,20 @@ fn merging_two_runs_is_their_union_and_idempotent() {
     want.sort();
     want.dedup();
     assert_eq!(syscalls_of(&m), want);
-    let ports: Vec<Value> = m["network"]["connect"].as_array().unwrap().iter().filter(|r| r["cidr"] == "127.0.0.1/32").flat_map(|r| r["ports"].as_array().unwrap().clone()).collect();
+    let ports: Vec<Value> = m["network"]["connect"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["cidr"] == "127.0.0.1/32")
+        .flat_map(|r| r["ports"].as_array().unwrap().clone())
+        .collect();
     let mut want_ports = [p1, p2];
     want_ports.sort();
-    let joined = if want_ports[1] == want_ports[0] + 1 { vec![serde_json::json!(format!("{}-{}", want_ports[0], want_ports[1]))] } else { want_ports.iter().map(|p| serde_json::json!(p)).collect() };
+    let joined = if want_ports[1] == want_ports[0] + 1 {
+        vec![serde_json::json!(format!("{}-{}", want_ports[0], want_ports[1]))]
+    } else {
+        want_ports.iter().map(|p| serde_json::json!(p)).collect()
+    };
     assert_eq!(ports, joined);
     assert_eq!(m["network"]["bind"], serde_json::json!([{"ports": [pb], "protocol": "tcp"}]));
 
@@ -220,7 +262,13 @@ fn thousands_of_destinations_stay_within_the_bound_and_are_marked_truncated() {
     let r = p.attempt("connect-range 127.0.0.1 20000 22999");
     assert!(matches!(&r, Outcome::Reply(s) if s.contains("ECONNREFUSED")), "{r:?}");
     let rep: Value = serde_json::from_str(&w.ok(&["report", "--cgroup", cg.path.to_str().unwrap(), "--json"])).unwrap();
-    let items: usize = rep["items"].as_object().unwrap().iter().filter(|(k, _)| *k != "syscall").map(|(_, v)| v.as_array().unwrap().len()).sum();
+    let items: usize = rep["items"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "syscall")
+        .map(|(_, v)| v.as_array().unwrap().len())
+        .sum();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     assert!(items >= 1024 && items <= 1024 + cpus, "bounded at 1024 items (+ racing CPUs): {items}");
     let truncated = rep["truncated"].as_u64().unwrap();

@@ -219,11 +219,11 @@ fn cases() {
     w.confine(&cgl.path, &profile("learner", None, None), "learn");
     check(&mut l, &format!("open-r {secret}"), ok());
     check(&mut l, "exec /usr/bin/true", ok());
-    let ev = events
-        .wait_for(WAIT, |e| e["mode"] == "learn" && e["path"] == secret.as_str())
-        .expect("learned open");
+    let ev = events.wait_for(WAIT, |e| e["mode"] == "learn" && e["path"] == secret.as_str()).expect("learned open");
     assert_eq!(ev["verdict"], "learned");
-    events.wait_for(WAIT, |e| e["mode"] == "learn" && e["kind"] == "exec" && e["path"] == "/usr/bin/true").expect("learned exec");
+    events
+        .wait_for(WAIT, |e| e["mode"] == "learn" && e["kind"] == "exec" && e["path"] == "/usr/bin/true")
+        .expect("learned exec");
 
     // ---- dangerous syscalls: refused before they run, then killed ----
     let cgd = TestCgroup::new("gate");
@@ -236,7 +236,15 @@ fn cases() {
     check(&mut d, &format!("mount-tmpfs {mnt}"), Outcome::Killed(SIGKILL));
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&format!(" {mnt} ")), "the denied mount must not have happened");
-    for line in ["bpf-map", "add-key", "unshare-user", "io-uring-setup", "ptrace-child", "perf-event", "finit-module /etc/hostname"] {
+    for line in [
+        "bpf-map",
+        "add-key",
+        "unshare-user",
+        "io-uring-setup",
+        "ptrace-child",
+        "perf-event",
+        "finit-module /etc/hostname",
+    ] {
         let mut d = Attempt::spawn_in(&cgd.path);
         check(&mut d, line, Outcome::Killed(SIGKILL));
     }
@@ -276,7 +284,7 @@ fn learned_pod_case() {
 fn learn_then_enforce(t: &Tree, w: &Warden) {
     let work = [
         format!("open-r {}", t.p("ro/a")),
-        format!("open-rw {}", t.p("rw/c")), // rw/b was renamed to rw/c above
+        format!("open-rw {}", t.p("rw/c")),   // rw/b was renamed to rw/c above
         format!("open-r {}", t.p("rw/good")), // a symlink: learned as its target ro/a
         "exec /usr/bin/true".to_string(),
         format!("exec {}", t.p("exec/ok.sh")),
@@ -288,7 +296,16 @@ fn learn_then_enforce(t: &Tree, w: &Warden) {
         check(&mut a, line, Outcome::ok());
     }
     let out_file = w.tmp.join("learned-files.json");
-    let out = w.run(&["profile", "generate", "--cgroup", cg.path.to_str().unwrap(), "-o", out_file.to_str().unwrap(), "--name", "learned-files"]);
+    let out = w.run(&[
+        "profile",
+        "generate",
+        "--cgroup",
+        cg.path.to_str().unwrap(),
+        "-o",
+        out_file.to_str().unwrap(),
+        "--name",
+        "learned-files",
+    ]);
     assert!(out.status.success(), "generate: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
     let rules: Vec<(String, String)> = v["files"]
@@ -303,7 +320,10 @@ fn learn_then_enforce(t: &Tree, w: &Warden) {
     assert!(has(&t.p("rw/c"), "rw"), "{rules:?}");
     assert!(has("/usr/bin/true", "x"), "{rules:?}");
     assert!(has(&t.p("exec/ok.sh"), "x"), "{rules:?}");
-    assert!(!rules.iter().any(|(p, _)| p == &t.p("rw/good")), "the symlink's target is learned, not the link: {rules:?}");
+    assert!(
+        !rules.iter().any(|(p, _)| p == &t.p("rw/good")),
+        "the symlink's target is learned, not the link: {rules:?}"
+    );
     assert!(!rules.iter().any(|(p, _)| p.contains("secret")), "{rules:?}");
     let vo = w.run(&["profile", "validate", out_file.to_str().unwrap()]);
     assert!(vo.status.success(), "the generated profile validates: {}", String::from_utf8_lossy(&vo.stderr));
@@ -311,7 +331,15 @@ fn learn_then_enforce(t: &Tree, w: &Warden) {
     // Enforce it: the same run works, new things are refused.
     let cge = TestCgroup::new("files-learned-enforce");
     let mut e = Attempt::spawn_in(&cge.path);
-    let out = w.ok(&["confine", "--cgroup", cge.path.to_str().unwrap(), "--profile", out_file.to_str().unwrap(), "--mode", "enforce"]);
+    let out = w.ok(&[
+        "confine",
+        "--cgroup",
+        cge.path.to_str().unwrap(),
+        "--profile",
+        out_file.to_str().unwrap(),
+        "--mode",
+        "enforce",
+    ]);
     eprintln!("  {}", out.trim());
     for line in &work {
         check(&mut e, line, Outcome::ok());
@@ -374,8 +402,16 @@ fn pod_case(_t: &Tree) {
         w.start();
         let pod = c.run_pod("files", "lsm", &[("warden.io/profile", "pod-files")]).await.unwrap();
         let helper = static_attempt();
-        let cmd = ["/warden-attempt", "seq", "open-r /bin/busybox", "open-r /etc/passwd", "open-w /bin/busybox", "exec /bin/busybox"];
-        let id = c.create_container_with(&pod, "reader", &cmd, &[], &[(helper.as_path(), "/warden-attempt")]).await.unwrap();
+        let cmd = [
+            "/warden-attempt",
+            "seq",
+            "open-r /bin/busybox",
+            "open-r /etc/passwd",
+            "open-w /bin/busybox",
+            "exec /bin/busybox",
+        ];
+        let id =
+            c.create_container_with(&pod, "reader", &cmd, &[], &[(helper.as_path(), "/warden-attempt")]).await.unwrap();
         c.start_container(&id).await.unwrap();
         let mut log = String::new();
         for _ in 0..150 {
@@ -424,9 +460,9 @@ fn files_and_execs_with_bpf_lsm() {
         Err(why) if std::env::var_os(IN_VM).is_some() => panic!("inside the VM the bpf-lsm layer must work: {why}"),
         Err(why) => eprintln!("bpf-lsm unavailable on this kernel ({why}): running the cases in VMs"),
     }
-    let runner = std::env::var_os("WARDEN_VM_RUNNER").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/run")
-    });
+    let runner = std::env::var_os("WARDEN_VM_RUNNER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/run"));
     if !runner.exists() {
         let why = format!("no VM runner ({} missing; set WARDEN_VM_RUNNER)", runner.display());
         if in_ci() {
@@ -468,7 +504,13 @@ fn bpf_lsm_status() -> Result<(), String> {
     if l["available"] == true {
         Ok(())
     } else {
-        Err(l["missing"].as_array().unwrap().iter().map(|m| m.as_str().unwrap_or("").to_string()).collect::<Vec<_>>().join("; "))
+        Err(l["missing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+            .join("; "))
     }
 }
 

@@ -33,7 +33,8 @@ struct Recorder {
 
 impl Recorder {
     fn push(&self, event: &'static str, pod: &PodSandbox, c: Option<&Container>, t0: Instant) -> Seen {
-        let mut annotations: Vec<(String, String)> = pod.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut annotations: Vec<(String, String)> =
+            pod.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         annotations.sort();
         let cgroups_path = c.map(|c| c.cgroups_path().to_string()).unwrap_or_default();
         let pid = c.map(|c| c.pid).unwrap_or(0);
@@ -91,7 +92,10 @@ impl Handler for Recorder {
 }
 
 fn init_tracing() {
-    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .with_test_writer()
+        .try_init();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,14 +130,27 @@ async fn plugin_sees_real_pods_and_can_refuse_a_start() {
         assert_eq!((run.pod.as_str(), run.namespace.as_str()), ("web", "shop"));
         assert!(run.annotations.contains(&("warden.io/profile".into(), "web".into())), "{:?}", run.annotations);
         assert!(run.annotations.contains(&("warden.io/mode.app".into(), "enforce".into())));
-        let start = seen.iter().find(|s| s.event == "StartContainer" && s.container == "app").expect("StartContainer seen");
+        let start =
+            seen.iter().find(|s| s.event == "StartContainer" && s.container == "app").expect("StartContainer seen");
         assert!(start.annotations.contains(&("warden.io/profile".into(), "web".into())), "pod annotations at start");
-        assert!(start.cgroups_path.starts_with(&ctrd.cgroup_parent), "cgroups path {} under {}", start.cgroups_path, ctrd.cgroup_parent);
+        assert!(
+            start.cgroups_path.starts_with(&ctrd.cgroup_parent),
+            "cgroups path {} under {}",
+            start.cgroups_path,
+            ctrd.cgroup_parent
+        );
         assert!(start.cgroups_path.ends_with(&app), "cgroups path {} ends with the container id", start.cgroups_path);
         assert!(start.pid > 0, "pid known at StartContainer");
-        assert!(start.cgroup_existed, "cgroup2 dir {} exists at StartContainer", Containerd::cgroup2_dir(&start.cgroups_path).display());
+        assert!(
+            start.cgroup_existed,
+            "cgroup2 dir {} exists at StartContainer",
+            Containerd::cgroup2_dir(&start.cgroups_path).display()
+        );
         assert!(start.pid_alive);
-        eprintln!("StartContainer handler ran {} us; cgroup {} pid {}", start.handler_us, start.cgroups_path, start.pid);
+        eprintln!(
+            "StartContainer handler ran {} us; cgroup {} pid {}",
+            start.handler_us, start.cgroups_path, start.pid
+        );
         // The container's process sits in that cgroup.
         let procs = std::fs::read_to_string(Containerd::cgroup2_dir(&start.cgroups_path).join("cgroup.procs")).unwrap();
         assert!(procs.lines().any(|l| l == start.pid.to_string()), "pid {} in cgroup.procs: {procs}", start.pid);
@@ -142,7 +159,8 @@ async fn plugin_sees_real_pods_and_can_refuse_a_start() {
     assert_eq!(st.state, k8s_cri::v1::ContainerState::ContainerRunning as i32);
 
     // A refusal from StartContainer fails the CRI call with the plugin's message.
-    let bad = ctrd.create_container(&pod, "refused", &["/bin/sleep", "3600"], &[]).await.expect("CreateContainer refused");
+    let bad =
+        ctrd.create_container(&pod, "refused", &["/bin/sleep", "3600"], &[]).await.expect("CreateContainer refused");
     let err = ctrd.start_container(&bad).await.expect_err("StartContainer must fail");
     eprintln!("refused start: {}", err.message());
     assert!(err.message().contains("warden-test refuses container shop/web/refused"), "{}", err.message());
@@ -207,10 +225,14 @@ async fn plugin_reconnects_after_containerd_restart() {
     ctrd.restart().await.expect("containerd restart");
     wait_for("reconnection", 15, || connects.load(Ordering::SeqCst) == 2).await;
     eprintln!("reconnected {:?} after the restart began", t.elapsed());
-    wait_for("Synchronize after reconnection", 5, || rec.events().contains(&("Synchronize".into(), "app".into()))).await;
+    wait_for("Synchronize after reconnection", 5, || rec.events().contains(&("Synchronize".into(), "app".into())))
+        .await;
     {
         let seen = rec.seen.lock().unwrap();
-        let sync = seen.iter().find(|s| s.event == "Synchronize" && s.container == "app").expect("running container in Synchronize");
+        let sync = seen
+            .iter()
+            .find(|s| s.event == "Synchronize" && s.container == "app")
+            .expect("running container in Synchronize");
         assert_eq!(sync.pod, "svc");
         assert!(sync.annotations.contains(&("warden.io/profile".into(), "svc".into())));
         assert!(sync.cgroups_path.ends_with(&app), "{}", sync.cgroups_path);
@@ -242,7 +264,11 @@ async fn prelaunched_plugin_on_fd3() {
     .await
     .expect("private containerd");
     let lines = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     };
     let has = |ls: &[serde_json::Value], ev: &str, c: &str| ls.iter().any(|l| l["event"] == ev && l["container"] == c);
     // containerd 1.7 launches and configures the plugin at its start (no Synchronize then).
@@ -258,7 +284,8 @@ async fn prelaunched_plugin_on_fd3() {
     let ls = lines();
     let run = ls.iter().find(|l| l["event"] == "RunPodSandbox").expect("RunPodSandbox recorded");
     assert_eq!(run["annotations"]["warden.io/profile"], "web");
-    let start = ls.iter().find(|l| l["event"] == "StartContainer" && l["container"] == "app").expect("StartContainer recorded");
+    let start =
+        ls.iter().find(|l| l["event"] == "StartContainer" && l["container"] == "app").expect("StartContainer recorded");
     assert!(start["pid"].as_u64().unwrap() > 0);
     assert!(start["cgroups_path"].as_str().unwrap().ends_with(&app));
     // The plugin is a process containerd launched, not this test.

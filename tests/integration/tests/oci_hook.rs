@@ -56,7 +56,7 @@ struct Hook<'a> {
 }
 
 impl Bundle {
-    fn new(tag: &str, hook: Hook, annotations: &[(&str, &str)], attempts: &[String]) -> Bundle {
+    fn new(tag: &str, hook: Hook<'_>, annotations: &[(&str, &str)], attempts: &[String]) -> Bundle {
         static N: AtomicUsize = AtomicUsize::new(0);
         let id = format!("wdn-oci-{}-{}-{tag}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         let dir = std::env::temp_dir().join(&id);
@@ -75,12 +75,15 @@ impl Bundle {
         cfg["process"]["args"] = json!(args);
         cfg["root"] = json!({ "path": "rootfs", "readonly": true });
         // Host network, so the attempts can reach the test's listeners on 127.0.0.1.
-        let ns: Vec<Value> = cfg["linux"]["namespaces"].as_array().unwrap().iter().filter(|n| n["type"] != "network").cloned().collect();
+        let ns: Vec<Value> =
+            cfg["linux"]["namespaces"].as_array().unwrap().iter().filter(|n| n["type"] != "network").cloned().collect();
         cfg["linux"]["namespaces"] = json!(ns);
         cfg["linux"]["cgroupsPath"] = json!(format!("/{id}"));
-        cfg["annotations"] = json!(annotations.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>());
+        cfg["annotations"] =
+            json!(annotations.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>());
         if let Some(socket) = hook.socket {
-            let mut hargs = vec!["warden".to_string(), "--socket".into(), socket.display().to_string(), "oci-hook".into()];
+            let mut hargs =
+                vec!["warden".to_string(), "--socket".into(), socket.display().to_string(), "oci-hook".into()];
             hargs.extend(hook.extra_args.iter().map(|s| s.to_string()));
             let h = json!([{ "path": bin("warden"), "args": hargs, "env": ["WARDEN_LOG=warn"], "timeout": 30 }]);
             cfg["hooks"] = json!({ "createRuntime": h, "poststop": h });
@@ -132,7 +135,12 @@ impl Drop for Bundle {
 }
 
 fn text(o: &Output) -> String {
-    format!("status {}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn pinned_cgroups(w: &WardenDaemon) -> usize {
@@ -166,7 +174,9 @@ fn hook_confines_before_the_entrypoint_and_poststop_releases() {
     let log = w.log_text();
     assert!(log.contains("confined (oci-hook)") && log.contains(&b.id), "{log}");
     // `runc run` deleted the container: poststop released it, nothing is left pinned.
-    eventually(Duration::from_secs(5), "release after poststop", || (pinned_cgroups(&w) == 0 && w.confined_ids().is_empty()).then_some(()));
+    eventually(Duration::from_secs(5), "release after poststop", || {
+        (pinned_cgroups(&w) == 0 && w.confined_ids().is_empty()).then_some(())
+    });
     assert!(w.log_text().contains("released (control socket)"), "{}", w.log_text());
     let st = w.warden.status();
     assert_eq!(st["containers"], json!([]), "{st}");
@@ -180,22 +190,40 @@ fn unknown_profile_or_no_daemon_does_not_start() {
     let mut w = WardenDaemon::configure_without_nri(&[], "");
     w.start();
     let socket = w.warden.socket();
-    let b = Bundle::new("unknown", Hook { socket: Some(&socket), ..Default::default() }, &[("warden.io/profile", "no-such-profile")], &["getpid".into()]);
+    let b = Bundle::new(
+        "unknown",
+        Hook { socket: Some(&socket), ..Default::default() },
+        &[("warden.io/profile", "no-such-profile")],
+        &["getpid".into()],
+    );
     let out = b.run();
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("getpid =>"), "the entrypoint ran: {t}");
-    assert!(t.contains("no-such-profile") && t.contains("unknown profile"), "runc's error does not name the profile: {t}");
+    assert!(
+        t.contains("no-such-profile") && t.contains("unknown profile"),
+        "runc's error does not name the profile: {t}"
+    );
     assert!(t.contains("fail closed"), "{t}");
 
     // A bad annotation value is refused the same way, with the annotation named.
-    let b = Bundle::new("badmode", Hook { socket: Some(&socket), ..Default::default() }, &[("warden.io/profile", "x"), ("warden.io/mode", "audit")], &["getpid".into()]);
+    let b = Bundle::new(
+        "badmode",
+        Hook { socket: Some(&socket), ..Default::default() },
+        &[("warden.io/profile", "x"), ("warden.io/mode", "audit")],
+        &["getpid".into()],
+    );
     let out = b.run();
     assert!(!out.status.success() && text(&out).contains("warden.io/mode"), "{}", text(&out));
 
     // No daemon: nothing listens on the socket.
     w.terminate();
-    let b = Bundle::new("nodaemon", Hook { socket: Some(&socket), ..Default::default() }, &[("warden.io/profile", "web")], &["getpid".into()]);
+    let b = Bundle::new(
+        "nodaemon",
+        Hook { socket: Some(&socket), ..Default::default() },
+        &[("warden.io/profile", "web")],
+        &["getpid".into()],
+    );
     let out = b.run();
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
@@ -204,7 +232,12 @@ fn unknown_profile_or_no_daemon_does_not_start() {
 
     // --fail-open: starts, unconfined (the warning goes to the hook's stderr, which runc only
     // shows for a failing hook).
-    let b = Bundle::new("failopen", Hook { socket: Some(&socket), extra_args: &["--fail-open"] }, &[("warden.io/profile", "web")], &["getpid".into()]);
+    let b = Bundle::new(
+        "failopen",
+        Hook { socket: Some(&socket), extra_args: &["--fail-open"] },
+        &[("warden.io/profile", "web")],
+        &["getpid".into()],
+    );
     let out = b.run();
     let t = text(&out);
     assert!(out.status.success() && t.contains("getpid => ok"), "{t}");
@@ -266,18 +299,33 @@ fn control_socket_is_root_only_and_reports_containers_and_events_by_pod() {
     // Followers before anything runs: one for pod web-a only, one for everything.
     let mut only_a = w.warden.follow_events_with(&["--pod", "web-a"]);
     let mut all = w.warden.follow_events();
-    eventually(Duration::from_secs(5), "two event subscribers", || (w.warden.status()["daemon"]["subscribers"] == json!(2)).then_some(()));
+    eventually(Duration::from_secs(5), "two event subscribers", || {
+        (w.warden.status()["daemon"]["subscribers"] == json!(2)).then_some(())
+    });
 
     // `runc create`: confined at createRuntime, entrypoint not started yet; status lists it.
-    let a = Bundle::new("a", Hook { socket: Some(&socket), ..Default::default() }, &pod_annotations("web-a", "web"), &[format!("connect 127.0.0.1 {other}")]);
+    let a = Bundle::new(
+        "a",
+        Hook { socket: Some(&socket), ..Default::default() },
+        &pod_annotations("web-a", "web"),
+        &[format!("connect 127.0.0.1 {other}")],
+    );
     let out = a.create();
     assert!(out.status.success(), "{}\n{}", text(&out), w.log_text());
     let st = w.warden.status();
     let cs = st["containers"].as_array().unwrap();
     assert_eq!(cs.len(), 1, "{st}");
     let c = &cs[0];
-    assert_eq!((c["id"].as_str(), c["namespace"].as_str(), c["pod"].as_str(), c["container"].as_str()), (Some(a.id.as_str()), Some("shop"), Some("web-a"), Some("app")), "{st}");
-    assert_eq!((c["profile"].as_str(), c["mode"].as_str(), c["via"].as_str()), (Some("web"), Some("enforce"), Some("oci-hook")), "{st}");
+    assert_eq!(
+        (c["id"].as_str(), c["namespace"].as_str(), c["pod"].as_str(), c["container"].as_str()),
+        (Some(a.id.as_str()), Some("shop"), Some("web-a"), Some("app")),
+        "{st}"
+    );
+    assert_eq!(
+        (c["profile"].as_str(), c["mode"].as_str(), c["via"].as_str()),
+        (Some("web"), Some("enforce"), Some("oci-hook")),
+        "{st}"
+    );
     assert_eq!(c["cgroup_id"].as_u64(), Some(cgroup_id(&a.cgroup())), "{st}");
     assert_eq!(c["version"].as_str().map(str::len), Some(12), "{st}");
     assert!(st["kernel"]["layers"].as_array().is_some_and(|l| !l.is_empty()), "{st}");
@@ -296,14 +344,24 @@ fn control_socket_is_root_only_and_reports_containers_and_events_by_pod() {
     let cg = a.cgroup();
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("echo $$ > {}/cgroup.procs && exec {} --socket {} status", cg.display(), warden.display(), socket.display()))
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {} --socket {} status",
+            cg.display(),
+            warden.display(),
+            socket.display()
+        ))
         .output()
         .unwrap();
     let t = text(&out);
     assert!(!out.status.success() && t.contains("inside a confined container"), "{t}");
 
     // Pod web-b's container is denied too, before web-a's starts.
-    let b = Bundle::new("b", Hook { socket: Some(&socket), ..Default::default() }, &pod_annotations("web-b", "web"), &[format!("connect 127.0.0.1 {other}")]);
+    let b = Bundle::new(
+        "b",
+        Hook { socket: Some(&socket), ..Default::default() },
+        &pod_annotations("web-b", "web"),
+        &[format!("connect 127.0.0.1 {other}")],
+    );
     let out = b.run();
     assert!(out.status.success() && text(&out).contains("errno=EPERM"), "{}", text(&out));
     let ev_b = all.wait_for(Duration::from_secs(10), |e| e["pod"] == "web-b" && e["verdict"] == "denied");
@@ -311,9 +369,19 @@ fn control_socket_is_root_only_and_reports_containers_and_events_by_pod() {
 
     let out = a.runc().args(["start", &a.id]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let ev = only_a.wait_for(Duration::from_secs(10), |e| e["pod"] == "web-a").unwrap_or_else(|| panic!("no event of pod web-a\n{}", w.log_text()));
-    assert_eq!((ev["namespace"].as_str(), ev["container"].as_str(), ev["container_id"].as_str()), (Some("shop"), Some("app"), Some(a.id.as_str())), "{ev}");
-    assert_eq!((ev["verdict"].as_str(), ev["kind"].as_str(), ev["port"].as_u64()), (Some("denied"), Some("connect"), Some(other as u64)), "{ev}");
+    let ev = only_a
+        .wait_for(Duration::from_secs(10), |e| e["pod"] == "web-a")
+        .unwrap_or_else(|| panic!("no event of pod web-a\n{}", w.log_text()));
+    assert_eq!(
+        (ev["namespace"].as_str(), ev["container"].as_str(), ev["container_id"].as_str()),
+        (Some("shop"), Some("app"), Some(a.id.as_str())),
+        "{ev}"
+    );
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["kind"].as_str(), ev["port"].as_u64()),
+        (Some("denied"), Some("connect"), Some(other as u64)),
+        "{ev}"
+    );
     only_a.drain(Duration::from_millis(300));
     assert!(only_a.seen.iter().all(|e| e["pod"] == "web-a"), "--pod web-a let other pods through: {:?}", only_a.seen);
     let out_a = eventually(Duration::from_secs(5), "container a's output", || {
@@ -326,7 +394,12 @@ fn control_socket_is_root_only_and_reports_containers_and_events_by_pod() {
     assert!(out.status.success(), "{}", text(&out));
 
     // Learn mode without a profile, and `profile generate --container` through the daemon.
-    let l = Bundle::new("learn", Hook { socket: Some(&socket), ..Default::default() }, &[("warden.io/mode", "learn")], &["getpid".into()]);
+    let l = Bundle::new(
+        "learn",
+        Hook { socket: Some(&socket), ..Default::default() },
+        &[("warden.io/mode", "learn")],
+        &["getpid".into()],
+    );
     let out = l.create();
     assert!(out.status.success(), "{}\n{}", text(&out), w.log_text());
     let gen = w.warden.run(&["profile", "generate", "--container", &l.id]);

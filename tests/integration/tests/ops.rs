@@ -86,7 +86,10 @@ async fn denials_are_logged_structured_rate_limited_and_counted_in_metrics() {
     let extra = format!("log_format = \"json\"\nlog_rate_limit = 3\nmetrics_address = \"127.0.0.1:{port}\"");
     let mut w = WardenDaemon::configure(
         &c.nri_socket,
-        &[("web", connect_only("web", &[allowed])), ("broken", r#"{"name":"broken","syscalls":{"allow":["opnat"]}}"#.into())],
+        &[
+            ("web", connect_only("web", &[allowed])),
+            ("broken", r#"{"name":"broken","syscalls":{"allow":["opnat"]}}"#.into()),
+        ],
         &extra,
     );
     w.start();
@@ -108,7 +111,11 @@ async fn denials_are_logged_structured_rate_limited_and_counted_in_metrics() {
         let logs = json_lines(&w);
         let events: Vec<Value> = logs
             .iter()
-            .filter(|l| l["target"] == "warden::event" && l["fields"]["container"] == "flood" && l["fields"]["kind"] == "connect")
+            .filter(|l| {
+                l["target"] == "warden::event"
+                    && l["fields"]["container"] == "flood"
+                    && l["fields"]["kind"] == "connect"
+            })
             .cloned()
             .collect();
         let suppressed: u64 = logs
@@ -123,7 +130,17 @@ async fn denials_are_logged_structured_rate_limited_and_counted_in_metrics() {
     let l = &lines[0];
     assert_eq!(l["level"], "WARN");
     let f = &l["fields"];
-    for (k, v) in [("namespace", "shop"), ("pod", "web"), ("container", "flood"), ("profile", "web"), ("mode", "enforce"), ("kind", "connect"), ("verdict", "denied"), ("address", "127.0.0.1"), ("protocol", "tcp")] {
+    for (k, v) in [
+        ("namespace", "shop"),
+        ("pod", "web"),
+        ("container", "flood"),
+        ("profile", "web"),
+        ("mode", "enforce"),
+        ("kind", "connect"),
+        ("verdict", "denied"),
+        ("address", "127.0.0.1"),
+        ("protocol", "tcp"),
+    ] {
         assert_eq!(f[k], v, "field {k} in {l}");
     }
     assert_eq!(f["port"], denied as u64, "{l}");
@@ -138,7 +155,10 @@ async fn denials_are_logged_structured_rate_limited_and_counted_in_metrics() {
     assert_eq!(sample(&body, "warden_events_dropped_total"), Some(0.0), "{body}");
     assert_eq!(sample(&body, "warden_kernel_layer_available{layer=\"network\"}"), Some(1.0), "{body}");
     assert_eq!(sample(&body, "warden_kernel_layer_available{layer=\"syscalls\"}"), Some(1.0), "{body}");
-    assert!(sample(&body, "warden_nri_request_duration_seconds_count{request=\"start_container\"}").unwrap_or(0.0) >= 1.0, "{body}");
+    assert!(
+        sample(&body, "warden_nri_request_duration_seconds_count{request=\"start_container\"}").unwrap_or(0.0) >= 1.0,
+        "{body}"
+    );
     assert!(body.contains("warden_nri_request_duration_seconds_bucket{le="), "{body}");
     assert_eq!(http_get(port, "/other").0.split(' ').nth(1), Some("404"));
 
@@ -183,7 +203,9 @@ async fn profile_edits_apply_to_running_containers_and_broken_edits_keep_the_old
     // A broken edit: the previous version (b denied) stays, the error names file and reason.
     std::fs::write(&file, r#"{"name":"web","syscalls":{"allow":["opnat"]}}"#).unwrap();
     let err = eventually(Duration::from_secs(10), "the reload error logged", || {
-        json_lines(&w).into_iter().find(|l| l["fields"]["message"].as_str().is_some_and(|m| m.contains("profile reload FAILED")))
+        json_lines(&w)
+            .into_iter()
+            .find(|l| l["fields"]["message"].as_str().is_some_and(|m| m.contains("profile reload FAILED")))
     });
     assert_eq!(err["level"], "ERROR");
     assert_eq!(err["fields"]["file"], file.display().to_string(), "{err}");
@@ -205,7 +227,11 @@ fn status_field(pid: u32, task: Option<&str>, key: &str) -> String {
         None => format!("/proc/{pid}/status"),
     };
     let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
-    s.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))).unwrap_or_else(|| panic!("{key} in {p}")).trim().to_string()
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("{key} in {p}"))
+        .trim()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +243,8 @@ async fn running_daemon_keeps_only_the_documented_capabilities_and_still_confine
     let (_l2, b) = listener();
     let c = Containerd::start().await.unwrap();
     // No file watch: this test reloads with SIGHUP.
-    let mut w = WardenDaemon::configure(&c.nri_socket, &[("web", connect_only("web", &[a, b]))], "watch_profiles = false");
+    let mut w =
+        WardenDaemon::configure(&c.nri_socket, &[("web", connect_only("web", &[a, b]))], "watch_profiles = false");
     w.start();
     let pid = w.pid().unwrap();
 
@@ -241,9 +268,15 @@ async fn running_daemon_keeps_only_the_documented_capabilities_and_still_confine
     wait_line(&c, "web", "loop", "ok", "b allowed").await;
     let other = free_port();
     let one = sh(&c, &pod, "one", &format!("{ATTEMPT} seq 'connect 127.0.0.1 {other}' unshare-uts")).await.unwrap();
-    eventually(Duration::from_secs(10), "one exits", || c.container_log("web", "one").contains("unshare-uts").then_some(()));
+    eventually(Duration::from_secs(10), "one exits", || {
+        c.container_log("web", "one").contains("unshare-uts").then_some(())
+    });
     let _ = one;
-    assert!(c.container_log("web", "one").starts_with(&format!("connect 127.0.0.1 {other} => errno=EPERM")), "{}", c.container_log("web", "one"));
+    assert!(
+        c.container_log("web", "one").starts_with(&format!("connect 127.0.0.1 {other} => errno=EPERM")),
+        "{}",
+        c.container_log("web", "one")
+    );
     // Every thread of the daemon (event reader, NRI handlers) has the reduced sets.
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
         let t = t.file_name().to_string_lossy().into_owned();
@@ -278,11 +311,18 @@ fn pins_of_another_map_layout_are_refused_and_left_untouched() {
 
     // The daemon refuses to start, and says what to do.
     let cfg = w.tmp.join("config.toml");
-    std::fs::write(&cfg, format!("pin_dir = {:?}\n[nri]\nsocket_path = \"/nonexistent/nri.sock\"\n", w.pin_dir.display().to_string())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("pin_dir = {:?}\n[nri]\nsocket_path = \"/nonexistent/nri.sock\"\n", w.pin_dir.display().to_string()),
+    )
+    .unwrap();
     let out = w.run(&["run", "--config", cfg.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
-    assert!(err.contains("map layout version 999") && err.contains("warden reset") && err.contains("nothing was adopted"), "{err}");
+    assert!(
+        err.contains("map layout version 999") && err.contains("warden reset") && err.contains("nothing was adopted"),
+        "{err}"
+    );
     // So does every writer.
     let cg2 = TestCgroup::new("layout2");
     let f = w.profile_file(r#"{"name":"other","network":{"connect":[]}}"#);
@@ -333,7 +373,11 @@ fn missing_capabilities_are_named_at_start() {
     use std::os::unix::process::CommandExt as _;
     let w = Warden::new();
     let cfg = w.tmp.join("config.toml");
-    std::fs::write(&cfg, format!("pin_dir = {:?}\n[nri]\nsocket_path = \"/nonexistent/nri.sock\"\n", w.pin_dir.display().to_string())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("pin_dir = {:?}\n[nri]\nsocket_path = \"/nonexistent/nri.sock\"\n", w.pin_dir.display().to_string()),
+    )
+    .unwrap();
     let mut cmd = w.command(&["run", "--config", cfg.to_str().unwrap()]);
     // Root's capabilities after exec are the bounding set: drop CAP_NET_ADMIN (12) from it.
     unsafe {

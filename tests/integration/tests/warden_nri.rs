@@ -32,10 +32,8 @@ fn no_net(name: &str) -> String {
 async fn run_loop(c: &Containerd, pod: &PodHandle, name: &str, attempt: &str) -> String {
     let helper = static_attempt();
     let script = format!("while :; do {ATTEMPT} {attempt}; sleep 0.1; done");
-    let id = c
-        .create_container_with(pod, name, &["sh", "-c", &script], &[], &[(helper.as_path(), ATTEMPT)])
-        .await
-        .unwrap();
+    let id =
+        c.create_container_with(pod, name, &["sh", "-c", &script], &[], &[(helper.as_path(), ATTEMPT)]).await.unwrap();
     c.start_container(&id).await.unwrap();
     id
 }
@@ -90,7 +88,8 @@ async fn annotated_pod_is_confined_from_its_first_instruction() {
     // The daemon logged the denials with pod, namespace and container.
     eventually(Duration::from_secs(5), "denial logged", || {
         let l = w.log_text();
-        (l.contains("pod=web") && l.contains("container=tries") && l.contains(&format!("127.0.0.1:{other}"))).then_some(())
+        (l.contains("pod=web") && l.contains("container=tries") && l.contains(&format!("127.0.0.1:{other}")))
+            .then_some(())
     });
     assert!(w.log_text().contains("confined"), "{}", w.log_text());
 }
@@ -102,11 +101,19 @@ async fn unannotated_pods_are_untouched_and_containers_get_their_own_profiles() 
     }
     let (_l, port) = listener();
     let c = Containerd::start().await.unwrap();
-    let mut w = WardenDaemon::configure(&c.nri_socket, &[("no-net", no_net("no-net")), ("web", app_profile("web", port))], "");
+    let mut w =
+        WardenDaemon::configure(&c.nri_socket, &[("no-net", no_net("no-net")), ("web", app_profile("web", port))], "");
     w.start();
 
     let plain = c.run_pod("plain", "shop", &[]).await.unwrap();
-    let id = run_attempts(&c, &plain, "free", &[format!("connect 127.0.0.1 {port}"), "unshare-uts".into(), "raw-socket".into()]).await.unwrap();
+    let id = run_attempts(
+        &c,
+        &plain,
+        "free",
+        &[format!("connect 127.0.0.1 {port}"), "unshare-uts".into(), "raw-socket".into()],
+    )
+    .await
+    .unwrap();
     assert_eq!(exit_code(&c, &id).await, 0);
     // Untouched: unshare fails only for want of CAP_SYS_ADMIN (as in any container), it is
     // not killed; raw sockets are allowed by the runtime's default CAP_NET_RAW.
@@ -133,7 +140,11 @@ async fn refused_policies_fail_the_start_unless_fail_open() {
         return;
     }
     let c = Containerd::start().await.unwrap();
-    let mut w = WardenDaemon::configure(&c.nri_socket, &[("broken", r#"{"name":"broken","syscalls":{"allow":["opnat"]}}"#.into())], "");
+    let mut w = WardenDaemon::configure(
+        &c.nri_socket,
+        &[("broken", r#"{"name":"broken","syscalls":{"allow":["opnat"]}}"#.into())],
+        "",
+    );
     w.start();
 
     let cases = [
@@ -208,7 +219,7 @@ async fn enforcement_survives_containerd_and_warden_restarts_and_late_starts() {
     eventually(Duration::from_secs(15), "warden reconnects", || (w.registrations() > regs).then_some(()));
     assert_eq!(latest_line(&c, "early", "loop").await, "errno=EPERM");
     let after = c.run_pod("after", "shop", &[("warden.io/profile", "no-net")]).await.unwrap();
-    let id = run_attempts(&c, &after, "app", &[connect.clone()]).await.unwrap();
+    let id = run_attempts(&c, &after, "app", std::slice::from_ref(&connect)).await.unwrap();
     assert_eq!(exit_code(&c, &id).await, 0);
     assert_eq!(c.container_log("after", "app"), format!("{connect} => errno=EPERM"));
 
@@ -220,7 +231,7 @@ async fn enforcement_survives_containerd_and_warden_restarts_and_late_starts() {
     w.start();
     assert_eq!(latest_line(&c, "early", "loop").await, "errno=EPERM");
     let late = c.run_pod("late", "shop", &[("warden.io/profile", "no-net")]).await.unwrap();
-    let id = run_attempts(&c, &late, "app", &[connect.clone()]).await.unwrap();
+    let id = run_attempts(&c, &late, "app", std::slice::from_ref(&connect)).await.unwrap();
     assert_eq!(exit_code(&c, &id).await, 0);
     assert_eq!(c.container_log("late", "app"), format!("{connect} => errno=EPERM"));
     // The adopted entry of the still-running container was kept through the restart.
@@ -228,20 +239,43 @@ async fn enforcement_survives_containerd_and_warden_restarts_and_late_starts() {
     assert!(loop_cgroup >= 1, "the running container's pinned entry was adopted, not dropped");
 }
 
-/// The built-in profiles from profiles/, as the daemon's profile folder.
-fn builtin_profiles() -> Vec<(String, String)> {
+/// The built-in profiles from profiles/, as the daemon's profile folder, with their service
+/// port 8080 moved to `port`: pods here share the host's network, where 8080 may be taken by
+/// anything, so the test picks a free port instead of assuming one (the rules are otherwise
+/// exactly the shipped ones).
+fn builtin_profiles(port: u16) -> Vec<(String, String)> {
+    fn move_port(v: &mut serde_json::Value, port: u16) {
+        match v {
+            serde_json::Value::Object(m) => m.values_mut().for_each(|v| move_port(v, port)),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|v| move_port(v, port)),
+            n if n.as_u64() == Some(8080) => *n = port.into(),
+            _ => {}
+        }
+    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles");
     std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .map(|e| (e.path().file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap()))
+        .map(|e| {
+            let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap();
+            if let Some(net) = v.get_mut("network") {
+                move_port(net, port);
+            }
+            (e.path().file_stem().unwrap().to_string_lossy().into_owned(), v.to_string())
+        })
         .collect()
+}
+
+/// A TCP port free on 127.0.0.1 right now (the kernel's pick; released for the caller to use).
+fn free_port() -> u16 {
+    common::listener().1
 }
 
 async fn sh(c: &Containerd, pod: &PodHandle, name: &str, script: &str) -> String {
     let helper = static_attempt();
-    let id = c.create_container_with(pod, name, &["sh", "-c", script], &[], &[(helper.as_path(), ATTEMPT)]).await.unwrap();
+    let id =
+        c.create_container_with(pod, name, &["sh", "-c", script], &[], &[(helper.as_path(), ATTEMPT)]).await.unwrap();
     c.start_container(&id).await.unwrap_or_else(|s| panic!("start {name}: {}", s.message()));
     id
 }
@@ -252,24 +286,32 @@ async fn builtin_profiles_run_their_workloads() {
         return;
     }
     let c = Containerd::start().await.unwrap();
-    let profiles = builtin_profiles();
+    let (port, other_port) = (free_port(), free_port());
+    let profiles = builtin_profiles(port);
     let refs: Vec<(&str, String)> = profiles.iter().map(|(n, j)| (n.as_str(), j.clone())).collect();
     let mut w = WardenDaemon::configure(&c.nri_socket, &refs, "");
     w.start();
 
-    // busybox httpd under busybox-httpd: serves on 8080; may not listen anywhere else.
+    // busybox httpd under busybox-httpd: serves on its port; may not listen anywhere else.
     let web = c.run_pod("httpd", "shop", &[("warden.io/profile", "busybox-httpd")]).await.unwrap();
-    sh(&c, &web, "server", "mkdir -p /tmp/www && echo hello-from-warden > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /tmp/www").await;
-    eventually(Duration::from_secs(10), "httpd listening on 8080", || std::net::TcpStream::connect("127.0.0.1:8080").ok());
-    let other = sh(&c, &web, "other-port", "httpd -f -p 127.0.0.1:8081 -h /tmp; echo rc=$?").await;
+    sh(
+        &c,
+        &web,
+        "server",
+        &format!("mkdir -p /tmp/www && echo hello-from-warden > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /tmp/www"),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "httpd listening", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    let other = sh(&c, &web, "other-port", &format!("httpd -f -p 127.0.0.1:{other_port} -h /tmp; echo rc=$?")).await;
     exit_code(&c, &other).await;
     let log = c.container_log("httpd", "other-port");
-    assert!(log.contains("Operation not permitted") && log.contains("rc=1"), "bind 8081 refused:\n{log}");
+    assert!(log.contains("Operation not permitted") && log.contains("rc=1"), "bind {other_port} refused:\n{log}");
 
-    // A client under client-one-address: 127.0.0.1:8080 only. (No `wget -T`: bookworm's
+    // A client under client-one-address: 127.0.0.1:port only. (No `wget -T`: bookworm's
     // busybox wget segfaults on its timeout path even unconfined.)
     let client = c.run_pod("client", "shop", &[("warden.io/profile", "client-one-address")]).await.unwrap();
-    let id = sh(&c, &client, "wget", "wget -q -O- http://127.0.0.1:8080/; wget -q -O- http://127.0.0.2:8080/; echo rc=$?").await;
+    let fetch = format!("wget -q -O- http://127.0.0.1:{port}/; wget -q -O- http://127.0.0.2:{port}/; echo rc=$?");
+    let id = sh(&c, &client, "wget", &fetch).await;
     assert_eq!(exit_code(&c, &id).await, 0);
     let log = c.container_log("client", "wget");
     assert!(log.contains("hello-from-warden"), "allowed fetch works:\n{log}");
@@ -277,14 +319,20 @@ async fn builtin_profiles_run_their_workloads() {
 
     // deny-network: no connect at all.
     let isolated = c.run_pod("isolated", "shop", &[("warden.io/profile", "deny-network")]).await.unwrap();
-    let id = sh(&c, &isolated, "wget", "wget -q -O- http://127.0.0.1:8080/; echo rc=$?").await;
+    let id = sh(&c, &isolated, "wget", &format!("wget -q -O- http://127.0.0.1:{port}/; echo rc=$?")).await;
     assert_eq!(exit_code(&c, &id).await, 0);
     let log = c.container_log("isolated", "wget");
     assert!(log.contains("Operation not permitted") && log.contains("rc=1"), "{log}");
 
     // runtime-default: an ordinary shell workload runs; unshare (not in the list) is killed.
     let plain = c.run_pod("shell", "shop", &[("warden.io/profile", "runtime-default")]).await.unwrap();
-    let id = sh(&c, &plain, "work", "echo start; ls / >/dev/null; cat /proc/self/status >/dev/null; date >/dev/null; sleep 0.1; echo done").await;
+    let id = sh(
+        &c,
+        &plain,
+        "work",
+        "echo start; ls / >/dev/null; cat /proc/self/status >/dev/null; date >/dev/null; sleep 0.1; echo done",
+    )
+    .await;
     assert_eq!(exit_code(&c, &id).await, 0, "{}", c.container_log("shell", "work"));
     assert_eq!(c.container_log("shell", "work"), "start\ndone");
     let id = sh(&c, &plain, "ns", &format!("{ATTEMPT} unshare-uts")).await;

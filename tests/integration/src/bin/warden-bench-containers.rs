@@ -69,7 +69,8 @@ async fn flood(c: &Containerd, w: &WardenDaemon, n: u64) -> Result<()> {
     // connect() to a denied address: EPERM from the cgroup connect4 program, one event each;
     // then stay alive (and confined) so the counters can be read.
     let script = format!("{ATTEMPT} connect-loop 127.0.0.1 9 {n}; echo FLOOD-DONE; sleep 3600");
-    let id = c.create_container_with(&pod, "flood", &["sh", "-c", &script], &[], &[(helper.as_path(), ATTEMPT)]).await?;
+    let id =
+        c.create_container_with(&pod, "flood", &["sh", "-c", &script], &[], &[(helper.as_path(), ATTEMPT)]).await?;
     let log_before = w.log_text().matches("warden::event").count();
     let cpu0 = cpu_seconds(daemon);
     let t = Instant::now();
@@ -89,7 +90,8 @@ async fn flood(c: &Containerd, w: &WardenDaemon, n: u64) -> Result<()> {
     let cpu = cpu_seconds(daemon) - cpu0;
     let delivered = w.log_text().matches("warden::event").count() - log_before;
     let st = w.warden.status();
-    let entry = st["confined"].as_array().and_then(|a| a.iter().find(|e| e["profile"] == PROFILE).cloned()).unwrap_or_default();
+    let entry =
+        st["confined"].as_array().and_then(|a| a.iter().find(|e| e["profile"] == PROFILE).cloned()).unwrap_or_default();
     let outcome = c.container_log("flood", "flood").lines().next().unwrap_or("").to_string();
     c.remove_pod(&pod.id).await?;
     println!("### Event flood\n");
@@ -98,7 +100,10 @@ async fn flood(c: &Containerd, w: &WardenDaemon, n: u64) -> Result<()> {
     println!("| attempts (container's own count) | `{outcome}` |");
     println!("| flood duration | {secs:.1} s |");
     println!("| events delivered (logged by the daemon) | {delivered} |");
-    println!("| events sent / dropped (kernel counters, `warden status`) | {} / {} |", entry["events_sent"], entry["events_dropped"]);
+    println!(
+        "| events sent / dropped (kernel counters, `warden status`) | {} / {} |",
+        entry["events_sent"], entry["events_dropped"]
+    );
     println!("| daemon CPU time during the flood (utime+stime) | {cpu:.2} s ({:.1}% of one CPU) |", 100.0 * cpu / secs);
     println!();
     Ok(())
@@ -147,8 +152,17 @@ async fn run(pods: usize, flood_n: u64) -> Result<()> {
     println!("| figure | p50 | p99 | target |\n|---|---:|---:|---:|");
     println!("| StartContainer without warden | {a50:.1} ms | {a99:.1} ms | |");
     println!("| StartContainer with warden | {b50:.1} ms | {b99:.1} ms | |");
-    println!("| added by warden (difference of the percentiles) | {:.1} ms | {:.1} ms | p50 <= 5 ms, p99 <= 10 ms |", b50 - a50, b99 - a99);
-    println!("| warden's own StartContainer handling (daemon log, {} samples) | {:.2} ms | {:.2} ms | |", micros.len(), pct(&micros, 50) / 1000.0, pct(&micros, 99) / 1000.0);
+    println!(
+        "| added by warden (difference of the percentiles) | {:.1} ms | {:.1} ms | p50 <= 5 ms, p99 <= 10 ms |",
+        b50 - a50,
+        b99 - a99
+    );
+    println!(
+        "| warden's own StartContainer handling (daemon log, {} samples) | {:.2} ms | {:.2} ms | |",
+        micros.len(),
+        pct(&micros, 50) / 1000.0,
+        pct(&micros, 99) / 1000.0
+    );
     println!();
     println!("Daemon (`warden run`) RSS: {:.1} MB idle after registering, {:.1} MB after {pods} confined starts (peak {:.1} MB).\n", rss_idle / 1024.0, rss_after / 1024.0, rss_peak / 1024.0);
     if flood_n > 0 {

@@ -28,7 +28,9 @@ async fn main() -> Result<()> {
     let builtin: Vec<(String, String)> = std::fs::read_dir(&profiles)?
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .map(|e| (e.path().file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap()))
+        .map(|e| {
+            (e.path().file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap())
+        })
         .collect();
     let refs: Vec<(&str, String)> = builtin.iter().map(|(n, j)| (n.as_str(), j.clone())).collect();
     let mut w = WardenDaemon::configure(&c.nri_socket, &refs, "");
@@ -38,7 +40,13 @@ async fn main() -> Result<()> {
     println!("== pod `demo` in namespace `shop`, annotated warden.io/profile: client-one-address");
     let pod = c.run_pod("demo", "shop", &[("warden.io/profile", "client-one-address")]).await?;
     let helper = static_attempt();
-    let attempts = ["connect 127.0.0.1 8080", "connect 127.0.0.1 9090", "udp-send 127.0.0.1 53", "bind-tcp 0.0.0.0 8081", "unshare-uts"];
+    let attempts = [
+        "connect 127.0.0.1 8080",
+        "connect 127.0.0.1 9090",
+        "udp-send 127.0.0.1 53",
+        "bind-tcp 0.0.0.0 8081",
+        "unshare-uts",
+    ];
     let mut cmd = vec!["/warden-attempt", "seq"];
     cmd.extend(attempts);
     let id = c.create_container_with(&pod, "client", &cmd, &[], &[(helper.as_path(), "/warden-attempt")]).await?;
@@ -70,7 +78,15 @@ async fn main() -> Result<()> {
     }
     println!("\n== refusing a pod that names a profile that does not exist");
     let bad = c.run_pod("typo", "shop", &[("warden.io/profile", "client-one-adress")]).await?;
-    let id = c.create_container_with(&bad, "client", &["/warden-attempt", "getpid"], &[], &[(helper.as_path(), "/warden-attempt")]).await?;
+    let id = c
+        .create_container_with(
+            &bad,
+            "client",
+            &["/warden-attempt", "getpid"],
+            &[],
+            &[(helper.as_path(), "/warden-attempt")],
+        )
+        .await?;
     match c.start_container(&id).await {
         Err(s) => println!("   StartContainer failed: {}", s.message()),
         Ok(()) => println!("   UNEXPECTED: it started"),

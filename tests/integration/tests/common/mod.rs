@@ -16,7 +16,12 @@ pub fn listener() -> (TcpListener, u16) {
 }
 
 /// Creates and starts a container running `warden-attempt seq ATTEMPTS...`.
-pub async fn run_attempts(c: &Containerd, pod: &PodHandle, name: &str, attempts: &[String]) -> Result<String, tonic::Status> {
+pub async fn run_attempts(
+    c: &Containerd,
+    pod: &PodHandle,
+    name: &str,
+    attempts: &[String],
+) -> Result<String, tonic::Status> {
     let helper = static_attempt();
     let mut cmd = vec![ATTEMPT, "seq"];
     cmd.extend(attempts.iter().map(String::as_str));
@@ -72,7 +77,8 @@ pub async fn learned_pod_scenario() {
     // Removed on drop, also when the test fails.
     let learn_tmp = tempfile::Builder::new().prefix("warden-test-learned-").tempdir().unwrap();
     let learn_dir = learn_tmp.path().join("learned");
-    let mut w = WardenDaemon::configure(&c.nri_socket, &[], &format!("learn_dir = {:?}", learn_dir.display().to_string()));
+    let mut w =
+        WardenDaemon::configure(&c.nri_socket, &[], &format!("learn_dir = {:?}", learn_dir.display().to_string()));
     w.start();
     let probe: serde_json::Value = serde_json::from_str(&w.warden.ok(&["probe", "--json"])).unwrap();
     let files = probe["layers"].as_array().unwrap().iter().any(|l| l["name"] == "bpf-lsm" && l["available"] == true);
@@ -102,15 +108,23 @@ pub async fn learned_pod_scenario() {
     assert_eq!(v["name"], "shop_learnme_app");
     assert!(v["description"].as_str().unwrap().contains("container app of pod shop/learnme"), "{text}");
     if files {
-        let rules: Vec<String> =
-            v["files"].as_array().expect("files learned").iter().map(|r| format!("{} {}", r["path"].as_str().unwrap(), r["access"].as_str().unwrap())).collect();
+        let rules: Vec<String> = v["files"]
+            .as_array()
+            .expect("files learned")
+            .iter()
+            .map(|r| format!("{} {}", r["path"].as_str().unwrap(), r["access"].as_str().unwrap()))
+            .collect();
         eprintln!("learned files rules of the pod: {rules:?}");
         if rules.is_empty() {
-            let log: Vec<String> = w.log_text().lines().filter(|l| l.contains("learn") || l.contains("lsm")).map(String::from).collect();
+            let log: Vec<String> =
+                w.log_text().lines().filter(|l| l.contains("learn") || l.contains("lsm")).map(String::from).collect();
             panic!("no files learned; profile:\n{text}\ndaemon log:\n{}\nall:\n{}", log.join("\n"), w.log_text());
         }
         for want in ["/etc/hosts r", "/bin/busybox", "/warden-attempt"] {
-            assert!(rules.iter().any(|r| r.starts_with(want) && r.ends_with('x') || r == want), "{want} learned: {rules:?}");
+            assert!(
+                rules.iter().any(|r| r.starts_with(want) && r.ends_with('x') || r == want),
+                "{want} learned: {rules:?}"
+            );
         }
         assert!(!rules.iter().any(|r| r.starts_with("/etc/passwd") || r.starts_with("/other-tool")), "{rules:?}");
     } else {
@@ -129,10 +143,20 @@ pub async fn learned_pod_scenario() {
     for i in 0..10 {
         let name = format!("enforced{i}");
         let pod = c.run_pod(&name, "shop", &[("warden.io/profile", "shop_learnme_app")]).await.unwrap();
-        let id = run_attempts(&c, &pod, "app", &attempts).await.unwrap_or_else(|e| panic!("start {i}: {e}\n{}", w.log_text()));
+        let id = run_attempts(&c, &pod, "app", &attempts)
+            .await
+            .unwrap_or_else(|e| panic!("start {i}: {e}\n{}", w.log_text()));
         let code = exit_code(&c, &id).await;
-        let denials: Vec<String> = w.log_text().lines().filter(|l| l.contains("warden::event")).map(String::from).collect();
-        assert_eq!(code, 0, "run {i}: {}\ndenials:\n{}\nlearned profile:\n{text}\ndaemon log:\n{}", c.container_log(&name, "app"), denials.join("\n"), w.log_text());
+        let denials: Vec<String> =
+            w.log_text().lines().filter(|l| l.contains("warden::event")).map(String::from).collect();
+        assert_eq!(
+            code,
+            0,
+            "run {i}: {}\ndenials:\n{}\nlearned profile:\n{text}\ndaemon log:\n{}",
+            c.container_log(&name, "app"),
+            denials.join("\n"),
+            w.log_text()
+        );
         assert_eq!(lines(&c.container_log(&name, "app")), want, "run {i}");
         c.remove_container(&id).await.unwrap();
         c.remove_pod(&pod.id).await.unwrap();
@@ -144,7 +168,10 @@ pub async fn learned_pod_scenario() {
     if files {
         // /other-tool: a binary the learned run never executed (the helper mounted again).
         new_things.extend(["open-r /etc/passwd".to_string(), "exec /other-tool getpid".to_string()]);
-        expect.extend(["open-r /etc/passwd => errno=EPERM".to_string(), "exec /other-tool getpid => errno=EPERM".to_string()]);
+        expect.extend([
+            "open-r /etc/passwd => errno=EPERM".to_string(),
+            "exec /other-tool getpid => errno=EPERM".to_string(),
+        ]);
     }
     new_things.extend([format!("connect 127.0.0.1 {other}"), "unshare-uts".into()]);
     expect.extend([format!("connect 127.0.0.1 {other} => errno=EPERM"), "unshare-uts =>".into()]);
@@ -153,7 +180,13 @@ pub async fn learned_pod_scenario() {
     let mut cmd = vec![ATTEMPT, "seq"];
     cmd.extend(new_things.iter().map(String::as_str));
     let id = c
-        .create_container_with(&pod, "app", &cmd, &[], &[(helper.as_path(), ATTEMPT), (helper.as_path(), "/other-tool")])
+        .create_container_with(
+            &pod,
+            "app",
+            &cmd,
+            &[],
+            &[(helper.as_path(), ATTEMPT), (helper.as_path(), "/other-tool")],
+        )
         .await
         .unwrap();
     c.start_container(&id).await.unwrap();
@@ -164,14 +197,19 @@ pub async fn learned_pod_scenario() {
     // (re)registered with containerd (a handler slower than containerd's plugin request
     // timeout makes containerd drop the plugin; it then reconnects and resynchronizes).
     let log = w.log_text();
-    let micros: Vec<&str> = log.lines().filter_map(|l| l.split("micros=").nth(1)).map(|m| m.split_whitespace().next().unwrap_or("")).collect();
+    let micros: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("micros=").nth(1))
+        .map(|m| m.split_whitespace().next().unwrap_or(""))
+        .collect();
     let registrations = log.lines().filter(|l| l.contains("registered with the runtime")).count();
     eprintln!("StartContainer handling (us): {micros:?}; registrations: {registrations}");
     if files {
         // Reported with the full path.
         let log = w.log_text();
         assert!(
-            log.lines().any(|l| l.contains("warden::event") && l.contains("/etc/passwd") && l.contains("pod=enforced-new")),
+            log.lines()
+                .any(|l| l.contains("warden::event") && l.contains("/etc/passwd") && l.contains("pod=enforced-new")),
             "the denied read is reported with its path and pod:\n{log}"
         );
     }
