@@ -16,6 +16,15 @@ mkdir -p "$corpus"
 cp "$root"/profiles/*.json "$corpus/"
 
 cd "$root/fuzz"
+# The fuzz crate is its own workspace with a committed lock file: a run must not rewrite it
+# (the test command checks that the tree is unchanged). Out of date means a dependency of the
+# hook crate changed: refresh it with `cargo +nightly update --manifest-path fuzz/Cargo.toml
+# --workspace` and commit it.
+if ! AYA_BUILD_SKIP=1 cargo +nightly metadata --locked --format-version 1 >/dev/null 2>"${TMPDIR:-/tmp}/fuzz-lock.$$"; then
+    cat "${TMPDIR:-/tmp}/fuzz-lock.$$"; rm -f "${TMPDIR:-/tmp}/fuzz-lock.$$"
+    echo "fuzz-short: fuzz/Cargo.lock is out of date (see above); update and commit it"; exit 1
+fi
+rm -f "${TMPDIR:-/tmp}/fuzz-lock.$$"
 # CARGO_TARGET_DIR, if set, is honoured; the fuzz build has its own flags, so keep it apart.
 if [ -n "${CARGO_TARGET_DIR:-}" ]; then
     export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz"
