@@ -109,12 +109,13 @@ impl Default for FileKey {
     }
 }
 
+/// Path bytes the kernel may write into [`PathScratch::path`] (NUL included).
+pub const PATH_SCRATCH: usize = 512;
+
 /// Per-CPU scratch of the file programs (too large for the 512-byte eBPF stack): laid out as an
 /// LPM key (`prefixlen`, then [`FileKey`]), with room after the key's 252 path bytes so the
 /// kernel can write paths up to `PATH_SCRATCH` bytes; a longer path is judged by its first 252
 /// bytes (only directory rules can match it, which is exact: no exact rule is that long).
-pub const PATH_SCRATCH: usize = 512;
-
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PathScratch {
@@ -160,7 +161,7 @@ pub mod verdict {
     pub const LEARNED: u8 = 3;
 }
 
-/// Value of the `CGROUPS` map, keyed by cgroup2 id (u64).
+/// Value of the `WARDEN_CGROUPS` map, keyed by cgroup2 id (u64).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CgroupPolicy {
@@ -176,7 +177,7 @@ pub struct CgroupPolicy {
     pub root_cgroup: u64,
 }
 
-/// Value of the `PROFILES` map, keyed by profile id (u32): what the per-syscall path and the
+/// Value of the `WARDEN_PROFILES` map, keyed by profile id (u32): what the per-syscall path and the
 /// socket-creation path need, in one lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,7 +215,7 @@ pub struct PortRule {
     pub _pad: [u8; 3],
 }
 
-/// Value of the connect LPM tries and of the `BIND` map: every port range allowed for an
+/// Value of the connect LPM tries and of the `WARDEN_BIND` map: every port range allowed for an
 /// address. Userspace folds the rules of all CIDRs containing a prefix into that prefix's
 /// value, so the longest-prefix match alone answers "which ports may this address be reached
 /// on" with one trie lookup and at most [`MAX_PORT_RULES`] comparisons.
@@ -270,7 +271,7 @@ pub struct Net6Key {
     pub addr: [u8; 16],
 }
 
-/// Value of the userspace-only `PROFILE_META` map, keyed by profile id: lets a restarted daemon
+/// Value of the userspace-only `WARDEN_PROFILE_META` map, keyed by profile id: lets a restarted daemon
 /// know which profile version an id holds (pinned state is the only state).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,7 +288,7 @@ impl Default for ProfileMeta {
     }
 }
 
-/// Value of the `COUNTERS` per-CPU map, keyed by the root cgroup id: exact per-kind counts of
+/// Value of the `WARDEN_COUNTERS` per-CPU map, keyed by the root cgroup id: exact per-kind counts of
 /// violations (denied in enforce, would-deny in complain), kept even when events are dropped.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -298,7 +299,7 @@ pub struct Counters {
     pub events_sent: u64,
 }
 
-/// Value of the `RATE` map, keyed by root cgroup id: a fixed one-second window.
+/// Value of the `WARDEN_RATE` map, keyed by root cgroup id: a fixed one-second window.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateWindow {
@@ -413,7 +414,7 @@ impl Default for LearnInfo {
     }
 }
 
-/// Record in the `EVENTS` ring buffer.
+/// Record in the `WARDEN_EVENTS` ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {

@@ -1,0 +1,151 @@
+//! Pre-execution gates (BPF-LSM): dangerous syscalls outside a confined process's syscall
+//! allow-list (mount, ptrace, bpf, perf_event_open, module loading, user namespaces, io_uring,
+//! keys) fail with EPERM before they do anything, and so do socket families outside its
+//! profile; the sys_enter kill follows. Enforce mode only.
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_probe_read_kernel},
+    macros::lsm,
+    programs::LsmContext,
+};
+use warden_common::{mode, profile_flags, SYSCALL_BITMAP_BITS};
+
+use crate::{
+    policy::{policy_for, profile},
+    verdict::{LSM_ALLOW, LSM_DENY},
+};
+
+#[cfg(bpf_target_arch = "x86_64")]
+const PT_REGS_SYSCALL_NR: usize = 15 * 8; // orig_ax
+#[cfg(not(bpf_target_arch = "x86_64"))]
+const PT_REGS_SYSCALL_NR: usize = 34 * 8 + 8; // aarch64 syscallno
+
+/// The syscall the current task is in (from its saved user registers), or -1.
+#[inline(always)]
+fn current_syscall() -> i64 {
+    unsafe {
+        let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf();
+        let regs = aya_ebpf::helpers::generated::bpf_task_pt_regs(task) as *const u8;
+        match bpf_probe_read_kernel(regs.wrapping_add(PT_REGS_SYSCALL_NR) as *const i32) {
+            Ok(n) => n as i64,
+            Err(_) => -1,
+        }
+    }
+}
+
+/// EPERM when a confined process in enforce mode reached this hook through a syscall its
+/// profile does not allow (sys_enter has already sent SIGKILL and reported it; this makes sure
+/// the syscall has no effect). Log-only syscall policies are left alone.
+#[inline(always)]
+fn syscall_gate() -> i32 {
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    let Some((_, pol)) = policy_for(cgid) else { return LSM_ALLOW };
+    if pol.mode != mode::ENFORCE {
+        return LSM_ALLOW;
+    }
+    let Some(hdr) = profile(pol.profile_id) else { return LSM_DENY };
+    if hdr.flags & profile_flags::SYSCALLS == 0 || hdr.flags & profile_flags::SYSCALLS_LOG_ONLY != 0 {
+        return LSM_ALLOW;
+    }
+    let nr = current_syscall();
+    let allowed =
+        nr >= 0 && nr < SYSCALL_BITMAP_BITS as i64 && (hdr.syscalls[((nr >> 6) & 7) as usize] >> (nr & 63)) & 1 == 1;
+    if allowed {
+        LSM_ALLOW
+    } else {
+        LSM_DENY
+    }
+}
+
+#[lsm(hook = "sb_mount")]
+#[inline(always)]
+pub fn warden_sb_mount(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "sb_umount")]
+#[inline(always)]
+pub fn warden_sb_umount(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "move_mount")]
+#[inline(always)]
+pub fn warden_move_mount(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "ptrace_access_check")]
+#[inline(always)]
+pub fn warden_ptrace(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "bpf")]
+#[inline(always)]
+pub fn warden_bpf(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "perf_event_open")]
+#[inline(always)]
+pub fn warden_perf_event_open(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "kernel_load_data")]
+#[inline(always)]
+pub fn warden_kernel_load_data(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "kernel_read_file")]
+#[inline(always)]
+pub fn warden_kernel_read_file(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "userns_create")]
+#[inline(always)]
+pub fn warden_userns_create(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+/// Anonymous inodes made with a security context: io_uring_setup's ring (and userfaultfd).
+/// The hook has no io_uring argument; syscall_gate judges the syscall that reached it.
+#[lsm(hook = "inode_init_security_anon")]
+#[inline(always)]
+pub fn warden_anon_inode(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+#[lsm(hook = "key_alloc")]
+#[inline(always)]
+pub fn warden_key_alloc(_ctx: LsmContext) -> i32 {
+    syscall_gate()
+}
+
+/// Socket families outside the profile's list fail with EPERM (sys_enter's kill follows for
+/// socket()/socketpair()); kernel-internal sockets are not judged.
+#[lsm(hook = "socket_create")]
+#[inline(always)]
+pub fn warden_socket_create(ctx: LsmContext) -> i32 {
+    let kern: i32 = ctx.arg(3);
+    if kern != 0 {
+        return LSM_ALLOW;
+    }
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    let Some((_, pol)) = policy_for(cgid) else { return LSM_ALLOW };
+    if pol.mode != mode::ENFORCE {
+        return LSM_ALLOW;
+    }
+    let Some(hdr) = profile(pol.profile_id) else { return LSM_DENY };
+    if hdr.flags & profile_flags::FAMILIES == 0 {
+        return LSM_ALLOW;
+    }
+    let family: i32 = ctx.arg(0);
+    if (0..64).contains(&family) && (hdr.families >> family) & 1 == 1 {
+        LSM_ALLOW
+    } else {
+        LSM_DENY
+    }
+}
