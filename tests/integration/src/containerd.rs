@@ -623,8 +623,8 @@ fn unmount_below(root: &Path) {
 /// VMs (WARDEN_VM set by tests/vm/run) everything runs ~100x slower and warden's StartContainer
 /// handling, which attaches the BPF-LSM programs there, took 0.25-0.8 s on an idle host and
 /// more under load; past the timeout containerd drops the plugin, which then reconnects and
-/// resynchronizes (suspected in a rare incomplete learn record in the VM, see the README's
-/// learn section and the closing notes). 10 s there keeps emulation speed out of the result.
+/// resynchronizes (suspected in a rare incomplete learn record in the VM, see docs/learn.md,
+/// "Known issue"). 10 s there keeps emulation speed out of the result.
 fn nri_request_timeout() -> &'static str {
     if std::env::var_os("WARDEN_VM").is_some() {
         "10s"

@@ -248,7 +248,7 @@ async fn running_daemon_keeps_only_the_documented_capabilities_and_still_confine
     w.start();
     let pid = w.pid().unwrap();
 
-    // CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39): README "Least privilege".
+    // CAP_NET_ADMIN (12), CAP_PERFMON (38), CAP_BPF (39): docs/operations.md "Least privilege".
     let want = format!("{:016x}", warden::ops::privs::kept_mask());
     assert_eq!(want, "000000c000001000");
     for key in ["CapEff", "CapPrm", "CapBnd"] {
