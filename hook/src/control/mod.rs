@@ -1,0 +1,3 @@
+//! The control socket (see server.rs).
+mod server;
+pub use server::*;
