@@ -97,8 +97,7 @@ fn names_after(rest: &str) -> Vec<String> {
         return vec![ident_at(rest).to_string()];
     };
     let (mut depth, mut names, mut at_item_start) = (0usize, Vec::new(), true);
-    let mut chars = group.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
+    for (i, c) in group.char_indices() {
         match c {
             '{' => depth += 1,
             '}' if depth == 0 => break,
