@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use warden::{
     config::Config,
-    daemon::Daemon,
+    daemon::{Daemon, Target, Via},
     enforcer::Enforcer,
     nri::{api::LinuxContainer, Container, PodSandbox},
 };
@@ -67,7 +67,7 @@ pub fn child(args: &[String]) -> Result<()> {
             ..Default::default()
         };
         let t = Instant::now();
-        let r = daemon.confine(&pod, &c).with_context(|| format!("confining cgroup {i}"))?;
+        let r = daemon.confine(&Target::nri(&pod, &c), Via::Nri).with_context(|| format!("confining cgroup {i}"))?;
         us.push(t.elapsed().as_micros() as f64);
         if r.is_none() {
             bail!("container {i} was not confined");

@@ -3,7 +3,7 @@
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
 
@@ -125,6 +125,26 @@ fn expand_slice(slice: &str) -> Result<PathBuf> {
         path.push(format!("{acc}.slice"));
     }
     Ok(path)
+}
+
+/// The cgroup2 directory of process `pid` (the `0::` line of /proc/PID/cgroup), under `mount`.
+pub fn cgroup_of_pid(mount: &Path, pid: i32) -> Result<PathBuf> {
+    let f = format!("/proc/{pid}/cgroup");
+    let text = std::fs::read_to_string(&f)
+        .with_context(|| format!("reading {f} (is process {pid} running, in this pid namespace?)"))?;
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| anyhow!("{f} has no cgroup2 (0::) line"))?
+        .trim();
+    if rel.ends_with(" (deleted)") {
+        bail!("process {pid}'s cgroup {rel} was deleted");
+    }
+    let rel = Path::new(rel.trim_start_matches('/'));
+    if rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        bail!("process {pid}'s cgroup {} is outside this cgroup namespace's view", rel.display());
+    }
+    Ok(mount.join(rel))
 }
 
 #[cfg(test)]

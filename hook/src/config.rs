@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::policy::PolicyConfig;
 
 pub const DEFAULT_CONFIG: &str = "/etc/warden/config.toml";
+/// The daemon's control socket (`control_socket`; the CLI's `--socket`).
+pub const DEFAULT_SOCKET: &str = "/run/warden/warden.sock";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,7 +36,7 @@ pub struct Config {
     /// one `dir/` prefix rule.
     pub learn_collapse_dir_files: usize,
     /// The control socket (`warden status`, `warden events`, `warden oci-hook`): root only,
-    /// its folder is made 0700 and the socket 0600 (see control.rs).
+    /// its folder is made 0700 and the socket 0600 (see control/server.rs).
     pub control_socket: PathBuf,
     /// Denial log lines per second per container (0: unlimited); over it lines are counted and
     /// one line per second says how many were suppressed.
@@ -83,7 +85,7 @@ impl Default for Config {
             release_on_exit: false,
             learn_dir: "/var/lib/warden/learned".into(),
             learn_collapse_dir_files: crate::learn::COLLAPSE_DIR_FILES,
-            control_socket: crate::control::DEFAULT_SOCKET.into(),
+            control_socket: DEFAULT_SOCKET.into(),
             log_rate_limit: 20,
             metrics_address: None,
             watch_profiles: true,

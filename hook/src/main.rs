@@ -27,7 +27,7 @@ struct Cli {
     pin_dir: PathBuf,
     /// The daemon's control socket (status, events, container look-ups, oci-hook). `warden run`
     /// takes its own from the config's `control_socket`.
-    #[arg(long, global = true, env = "WARDEN_SOCKET", default_value = warden::control::DEFAULT_SOCKET)]
+    #[arg(long, global = true, env = "WARDEN_SOCKET", default_value = warden::config::DEFAULT_SOCKET)]
     socket: PathBuf,
     /// Log format (default: text, or the config's log_format for `run`).
     #[arg(long, global = true, value_parser = ["text", "json"])]

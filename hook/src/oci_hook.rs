@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _, Result};
 use oci_spec::runtime::{ContainerState, Spec, State};
 
-use crate::control::{self, Client, ConfineRequest, Request};
+use crate::control::{Client, ConfineRequest, Request};
 
 /// The stage the hook runs at: from `--stage`, else from the state's status (`creating` at
 /// createRuntime, `stopped` at poststop).
@@ -103,7 +103,7 @@ fn create(opts: &Options, state: &State) -> Result<()> {
     // /proc/PID/cgroup is where the process really is, whatever the cgroup driver; config's
     // cgroupsPath only says where the runtime meant to put it (kept for the error message).
     let mount = crate::cgroup::cgroup2_mount()?;
-    let cgroup = control::cgroup_of_pid(&mount, pid).with_context(|| {
+    let cgroup = crate::cgroup::cgroup_of_pid(&mount, pid).with_context(|| {
         format!(
             "container {id}: finding its cgroup (config cgroupsPath {:?})",
             cgroups_path.as_deref().unwrap_or(Path::new(""))

@@ -143,7 +143,7 @@ impl Mode {
 
 /// One confined cgroup, as `list` reports it.
 #[derive(Debug, Clone, Serialize)]
-pub struct Confined {
+pub struct PinnedCgroup {
     pub cgroup_id: u64,
     pub profile: String,
     pub profile_id: u32,
@@ -794,14 +794,14 @@ pub fn needs_sys_enter(profile_flags: u32, mode: u8) -> bool {
 }
 
 /// The confined cgroups, for `warden status`. Reads the pins only.
-pub fn list(maps: &Maps) -> Vec<Confined> {
-    let mut out: Vec<Confined> = maps
+pub fn list(maps: &Maps) -> Vec<PinnedCgroup> {
+    let mut out: Vec<PinnedCgroup> = maps
         .roots()
         .into_iter()
         .map(|(id, p)| {
             let meta = maps.meta_of(p.profile_id).unwrap_or_default();
             let c = maps.counters_of(id);
-            Confined {
+            PinnedCgroup {
                 cgroup_id: id,
                 profile: maps::name_of(&meta),
                 profile_id: p.profile_id,

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 use warden_common::kind;
 
-use crate::daemon::{Confined, Daemon};
+use super::Labels;
 use crate::enforcer::{kind_name, Maps};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,12 +131,17 @@ impl Metrics {
         self.nri_latency.get_or_create(&RequestLabels { request: request.into() }).observe(took.as_secs_f64());
     }
 
+    /// How many containers the daemon confines now.
+    pub fn set_confined(&self, n: usize) {
+        self.confined.set(n as i64);
+    }
+
     pub fn layer(&self, name: &str, available: bool) {
         self.layers.get_or_create(&LayerLabels { layer: name.into() }).set(available as i64);
     }
 
     /// Adds the growth of `rec`'s kernel counters since the last look.
-    fn account(&self, maps: &Maps, rec: &Confined) {
+    pub fn account(&self, maps: &Maps, rec: &Labels<'_>) {
         let c = maps.counters_of(rec.cgroup_id);
         let mut seen = self.seen.lock().unwrap();
         let s = seen.entry(rec.cgroup_id).or_default();
@@ -147,10 +152,10 @@ impl Metrics {
                 continue;
             }
             let labels = DenialLabels {
-                namespace: rec.namespace.clone(),
-                pod: rec.pod.clone(),
-                container: rec.container.clone(),
-                profile: rec.profile.clone(),
+                namespace: rec.namespace.to_string(),
+                pod: rec.pod.to_string(),
+                container: rec.container.to_string(),
+                profile: rec.profile.to_string(),
                 mode: rec.mode.as_str().into(),
                 kind: kind_name(k as u8).into(),
             };
@@ -164,7 +169,7 @@ impl Metrics {
     /// A container is being released: count what happened since the last scrape, then drop
     /// its series (bounded memory under container churn; its counts are in the total of any
     /// scrape made while it ran).
-    pub fn released(&self, maps: &Maps, rec: &Confined) {
+    pub fn released(&self, maps: &Maps, rec: &Labels<'_>) {
         self.account(maps, rec);
         if let Some(s) = self.seen.lock().unwrap().remove(&rec.cgroup_id) {
             for l in &s.series {
@@ -182,24 +187,6 @@ impl Metrics {
     }
 }
 
-impl Daemon {
-    /// Brings the metrics up to date with the kernel's counters and the daemon's state.
-    pub fn refresh_metrics(&self) {
-        let recs: Vec<Confined> = self.containers.lock().unwrap().values().cloned().collect();
-        let m = &self.ops.metrics;
-        m.confined.set(recs.len() as i64);
-        let enf = self.enforcer.lock().unwrap();
-        for l in &self.probe.layers {
-            // bpf-lsm can still turn out unusable when its programs are verified (preload).
-            let ok = l.available && (l.name != "bpf-lsm" || enf.lsm_status().is_ok());
-            m.layer(l.name, ok);
-        }
-        for r in &recs {
-            m.account(enf.maps(), r);
-        }
-    }
-}
-
 /// Binds the metrics address (before privileges are dropped: the port may be privileged).
 pub fn bind(addr: &str) -> Result<std::net::TcpListener> {
     let l = std::net::TcpListener::bind(addr).with_context(|| format!("metrics_address {addr}: cannot listen"))?;
@@ -210,8 +197,11 @@ pub fn bind(addr: &str) -> Result<std::net::TcpListener> {
 /// Connections served at once (each lives at most 5 s waiting for its request).
 const MAX_CONNECTIONS: usize = 8;
 
+/// Makes the text exposition, up to date (it may block: it runs off the runtime thread).
+pub type Render = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Serves `GET /metrics` until the runtime stops. One request per connection.
-pub async fn serve(listener: std::net::TcpListener, daemon: std::sync::Arc<Daemon>) {
+pub async fn serve(listener: std::net::TcpListener, render: Render) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -234,9 +224,9 @@ pub async fn serve(listener: std::net::TcpListener, daemon: std::sync::Arc<Daemo
             debug!(%peer, "metrics: too many connections, closing this one");
             continue;
         };
-        let d = daemon.clone();
+        let r = render.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(conn, d).await {
+            if let Err(e) = answer(conn, r).await {
                 debug!(%peer, "metrics request: {e:#}");
             }
             drop(permit);
@@ -245,7 +235,7 @@ pub async fn serve(listener: std::net::TcpListener, daemon: std::sync::Arc<Daemo
 }
 
 /// Reads the request head (bounded in size and time) and answers.
-async fn answer(mut conn: TcpStream, daemon: std::sync::Arc<Daemon>) -> Result<()> {
+async fn answer(mut conn: TcpStream, render: Render) -> Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     let read = async {
@@ -269,12 +259,7 @@ async fn answer(mut conn: TcpStream, daemon: std::sync::Arc<Daemon>) -> Result<(
     let (status, ctype, body) = match (method, path) {
         ("GET", "/metrics") => {
             // Reading the maps takes the enforcer's lock: off the runtime thread.
-            let d = daemon.clone();
-            let body = tokio::task::spawn_blocking(move || {
-                d.refresh_metrics();
-                d.ops.metrics.encode()
-            })
-            .await?;
+            let body = tokio::task::spawn_blocking(move || render()).await?;
             ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", body)
         }
         ("GET", _) => ("404 Not Found", "text/plain", "only /metrics is served here\n".to_string()),

@@ -1,16 +1,30 @@
 //! Running warden as a production daemon: structured, rate-limited denial logs ([`report`]),
 //! Prometheus metrics ([`metrics`]), profile hot reload ([`reload`]) and least privilege
-//! ([`privs`]). Kept apart from `daemon.rs`, which calls in at a few points.
+//! ([`privs`]). Kept apart from the daemon, which calls in at a few points: nothing here knows
+//! a daemon type (a confined container is named by [`Labels`]).
 pub mod metrics;
 pub mod privs;
 pub mod reload;
 pub mod report;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::enforcer::Mode;
+
+/// A confined container as the denial logs and the metrics name it.
+#[derive(Debug, Clone, Copy)]
+pub struct Labels<'a> {
+    /// Root cgroup id of the container's confinement.
+    pub cgroup_id: u64,
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub container: &'a str,
+    pub profile: &'a str,
+    pub mode: Mode,
+}
 
 /// The daemon's operational state beside the enforcement state.
 pub struct Ops {
@@ -40,6 +54,11 @@ impl Ops {
         self.profiles_gate.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Held by a reload while it recompiles and switches versions (see `profiles_gate`).
+    pub fn profiles_write(&self) -> RwLockWriteGuard<'_, ()> {
+        self.profiles_gate.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Remembers which file name a compiled profile came from.
     pub fn note_profile(&self, lookup_name: &str, compiled_name: &str) {
         self.lookup.lock().unwrap().insert(compiled_name.to_string(), lookup_name.to_string());
@@ -48,37 +67,18 @@ impl Ops {
     pub fn lookup_name(&self, compiled_name: &str) -> Option<String> {
         self.lookup.lock().unwrap().get(compiled_name).cloned()
     }
-}
 
-/// The daemon's background tasks, on its tokio runtime: SIGHUP reloads the profiles, the
-/// denial log limiter's windows are closed every second (summaries of suppressed lines), and
-/// `/metrics` is served when configured.
-pub fn spawn_tasks(
-    daemon: &std::sync::Arc<crate::daemon::Daemon>,
-    mut hup: tokio::signal::unix::Signal,
-    metrics: Option<std::net::TcpListener>,
-) {
-    let d = daemon.clone();
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading profiles");
-            let d = d.clone();
-            // Compiling and writing maps blocks: off the runtime thread.
-            let _ = tokio::task::spawn_blocking(move || d.reload_profiles("SIGHUP")).await;
-        }
-    });
-    let d = daemon.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            d.ops.report.flush();
-        }
-    });
-    if let Some(l) = metrics {
-        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(address = %addr, "serving Prometheus metrics at /metrics");
-        tokio::spawn(metrics::serve(l, daemon.clone()));
+    /// Tests: while this is held, a start that compiled its profile waits (in `note_profile`),
+    /// inside the window the profiles gate covers.
+    #[cfg(test)]
+    pub(crate) fn lookup_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.lookup.lock().unwrap()
+    }
+
+    /// Tests: whether neither a start nor a reload holds the profiles gate.
+    #[cfg(test)]
+    pub(crate) fn profiles_gate_free(&self) -> bool {
+        self.profiles_gate.try_write().is_ok()
     }
 }
 

@@ -1,63 +1,17 @@
-//! Profile hot reload: on SIGHUP, and when a `*.json` file changes in a profile folder
-//! (inotify), every profile in use is loaded and compiled again; a new version is written
-//! beside the old one and each container's entry switches to it in one map update
+//! Profile hot reload, the trigger half: SIGHUP ([`super::hangup_signal`]) and this inotify
+//! watch on the profile folders (a `*.json` file changed). What a reload does is the daemon's
+//! (`daemon/reload.rs`): every profile in use is loaded and compiled again, a new version is
+//! written beside the old one and each container's entry switches to it in one map update
 //! (`Enforcer::replace_profile`). A profile that no longer loads or compiles keeps its old
 //! version running: the error is logged with the file and the reason, and counted in
 //! `warden_profile_errors_total{stage="reload"}`.
 use std::collections::BTreeSet;
 use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use inotify::{Inotify, WatchMask};
 use tracing::{error, info, warn};
-
-use crate::daemon::Daemon;
-use crate::profile;
-
-/// What one reload did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Reloaded {
-    /// Profiles whose new version now applies.
-    pub changed: Vec<String>,
-    /// Profiles that failed (old version kept).
-    pub failed: Vec<String>,
-}
-
-impl Daemon {
-    /// Recompiles every profile in use and switches its containers to changed versions.
-    pub fn reload_profiles(&self, why: &str) -> Reloaded {
-        // No start may compile a profile while the reload swaps versions (see Ops).
-        let _gate = self.ops.profiles_gate.write().unwrap_or_else(|e| e.into_inner());
-        let in_use: BTreeSet<String> = self.containers.lock().unwrap().values().map(|r| r.profile.clone()).collect();
-        let mut out = Reloaded::default();
-        for compiled_name in in_use {
-            // Only profiles loaded by name from the profile folders (not learn mode's empty one).
-            let Some(name) = self.ops.lookup_name(&compiled_name) else { continue };
-            let search = profile::resolve::SearchPath { dirs: self.cfg.profile_dirs.clone() };
-            let file = search.find(&name).map(|p| p.display().to_string()).unwrap_or_else(|_| "(no file)".into());
-            let r = self.load_profile(&name).and_then(|c| {
-                let n = self.enforcer.lock().unwrap().replace_profile(&c)?;
-                Ok((c.version(), n))
-            });
-            match r {
-                Ok((_, 0)) => {}
-                Ok((version, n)) => {
-                    info!(profile = %name, file = %file, version = %version, containers = n, why, "profile reloaded: new version applies");
-                    out.changed.push(name);
-                }
-                Err(e) => {
-                    self.ops.metrics.profile_error("reload");
-                    error!(profile = %name, file = %file, error = %format!("{e:#}"), why,
-                           "profile reload FAILED: the previous version stays in force");
-                    out.failed.push(name);
-                }
-            }
-        }
-        out
-    }
-}
 
 /// inotify watches on the profile folders.
 pub struct Watcher {
@@ -91,8 +45,9 @@ fn is_trigger(name: Option<&std::ffi::OsStr>) -> bool {
 
 impl Watcher {
     /// Reads change events forever (run on its own thread); a burst of changes (an editor's
-    /// save, a package upgrade) becomes one reload once the folder is quiet for 200 ms.
-    pub fn run(mut self, daemon: Arc<Daemon>) {
+    /// save, a package upgrade) becomes one reload once the folder is quiet for 200 ms:
+    /// `reload` is called with what changed.
+    pub fn run(mut self, reload: impl Fn(&str)) {
         let mut buf = [0u8; 4096];
         loop {
             let mut changed: BTreeSet<String> = BTreeSet::new();
@@ -139,7 +94,7 @@ impl Watcher {
                 }
             }
             let files: Vec<String> = changed.into_iter().collect();
-            daemon.reload_profiles(&format!("changed: {}", files.join(", ")));
+            reload(&format!("changed: {}", files.join(", ")));
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::daemon::Confined;
+use super::Labels;
 use crate::events::EventView;
 
 /// Who a window belongs to, for its summary line.
@@ -113,12 +113,12 @@ impl Reporter {
 
     /// Logs one kernel event of the container `rec` (None: a cgroup this daemon does not
     /// know, e.g. confined with the CLI), unless its container is over the limit.
-    pub fn event(&self, ev: &EventView, rec: Option<&Confined>) {
+    pub fn event(&self, ev: &EventView, rec: Option<&Labels<'_>>) {
         let who = rec
             .map(|r| Who {
-                namespace: r.namespace.clone(),
-                pod: r.pod.clone(),
-                container: r.container.clone(),
+                namespace: r.namespace.to_string(),
+                pod: r.pod.to_string(),
+                container: r.container.to_string(),
                 profile: ev.profile.clone(),
             })
             .unwrap_or_else(|| Who { profile: ev.profile.clone(), ..Who::default() });

@@ -458,3 +458,50 @@ fn a_restarted_daemon_adopts_oci_containers_and_releases_them() {
     let records = std::fs::read_dir(w.warden.tmp.join("oci-containers")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(records, 0, "records left behind");
 }
+
+/// A profile reload reaches OCI-hook containers: one confined before the reload switches to
+/// the new version, one confined after it starts with the new version, never the old one, and
+/// the new rules hold for its entrypoint. (The race of a reload with a confine in progress is
+/// driven in-process: hook/src/daemon/tests.rs.)
+#[test]
+fn after_a_reload_oci_hook_containers_get_the_new_version() {
+    if !ready() {
+        return;
+    }
+    let (_l, first) = listener();
+    let (_l2, second) = listener();
+    // No file watch: the reload is the SIGHUP below, nothing earlier.
+    let mut w = WardenDaemon::configure_without_nri(&[("web", net_profile("web", first))], "watch_profiles = false");
+    w.start();
+    let socket = w.warden.socket();
+    let attempts = [format!("connect 127.0.0.1 {first}"), format!("connect 127.0.0.1 {second}")];
+    let hook = || Hook { socket: Some(&socket), ..Default::default() };
+    let version_of = |id: &str| -> String {
+        let st = w.warden.status();
+        let c = st["containers"].as_array().unwrap().iter().find(|c| c["id"] == id).cloned();
+        c.and_then(|c| c["version"].as_str().map(String::from)).unwrap_or_else(|| panic!("{id} not in {st}"))
+    };
+
+    let before = Bundle::new("before", hook(), &[("warden.io/profile", "web")], &attempts);
+    let out = before.create();
+    assert!(out.status.success(), "{}\n{}", text(&out), w.log_text());
+    let v1 = version_of(&before.id);
+
+    std::fs::write(w.profiles.join("web.json"), net_profile("web", second)).unwrap();
+    unsafe { libc::kill(w.pid().unwrap() as i32, libc::SIGHUP) };
+    eventually(Duration::from_secs(10), "the reload", || w.log_text().contains("profile reloaded").then_some(()));
+    let v2 = version_of(&before.id);
+    assert_ne!(v1, v2, "the running container switched versions");
+
+    let after = Bundle::new("after", hook(), &[("warden.io/profile", "web")], &attempts);
+    let out = after.create();
+    assert!(out.status.success(), "{}\n{}", text(&out), w.log_text());
+    assert_eq!(version_of(&after.id), v2, "confined after the reload: the new version");
+    let out = after.runc().args(["start", &after.id]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let got = eventually(Duration::from_secs(5), "the entrypoint's output", || {
+        std::fs::read_to_string(after.dir.join("stdout")).ok().filter(|s| s.matches("=>").count() == 2)
+    });
+    assert!(got.contains(&format!("connect 127.0.0.1 {first} => errno=EPERM")), "{got}");
+    assert!(got.contains(&format!("connect 127.0.0.1 {second} => ok")), "{got}");
+}

@@ -1,0 +1,192 @@
+//! The one way a container gets confined, whoever asks: NRI's StartContainer, NRI's
+//! Synchronize, or `warden oci-hook` over the control socket. A new rule for starting
+//! containers belongs here, once.
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use tracing::debug;
+
+use super::oci::{self, OciRecord};
+use super::{ConfinedContainer, Daemon};
+use crate::cgroup;
+use crate::control::ConfineRequest;
+use crate::nri::{Container, PodSandbox};
+use crate::policy::{self, Pod, Selection};
+use crate::profile::{self, Profile};
+
+/// Who asks for a container's confinement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// NRI StartContainer: the runtime waits for the answer before the entrypoint runs.
+    Nri,
+    /// NRI Synchronize: the container already runs (daemon start, reconnection).
+    Synchronize,
+    /// `warden oci-hook` at createRuntime, over the control socket.
+    OciHook,
+}
+
+impl Via {
+    /// How the container reached warden, as `status` shows it: `nri` or `oci-hook`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Nri | Via::Synchronize => "nri",
+            Via::OciHook => "oci-hook",
+        }
+    }
+}
+
+/// Where a container's cgroup is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupOf {
+    /// The runtime's cgroups path (NRI), resolved under the cgroup2 mount.
+    CgroupsPath(String),
+    /// The cgroup the container's init process is in (OCI hook), read by the daemon itself;
+    /// `claimed` is the one the hook found, which must agree.
+    Process { pid: i32, claimed: Option<PathBuf> },
+}
+
+/// A container to confine.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The runtime's container id.
+    pub id: String,
+    /// Its pod (names, annotations) as the policy sees it.
+    pub pod: Pod,
+    /// The container's name in its pod.
+    pub container: String,
+    pub cgroup: CgroupOf,
+}
+
+impl Target {
+    pub fn nri(pod: &PodSandbox, c: &Container) -> Target {
+        Target {
+            id: c.id.clone(),
+            pod: Pod {
+                name: pod.name.clone(),
+                namespace: pod.namespace.clone(),
+                uid: pod.uid.clone(),
+                annotations: pod.annotations.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            },
+            container: c.name.clone(),
+            cgroup: CgroupOf::CgroupsPath(c.cgroups_path().to_string()),
+        }
+    }
+
+    /// The OCI hook's container: the same annotations and validation as NRI's, names from the
+    /// OCI annotations. `None`: a pod's sandbox (pause) container, never confined.
+    pub fn oci(r: &ConfineRequest) -> Result<Option<Target>> {
+        oci::valid_container_id(&r.id)?;
+        let meta = oci::oci_meta(&r.annotations, &r.id);
+        if meta.sandbox {
+            return Ok(None);
+        }
+        Ok(Some(Target {
+            id: r.id.clone(),
+            pod: Pod {
+                name: meta.pod,
+                namespace: meta.namespace,
+                uid: meta.pod_uid,
+                annotations: r.annotations.clone(),
+            },
+            container: meta.container,
+            cgroup: CgroupOf::Process { pid: r.pid, claimed: r.cgroup.clone() },
+        }))
+    }
+}
+
+impl Daemon {
+    /// Confines `t`, or says why not. In order:
+    /// 1. policy: the operator's rules and the pod's annotations select profile and mode, or
+    ///    no confinement (`Ok(None)`);
+    /// 2. the reload gate is taken (read) until the container is recorded, so a reload waits:
+    ///    no container starts with a profile version older than the last reload;
+    /// 3. the profile is found, compiled and checked against the kernel's layers (a failure is
+    ///    counted in `warden_profile_errors_total{stage="start"}`);
+    /// 4. the cgroup is located and checked;
+    /// 5. under the registry's lock: an OCI-hook id already confined is refused, the compiled
+    ///    profile is applied to the cgroup (pinned maps), an OCI-hook container gets its record
+    ///    file (undone if that fails), and the container is recorded.
+    ///
+    /// Errors name what was wrong; logging, metrics of the request and fail-open are the
+    /// caller's (they differ: a refused start, a running container, a hook's answer).
+    pub fn confine(&self, t: &Target, via: Via) -> Result<Option<ConfinedContainer>> {
+        let (profile, mode, source) = match policy::select(&self.cfg.policy, &t.pod, &t.container)? {
+            Selection::Unconfined(why) => {
+                debug!(namespace = %t.pod.namespace, pod = %t.pod.name, container = %t.container, container_id = %t.id,
+                       via = via.as_str(), why, "not confined");
+                return Ok(None);
+            }
+            Selection::Confine { profile, mode, source } => (profile, mode, source),
+        };
+        let _gate = self.ops.profiles_read();
+        let compiled = match &profile {
+            Some(name) => self
+                .load_profile(name)
+                .inspect_err(|_| self.ops.metrics.profile_error("start"))
+                .with_context(|| format!("annotation {source}"))?,
+            // Learn mode without a profile: an empty one; learn allows and records everything.
+            None => profile::compile(&Profile::from_json(r#"{"name":"learning"}"#)?)?,
+        };
+        let dir = self.locate(&t.cgroup)?;
+        let mut registry = self.registry.lock();
+        // A runtime's live container ids are unique: a second createRuntime for a confined id is
+        // a mistake or a replay. (NRI's Synchronize re-applies running containers on purpose.)
+        if via == Via::OciHook && registry.contains_key(&t.id) {
+            bail!("container id {} is already confined", t.id);
+        }
+        let cgroup_id = self.enforcer.lock().unwrap().apply(&dir, &compiled, mode)?;
+        let rec = ConfinedContainer {
+            cgroup_id,
+            namespace: t.pod.namespace.clone(),
+            pod: t.pod.name.clone(),
+            container: t.container.clone(),
+            profile: compiled.name.clone(),
+            mode,
+            cgroup_path: dir,
+            via,
+        };
+        if via == Via::OciHook {
+            // Without the record a restarted daemon could not release this container at
+            // poststop: undo and refuse rather than confine something nobody can find again.
+            if let Err(e) = oci::write_record(&self.oci_dir(), &OciRecord::of(&t.id, &rec)) {
+                let _ = self.enforcer.lock().unwrap().release(cgroup_id);
+                return Err(e.context("recording the container for daemon restarts"));
+            }
+        }
+        registry.insert(t.id.clone(), rec.clone());
+        Ok(Some(rec))
+    }
+
+    /// The cgroup2 directory of a container, checked.
+    fn locate(&self, c: &CgroupOf) -> Result<PathBuf> {
+        match c {
+            CgroupOf::CgroupsPath(p) => {
+                let dir = cgroup::resolve_cgroups_path(&self.cgroup2, p)?;
+                if !dir.is_dir() {
+                    return Err(anyhow!("cgroup directory {} does not exist (cgroups path {p:?})", dir.display()));
+                }
+                Ok(dir)
+            }
+            CgroupOf::Process { pid, claimed } => {
+                if *pid <= 0 {
+                    bail!("invalid pid {pid} in the container state");
+                }
+                let dir = cgroup::cgroup_of_pid(&self.cgroup2, *pid)?;
+                if let Some(claimed) = claimed {
+                    if *claimed != dir {
+                        bail!(
+                            "the hook's cgroup {} is not process {pid}'s cgroup {}",
+                            claimed.display(),
+                            dir.display()
+                        );
+                    }
+                }
+                // The root cgroup would be the whole machine.
+                if dir == Path::new(&self.cgroup2) {
+                    bail!("process {pid} is in the root cgroup: refusing to confine the whole machine (no per-container cgroup; check the runtime's cgroupsPath)");
+                }
+                Ok(dir)
+            }
+        }
+    }
+}

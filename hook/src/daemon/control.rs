@@ -1,0 +1,123 @@
+//! The daemon behind the control socket: `control::Handler`.
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use tracing::{error, info, warn};
+
+use super::confine::{Target, Via};
+use super::{oci, Daemon};
+use crate::cgroup;
+use crate::control::{self, ConfineAnswer, ConfineRequest, ContainerInfo, EventHub, PeerCred};
+use crate::enforcer::{self, Maps};
+use crate::policy;
+
+/// The confined root a cgroup belongs to (itself or as a descendant), if any.
+fn confined_root(maps: &Maps, id: u64) -> Option<u64> {
+    maps.roots().into_iter().map(|(r, _)| r).find(|r| *r == id || maps.inherited_of(*r).contains(&id))
+}
+
+impl Daemon {
+    /// The confined containers with their pinned state (version, counters), for `status`.
+    pub fn container_infos(&self) -> Vec<ContainerInfo> {
+        let recs = self.registry.all();
+        let pinned = enforcer::list(self.enforcer.lock().unwrap().maps());
+        let mut out: Vec<ContainerInfo> = recs
+            .into_iter()
+            .map(|(id, r)| {
+                let p = pinned.iter().find(|p| p.cgroup_id == r.cgroup_id);
+                ContainerInfo {
+                    id,
+                    namespace: r.namespace,
+                    pod: r.pod,
+                    container: r.container,
+                    profile: r.profile,
+                    version: p.map(|p| p.version.clone()).unwrap_or_default(),
+                    mode: r.mode.as_str().into(),
+                    cgroup_id: r.cgroup_id,
+                    cgroup_path: r.cgroup_path,
+                    via: r.via.as_str().into(),
+                    violations: p
+                        .map(|p| p.violations.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+                        .unwrap_or_default(),
+                    events_sent: p.map(|p| p.events_sent).unwrap_or(0),
+                    events_dropped: p.map(|p| p.events_dropped).unwrap_or(0),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.namespace, &a.pod, &a.container, &a.id).cmp(&(&b.namespace, &b.pod, &b.container, &b.id))
+        });
+        out
+    }
+}
+
+impl control::Handler for Daemon {
+    fn peer_confined_root(&self, pid: i32) -> Option<(u64, u64)> {
+        let id = cgroup::cgroup_of_pid(&self.cgroup2, pid).and_then(|p| cgroup::cgroup_id(&p)).ok()?;
+        let root = confined_root(self.enforcer.lock().unwrap().maps(), id)?;
+        Some((id, root))
+    }
+
+    fn status(&self) -> Value {
+        let mut v = {
+            let enf = self.enforcer.lock().unwrap();
+            control::pin_status(enf.maps(), enf.pin_dir())
+        };
+        v["daemon"] = json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "pin_dir": self.cfg.pin_dir,
+            "nri": self.cfg.nri.enabled,
+            "subscribers": self.hub.subscribers(),
+        });
+        v["kernel"] = serde_json::to_value(&self.probe).unwrap_or(Value::Null);
+        v["containers"] = serde_json::to_value(self.container_infos()).unwrap_or(Value::Null);
+        v
+    }
+
+    fn containers(&self) -> Vec<ContainerInfo> {
+        self.container_infos()
+    }
+
+    fn hub(&self) -> &EventHub {
+        &self.hub
+    }
+
+    fn on_confine(&self, r: &ConfineRequest, peer: PeerCred) -> Result<ConfineAnswer, String> {
+        let t = Instant::now();
+        let confined = Target::oci(r).and_then(|target| match target {
+            Some(target) => self.confine(&target, Via::OciHook),
+            None => Ok(None),
+        });
+        match confined {
+            Ok(Some(c)) => {
+                info!(namespace = %c.namespace, pod = %c.pod, container = %c.container, container_id = %r.id, profile = %c.profile,
+                      mode = c.mode.as_str(), cgroup_id = c.cgroup_id, peer_pid = peer.pid, micros = t.elapsed().as_micros() as u64, "confined (oci-hook)");
+                Ok(ConfineAnswer::Confined { profile: c.profile, mode: c.mode.as_str().into(), cgroup_id: c.cgroup_id })
+            }
+            Ok(None) => Ok(ConfineAnswer::NotConfined),
+            Err(e) => {
+                let msg = match e.downcast_ref::<policy::PolicyError>() {
+                    Some(pe) => format!("warden: {pe}"),
+                    None => format!("warden: container {}: {e:#}", r.id),
+                };
+                if self.cfg.fail_open {
+                    warn!(container_id = %r.id, error = %msg, "FAIL-OPEN: policy refused but the container starts UNCONFINED (fail_open = true)");
+                    Ok(ConfineAnswer::FailOpen(msg))
+                } else {
+                    error!(container_id = %r.id, error = %msg, "container start refused (oci-hook)");
+                    Err(msg)
+                }
+            }
+        }
+    }
+
+    fn on_release(&self, id: &str, peer: PeerCred) -> bool {
+        let released = self.release_id(id);
+        oci::remove_record(&self.oci_dir(), id);
+        if released {
+            info!(container_id = %id, peer_pid = peer.pid, "released (control socket)");
+        }
+        released
+    }
+}

@@ -1,0 +1,194 @@
+//! The daemon (`warden run`): what it holds and what it does with it.
+//!
+//! - [`confine`]: the one confine path ([`Daemon::confine`]), for NRI StartContainer, NRI
+//!   Synchronize and the OCI hook alike ([`Via`]).
+//! - [`nri`]: the NRI plugin (`nri::Handler`): StartContainer, Synchronize, Stop/Remove.
+//! - [`control`]: the control socket's handler (`control::Handler`): status, events, the OCI
+//!   hook's confine and release.
+//! - [`registry`]: the containers confined now; [`oci`]: the OCI hook's records on disk.
+//! - [`reload`]: profile hot reload; [`run`]: the threads and tasks of `warden run`.
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, Context as _, Result};
+use tracing::{error, info, warn};
+
+use crate::{
+    cgroup,
+    config::Config,
+    control::EventHub,
+    enforcer::{Enforcer, Maps, Mode},
+    events,
+    kernel::probe::Probe,
+    ops::Ops,
+    policy,
+    profile::{self, CompiledProfile},
+};
+
+pub mod confine;
+pub mod control;
+pub mod nri;
+pub mod oci;
+pub mod registry;
+pub mod reload;
+pub mod run;
+
+pub use confine::{CgroupOf, Target, Via};
+pub use registry::{ConfinedContainer, Registry};
+pub use reload::Reloaded;
+pub use run::run;
+
+#[cfg(test)]
+mod tests;
+
+pub struct Daemon {
+    pub(crate) cfg: Config,
+    pub(crate) probe: Probe,
+    pub(crate) cgroup2: PathBuf,
+    pub(crate) enforcer: Mutex<Enforcer>,
+    /// The containers confined now.
+    pub registry: Registry,
+    /// Subscribers of the control socket's `events`.
+    pub(crate) hub: EventHub,
+    /// Denial logs, metrics, the reload gate (hook/src/ops).
+    pub ops: Ops,
+}
+
+impl Daemon {
+    pub fn new(cfg: Config) -> Result<Daemon> {
+        let probe = Probe::run();
+        for l in &probe.layers {
+            if l.available {
+                info!(layer = l.name, "enforcement layer available");
+            } else {
+                warn!(layer = l.name, missing = %l.missing.join("; "), "enforcement layer UNAVAILABLE: profiles needing it are refused");
+            }
+        }
+        let cgroup2 = cgroup::cgroup2_mount()?;
+        let mut enforcer = Enforcer::open(&cfg.pin_dir)?;
+        // Verify the BPF-LSM programs now, not inside the runtime's StartContainer timeout.
+        enforcer.preload_lsm();
+        let ops = Ops::new(&cfg);
+        Ok(Daemon {
+            cfg,
+            probe,
+            cgroup2,
+            enforcer: Mutex::new(enforcer),
+            registry: Registry::default(),
+            hub: Default::default(),
+            ops,
+        })
+    }
+
+    /// The confined containers, by container id.
+    pub fn confined(&self) -> Vec<(String, ConfinedContainer)> {
+        self.registry.all()
+    }
+
+    /// Finds `<name>.json` in the profile folders (first wins), resolves `extends` with the
+    /// same folders, and compiles it.
+    pub fn load_profile(&self, name: &str) -> Result<CompiledProfile> {
+        policy::valid_profile_name(name).map_err(|e| anyhow!(e))?;
+        let search = profile::resolve::SearchPath { dirs: self.cfg.profile_dirs.clone() };
+        let path = search.find(name).map_err(|e| anyhow!("unknown profile: {e}"))?;
+        let p = profile::resolve::load_file(&path, &search)?.into_profile()?;
+        let c = profile::compile(&p).with_context(|| format!("profile {name} ({})", path.display()))?;
+        self.probe.check_profile(&c)?;
+        self.ops.note_profile(name, &c.name);
+        Ok(c)
+    }
+
+    /// Writes the profile learned for `rec` into `learn_dir` (learn mode only).
+    pub fn write_learned(&self, enf: &Enforcer, rec: &ConfinedContainer) -> Result<PathBuf> {
+        let learned = crate::learn::Learned::read(enf.maps(), &self.cfg.pin_dir, rec.cgroup_id)?;
+        let name = crate::learn::container_profile_name(&rec.namespace, &rec.pod, &rec.container);
+        let source = format!("container {} of pod {}/{}", rec.container, rec.namespace, rec.pod);
+        let g = crate::learn::generate(
+            &learned,
+            &crate::learn::GenerateOptions {
+                name: name.clone(),
+                extends: Vec::new(),
+                source,
+                collapse_dir_files: self.cfg.learn_collapse_dir_files,
+            },
+        );
+        let errors: Vec<_> = profile::check(&g.profile).into_iter().filter(|d| d.is_error()).collect();
+        if !errors.is_empty() {
+            return Err(anyhow!(profile::Invalid { profile: Some(name), errors }));
+        }
+        profile::compile(&g.profile)?;
+        std::fs::create_dir_all(&self.cfg.learn_dir)
+            .with_context(|| format!("creating {}", self.cfg.learn_dir.display()))?;
+        let path = self.cfg.learn_dir.join(format!("{name}.json"));
+        // Write then rename: a reader never sees half a profile.
+        let tmp = self.cfg.learn_dir.join(format!(".{name}.json.tmp"));
+        std::fs::write(&tmp, serde_json::to_string_pretty(&g.profile)? + "\n")
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+        if g.truncated > 0 {
+            warn!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, truncated = g.truncated, file = %path.display(),
+                  "learned profile is INCOMPLETE: the per-container bound was reached");
+        }
+        Ok(path)
+    }
+
+    /// Releases the container `id` (NRI stop/remove, or the OCI hook's poststop); false when
+    /// it was not confined.
+    pub fn release_id(&self, id: &str) -> bool {
+        let Some(rec) = self.registry.remove(id) else { return false };
+        self.hub.remember_released(rec.cgroup_id, rec.names(id));
+        let mut enf = self.enforcer.lock().unwrap();
+        if rec.mode == Mode::Learn {
+            // Before the release drops the record.
+            match self.write_learned(&enf, &rec) {
+                Ok(p) => {
+                    info!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, file = %p.display(), "learned profile written")
+                }
+                Err(e) => {
+                    error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "writing the learned profile failed")
+                }
+            }
+        }
+        self.ops.metrics.released(enf.maps(), &rec.labels());
+        match enf.release(rec.cgroup_id) {
+            Ok(_) => info!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, "released"),
+            Err(e) => {
+                error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "release failed")
+            }
+        }
+        true
+    }
+
+    pub fn release_all(&self) {
+        let recs = self.registry.drain();
+        let mut enf = self.enforcer.lock().unwrap();
+        for rec in recs {
+            if rec.mode == Mode::Learn {
+                if let Err(e) = self.write_learned(&enf, &rec) {
+                    error!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, error = %format!("{e:#}"), "writing the learned profile failed");
+                }
+            }
+            let _ = enf.release(rec.cgroup_id);
+        }
+    }
+
+    /// Logs every kernel event with the pod and container it belongs to (structured, rate
+    /// limited per container: ops::report).
+    fn log_events(self: Arc<Self>, pin_dir: PathBuf) {
+        let r = events::read(&pin_dir, true, None, |ev| {
+            let who = self.registry.by_cgroup(ev.root_cgroup);
+            // The daemon is the ring's only consumer: control-socket subscribers get a copy.
+            self.hub.publish(who.as_ref().map(|(id, r)| r.names(id)).as_ref(), &ev);
+            self.ops.report.event(&ev, who.as_ref().map(|(_, r)| r.labels()).as_ref());
+            true
+        });
+        if let Err(e) = r {
+            error!("event reader stopped: {e:#}");
+        }
+    }
+}
+
+/// For tests and `warden status`: the pinned roots of a pin folder.
+pub fn pinned_roots(pin_dir: &Path) -> Result<Vec<u64>> {
+    Ok(Maps::open(pin_dir)?.roots().into_iter().map(|(id, _)| id).collect())
+}

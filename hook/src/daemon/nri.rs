@@ -1,0 +1,116 @@
+//! The daemon as containerd's NRI plugin: `nri::Handler`. containerd calls it at each
+//! container's StartContainer, when the cgroup exists and the entrypoint has not run yet, and
+//! waits for the answer: the policy is in the kernel before the workload's first instruction.
+//! An error fails the start.
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use tracing::{error, info, warn};
+
+use super::confine::{Target, Via};
+use super::Daemon;
+use crate::cgroup;
+use crate::nri::{self, Container, Event, EventMask, PodSandbox};
+use crate::policy;
+
+impl Daemon {
+    /// StartContainer: confine or refuse (or, fail-open, warn and let it start).
+    fn start(&self, pod: &PodSandbox, c: &Container) -> Result<(), String> {
+        let t = Instant::now();
+        let r = self.start_inner(pod, c, t);
+        self.ops.metrics.nri_request("start_container", t.elapsed());
+        r
+    }
+
+    fn start_inner(&self, pod: &PodSandbox, c: &Container, t: Instant) -> Result<(), String> {
+        match self.confine(&Target::nri(pod, c), Via::Nri) {
+            Ok(Some(r)) => {
+                info!(namespace = %r.namespace, pod = %r.pod, container = %r.container, container_id = %c.id,
+                      profile = %r.profile, mode = r.mode.as_str(), cgroup_id = r.cgroup_id,
+                      micros = t.elapsed().as_micros() as u64, "confined");
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                // A PolicyError names pod, namespace and container itself.
+                let msg = match e.downcast_ref::<policy::PolicyError>() {
+                    Some(pe) => format!("warden: {pe}"),
+                    None => format!("warden: pod {}/{}, container {}: {e:#}", pod.namespace, pod.name, c.name),
+                };
+                if self.cfg.fail_open {
+                    warn!(namespace = %pod.namespace, pod = %pod.name, container = %c.name, error = %format!("{e:#}"),
+                          "FAIL-OPEN: policy refused but the container starts UNCONFINED (fail_open = true)");
+                    Ok(())
+                } else {
+                    error!(namespace = %pod.namespace, pod = %pod.name, container = %c.name, error = %format!("{e:#}"), "container start refused");
+                    Err(msg)
+                }
+            }
+        }
+    }
+
+    /// Synchronize: confine containers that already run, drop pinned entries of containers
+    /// that no longer exist.
+    fn synchronize(&self, pods: &[PodSandbox], containers: &[Container]) -> Result<(), String> {
+        let by_id: HashMap<&str, &PodSandbox> = pods.iter().map(|p| (p.id.as_str(), p)).collect();
+        let mut live = BTreeSet::new();
+        for c in containers {
+            let Some(pod) = by_id.get(c.pod_sandbox_id.as_str()) else { continue };
+            match self.confine(&Target::nri(pod, c), Via::Synchronize) {
+                Ok(Some(r)) => {
+                    info!(namespace = %r.namespace, pod = %r.pod, container = %r.container, profile = %r.profile, "confined (synchronize)");
+                    live.insert(r.cgroup_id);
+                }
+                Ok(None) => {}
+                // A running container cannot be refused any more: say so loudly, and keep
+                // whatever policy is pinned for it (fail closed, never drop it as stale).
+                Err(e) => {
+                    error!(namespace = %pod.namespace, pod = %pod.name, container = %c.name, error = %format!("{e:#}"), "cannot confine running container; keeping its pinned policy if any");
+                    if let Ok(id) = cgroup::resolve_cgroups_path(&self.cgroup2, c.cgroups_path())
+                        .and_then(|d| cgroup::cgroup_id(&d))
+                    {
+                        live.insert(id);
+                    }
+                }
+            }
+        }
+        // Containers confined through the OCI hook are not NRI's: never stale here.
+        live.extend(self.registry.cgroups_via(Via::OciHook));
+        let mut enf = self.enforcer.lock().unwrap();
+        let stale: Vec<u64> =
+            enf.maps().roots().into_iter().map(|(id, _)| id).filter(|id| !live.contains(id)).collect();
+        for id in stale {
+            info!(cgroup_id = id, "dropping pinned entry of a container that no longer runs");
+            if let Err(e) = enf.release(id) {
+                error!(cgroup_id = id, error = %format!("{e:#}"), "release of stale entry failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl nri::Handler for Daemon {
+    fn events(&self) -> EventMask {
+        EventMask::of(&[
+            Event::RunPodSandbox,
+            Event::StartContainer,
+            Event::StopContainer,
+            Event::RemoveContainer,
+            Event::RemovePodSandbox,
+        ])
+    }
+    fn on_synchronize(&self, pods: &[PodSandbox], containers: &[Container]) -> Result<(), String> {
+        self.synchronize(pods, containers)
+    }
+    fn on_start_container(&self, pod: &PodSandbox, c: &Container) -> Result<(), String> {
+        self.start(pod, c)
+    }
+    fn on_stop_container(&self, _pod: &PodSandbox, c: &Container) -> Result<(), String> {
+        self.release_id(&c.id);
+        Ok(())
+    }
+    fn on_remove_container(&self, _pod: &PodSandbox, c: &Container) -> Result<(), String> {
+        self.release_id(&c.id);
+        Ok(())
+    }
+}

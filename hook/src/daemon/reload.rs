@@ -1,0 +1,53 @@
+//! Profile hot reload (SIGHUP, or the profile folders' watch in `ops::reload`): every profile
+//! in use is loaded and compiled again, a new version is written beside the old one and each
+//! container's entry switches to it in one map update (`Enforcer::replace_profile`). A profile
+//! that no longer loads or compiles keeps its old version running: the error is logged with
+//! the file and the reason, and counted in `warden_profile_errors_total{stage="reload"}`.
+use tracing::{error, info};
+
+use super::Daemon;
+use crate::profile;
+
+/// What one reload did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Profiles whose new version now applies.
+    pub changed: Vec<String>,
+    /// Profiles that failed (old version kept).
+    pub failed: Vec<String>,
+}
+
+impl Daemon {
+    /// Recompiles every profile in use and switches its containers to changed versions.
+    pub fn reload_profiles(&self, why: &str) -> Reloaded {
+        // No confine may be between compiling a profile and recording its container while the
+        // reload swaps versions (see `confine`).
+        let _gate = self.ops.profiles_write();
+        let in_use = self.registry.profiles_in_use();
+        let mut out = Reloaded::default();
+        for compiled_name in in_use {
+            // Only profiles loaded by name from the profile folders (not learn mode's empty one).
+            let Some(name) = self.ops.lookup_name(&compiled_name) else { continue };
+            let search = profile::resolve::SearchPath { dirs: self.cfg.profile_dirs.clone() };
+            let file = search.find(&name).map(|p| p.display().to_string()).unwrap_or_else(|_| "(no file)".into());
+            let r = self.load_profile(&name).and_then(|c| {
+                let n = self.enforcer.lock().unwrap().replace_profile(&c)?;
+                Ok((c.version(), n))
+            });
+            match r {
+                Ok((_, 0)) => {}
+                Ok((version, n)) => {
+                    info!(profile = %name, file = %file, version = %version, containers = n, why, "profile reloaded: new version applies");
+                    out.changed.push(name);
+                }
+                Err(e) => {
+                    self.ops.metrics.profile_error("reload");
+                    error!(profile = %name, file = %file, error = %format!("{e:#}"), why,
+                           "profile reload FAILED: the previous version stays in force");
+                    out.failed.push(name);
+                }
+            }
+        }
+        out
+    }
+}
