@@ -62,6 +62,7 @@ impl Daemon {
         let mut enforcer = Enforcer::open(&cfg.pin_dir)?;
         // Verify the BPF-LSM programs now, not inside the runtime's StartContainer timeout.
         enforcer.preload_lsm();
+        enforcer.set_idle_grace(std::time::Duration::from_secs(cfg.hook_idle_detach_seconds));
         let ops = crate::ops::Ops::new(&cfg);
         Ok(Daemon {
             cfg,
