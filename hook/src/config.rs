@@ -47,6 +47,12 @@ pub struct Config {
     pub watch_profiles: bool,
     /// After loading, keep only the capabilities confining new containers needs (ops::privs).
     pub drop_capabilities: bool,
+    /// Seconds the node-wide hooks (sys_enter, the BPF-LSM groups) stay attached after the
+    /// last container that needed them is gone (0: detach at once). Each attach and detach
+    /// rewrites kernel text on every CPU; a node where containers come and go keeps them
+    /// instead. An idle attached sys_enter costs every process ~0.1 us per syscall, so this is
+    /// bounded rather than forever. See enforcer::SharedHook.
+    pub hook_idle_detach_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +96,7 @@ impl Default for Config {
             metrics_address: None,
             watch_profiles: true,
             drop_capabilities: true,
+            hook_idle_detach_seconds: 120,
         }
     }
 }

@@ -105,9 +105,22 @@ fn spawn_tasks(daemon: &Arc<Daemon>, mut hup: tokio::signal::unix::Signal, metri
     let d = daemon.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n: u64 = 0;
         loop {
             tick.tick().await;
             d.ops.report.flush();
+            n += 1;
+            if n.is_multiple_of(10) {
+                // Node-wide hooks idle past hook_idle_detach_seconds are detached (off the
+                // runtime thread: a detach waits for the kernel's RCU grace periods).
+                let d = d.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = d.enforcer.lock().unwrap().detach_idle() {
+                        tracing::warn!("detaching idle hooks: {e:#}");
+                    }
+                })
+                .await;
+            }
         }
     });
     if let Some(l) = metrics {

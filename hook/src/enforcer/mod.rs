@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
@@ -178,7 +179,29 @@ pub struct Enforcer {
     lsm: std::result::Result<(), String>,
     /// The kernel's BTF, parsed when the first LSM program is loaded.
     btf: Option<Btf>,
+    /// How long a shared hook (sys_enter, each LSM group) stays attached after the last
+    /// cgroup that needed it went away; zero detaches at once. See `SharedHook`.
+    idle_grace: Duration,
+    /// When each shared hook (indexed by `SharedHook`) became unneeded while still attached.
+    idle_since: [Option<Instant>; 3],
     _lock: File,
+}
+
+/// The hooks shared by every confined cgroup, attached while some cgroup needs them.
+///
+/// Why they may stay attached for a while after the last user (issue 14): every attach and
+/// detach makes the kernel rewrite its own text on every CPU (the syscall tracepoint's static
+/// call and static keys, the LSM hooks' static calls on 6.12+), with IPIs and RCU grace
+/// periods. On a node where containers come and go that is a cost at every start and stop, and
+/// it is how a 7.2 guest under qemu's multi-threaded TCG died with `Oops: int3` in
+/// `trace_syscall_enter` (reproduced with no BPF at all by toggling the kernel's own
+/// `raw_syscalls/sys_enter` event; see tests/vm/README.md). A daemon therefore keeps them for
+/// `idle_grace` (config `hook_idle_detach_seconds`); the one-shot CLI detaches at once.
+#[derive(Clone, Copy, Debug)]
+enum SharedHook {
+    SysEnter = 0,
+    LsmFiles = 1,
+    LsmGate = 2,
 }
 
 impl Enforcer {
@@ -260,7 +283,16 @@ impl Enforcer {
         let mut maps = Maps::open(pin_dir)?;
         maps.state.set(maps::STATE_LAYOUT, MAP_LAYOUT_VERSION as u64, 0)?;
 
-        let mut e = Enforcer { ebpf, maps, pin_dir: pin_dir.to_path_buf(), lsm, btf: None, _lock: lock };
+        let mut e = Enforcer {
+            ebpf,
+            maps,
+            pin_dir: pin_dir.to_path_buf(),
+            lsm,
+            btf: None,
+            idle_grace: Duration::ZERO,
+            idle_since: [None; 3],
+            _lock: lock,
+        };
         e.ensure_raw_tp("warden_cgroup_mkdir", "cgroup_mkdir")?;
         e.ensure_raw_tp("warden_cgroup_rmdir", "cgroup_rmdir")?;
         return_load_memory();
@@ -706,14 +738,55 @@ impl Enforcer {
             files |= f;
             gate |= g;
         }
+        let files = self.keep_while_idle(SharedHook::LsmFiles, files, self.lsm_group_attached(LsmGroup::Files));
         self.set_lsm_group(LsmGroup::Files, files)?;
+        let gate = self.keep_while_idle(SharedHook::LsmGate, gate, self.lsm_group_attached(LsmGroup::Gate));
         self.set_lsm_group(LsmGroup::Gate, gate)?;
         let pin = self.link_pin("sys_enter");
+        let need = self.keep_while_idle(SharedHook::SysEnter, need, pin.exists());
         if need && !pin.exists() {
             self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
         } else if !need && pin.exists() {
             std::fs::remove_file(&pin).context("detaching sys_enter")?;
             info!("sys_enter detached: no confined cgroup needs it");
+        }
+        Ok(())
+    }
+
+    /// Whether shared hook `h` should be attached: yes if `needed`; if not needed but still
+    /// `attached`, yes until it has been idle for `idle_grace`.
+    fn keep_while_idle(&mut self, h: SharedHook, needed: bool, attached: bool) -> bool {
+        let since = &mut self.idle_since[h as usize];
+        if needed || !attached {
+            *since = None;
+            return needed;
+        }
+        let t = *since.get_or_insert_with(Instant::now);
+        if t.elapsed() < self.idle_grace {
+            debug!(hook = ?h, "kept attached while idle");
+            return true;
+        }
+        *since = None;
+        false
+    }
+
+    fn lsm_group_attached(&self, group: LsmGroup) -> bool {
+        LSM_PROGRAMS.iter().any(|(_, hook, g, _)| *g == group && self.lsm_pin(hook).exists())
+    }
+
+    /// Keep shared hooks attached for `grace` after their last user (see `SharedHook`). A
+    /// daemon sets this and calls `detach_idle` now and then; zero (the default) detaches as
+    /// soon as the last user is released.
+    pub fn set_idle_grace(&mut self, grace: Duration) {
+        self.idle_grace = grace;
+    }
+
+    /// Detaches the shared hooks that have been idle for the grace period. Cheap when nothing
+    /// is idle (no map is read).
+    pub fn detach_idle(&mut self) -> Result<()> {
+        let due = self.idle_since.iter().flatten().any(|t| t.elapsed() >= self.idle_grace);
+        if due {
+            self.gc()?;
         }
         Ok(())
     }

@@ -168,6 +168,27 @@ fn run(args: &[&str]) -> String {
     let r: Result<String, String> = (|| {
         Ok(match args[0] {
             "getpid" => result(unsafe { libc::syscall(libc::SYS_getpid) }),
+            // spin THREADS: threads that make syscalls (getppid; open+close of PATH, default
+            // /dev/null, which the file hooks judge) in a tight loop until the process ends.
+            // For the hook attach/detach stress test: syscalls in flight on every CPU.
+            "spin" => {
+                need(2)?;
+                let n: usize = args[1].parse().map_err(|_| "usage error: spin THREADS [PATH]".to_string())?;
+                let path = std::ffi::CString::new(args.get(2).copied().unwrap_or("/dev/null")).unwrap();
+                for _ in 0..n {
+                    let path = path.clone();
+                    std::thread::spawn(move || loop {
+                        unsafe {
+                            libc::syscall(libc::SYS_getppid);
+                            let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                            if fd >= 0 {
+                                libc::close(fd);
+                            }
+                        }
+                    });
+                }
+                "ok".into()
+            }
             "unshare-uts" => result(unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUTS) }),
             "mkdir" => {
                 need(2)?;

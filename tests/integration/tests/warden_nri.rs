@@ -191,7 +191,9 @@ async fn stop_and_remove_clean_up_every_entry_and_link() {
     eventually(Duration::from_secs(5), "entries released", || w.confined_ids().is_empty().then_some(()));
     let links = std::fs::read_dir(w.warden.pin_dir.join("cgroups")).unwrap().count();
     assert_eq!(links, 0, "no per-cgroup links left");
-    assert!(!w.warden.link_pinned("sys_enter"), "sys_enter detached with the last syscall policy");
+    // The node-wide syscall hook outlives its last user by hook_idle_detach_seconds (120 s by
+    // default; the churn test sees it go): no kernel text patching at every stop and start.
+    assert!(w.warden.link_pinned("sys_enter"), "sys_enter kept attached through the idle grace");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
