@@ -19,7 +19,7 @@ fn listener(addr: &str) -> (TcpListener, u16) {
 
 #[test]
 fn forbidden_syscall_is_killed_allowed_one_works() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let w = Warden::new();
@@ -48,7 +48,7 @@ fn forbidden_syscall_is_killed_allowed_one_works() {
 
 #[test]
 fn complain_mode_reports_and_allows() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let w = Warden::new();
@@ -68,7 +68,7 @@ fn complain_mode_reports_and_allows() {
 
 #[test]
 fn compat_syscalls_are_killed_for_confined_processes() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     // Unconfined, an int 0x80 getpid works where the kernel has IA32 emulation.
@@ -89,7 +89,7 @@ fn compat_syscalls_are_killed_for_confined_processes() {
 
 #[test]
 fn network_allow_list_is_enforced_with_eperm() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let (_l4, p4) = listener("127.0.0.2:0");
@@ -154,7 +154,7 @@ fn network_allow_list_is_enforced_with_eperm() {
 
 #[test]
 fn sub_cgroups_are_confined_like_their_parent() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let w = Warden::new();
@@ -185,7 +185,7 @@ fn sub_cgroups_are_confined_like_their_parent() {
 
 #[test]
 fn siblings_and_the_test_process_are_unaffected() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let (_l, port) = listener("127.0.0.1:0");
@@ -213,7 +213,7 @@ fn siblings_and_the_test_process_are_unaffected() {
 
 #[test]
 fn release_frees_and_detaches() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let (_l, port) = listener("127.0.0.1:0");
@@ -241,7 +241,7 @@ fn release_frees_and_detaches() {
 
 #[test]
 fn profile_without_syscalls_or_network_costs_no_syscall_hook() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let w = Warden::new();
@@ -257,7 +257,7 @@ fn profile_without_syscalls_or_network_costs_no_syscall_hook() {
 
 #[test]
 fn replacing_a_profile_applies_to_running_processes_without_a_gap() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let (_la, a) = listener("127.0.0.1:0");
@@ -305,7 +305,7 @@ fn replacing_a_profile_applies_to_running_processes_without_a_gap() {
 
 #[test]
 fn a_new_warden_process_adopts_pinned_state() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let (_l, port) = listener("127.0.0.1:0");
@@ -334,7 +334,7 @@ fn a_new_warden_process_adopts_pinned_state() {
 
 #[test]
 fn learn_mode_allows_and_records() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let (_l, port) = listener("127.0.0.1:0");
@@ -364,7 +364,7 @@ fn learn_mode_allows_and_records() {
 
 #[test]
 fn event_flood_keeps_counters_exact_and_the_consumer_responsive() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let (_l, port) = listener("127.0.0.1:0");
@@ -395,7 +395,7 @@ fn event_flood_keeps_counters_exact_and_the_consumer_responsive() {
 
 #[test]
 fn probe_reports_layers() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let w = Warden::new();
@@ -415,7 +415,7 @@ fn probe_reports_layers() {
 
 #[test]
 fn families_outside_the_profile_get_eperm_where_a_cgroup_hook_exists() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let w = Warden::new();

@@ -7,15 +7,9 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use serde_json::Value;
-use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd, PodHandle};
+use warden_integration_tests::containerd::{Containerd, PodHandle};
+use warden_integration_tests::scenarios::{latest_line, listener, ATTEMPT};
 use warden_integration_tests::*;
-
-mod common;
-use common::{latest_line, listener, ATTEMPT};
-
-fn ready(test: &str) -> bool {
-    prerequisites_or_skip(test) && prerequisites()
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -76,7 +70,7 @@ async fn wait_line(c: &Containerd, pod: &str, ctr: &str, want: &str, what: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denials_are_logged_structured_rate_limited_and_counted_in_metrics() {
-    if !ready("denials_are_logged_structured_rate_limited_and_counted_in_metrics") {
+    if !skip_unless(CONTAINERD) {
         return;
     }
     let (_l, allowed) = listener();
@@ -179,7 +173,7 @@ async fn denials_are_logged_structured_rate_limited_and_counted_in_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profile_edits_apply_to_running_containers_and_broken_edits_keep_the_old_version() {
-    if !ready("profile_edits_apply_to_running_containers_and_broken_edits_keep_the_old_version") {
+    if !skip_unless(CONTAINERD) {
         return;
     }
     let (_l, a) = listener();
@@ -236,7 +230,7 @@ fn status_field(pid: u32, task: Option<&str>, key: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_daemon_keeps_only_the_documented_capabilities_and_still_confines() {
-    if !ready("running_daemon_keeps_only_the_documented_capabilities_and_still_confines") {
+    if !skip_unless(CONTAINERD) {
         return;
     }
     let (_l, a) = listener();
@@ -298,7 +292,7 @@ async fn running_daemon_keeps_only_the_documented_capabilities_and_still_confine
 
 #[test]
 fn pins_of_another_map_layout_are_refused_and_left_untouched() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let w = Warden::new();
@@ -367,7 +361,7 @@ impl LinksTotal for Warden {
 
 #[test]
 fn missing_capabilities_are_named_at_start() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     use std::os::unix::process::CommandExt as _;
