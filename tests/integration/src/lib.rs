@@ -25,9 +25,11 @@ use serde_json::Value;
 
 pub mod containerd;
 pub mod gate;
+pub mod profile_builder;
 pub mod scenarios;
 
 pub use gate::{skip_unless, Need, CONTAINERD, KERNEL};
+pub use profile_builder::ProfileBuilder;
 
 pub fn in_ci() -> bool {
     matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
@@ -410,8 +412,7 @@ impl Drop for Attempt {
 
 /// A profile allowing every syscall of the host table except `deny`.
 pub fn all_syscalls_except(name: &str, deny: &[&str]) -> String {
-    let allow: Vec<&str> = syscalls::Sysno::iter().map(|s| s.name()).filter(|n| !deny.contains(n)).collect();
-    serde_json::json!({ "name": name, "syscalls": { "default": "kill", "allow": allow } }).to_string()
+    ProfileBuilder::new(name).syscalls_all_except(deny).json()
 }
 
 /// Waits until `f` returns Some, or panics after `timeout` with `what`.

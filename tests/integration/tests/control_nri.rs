@@ -18,7 +18,7 @@ async fn status_events_and_report_name_nri_pods() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let denied = l.local_addr().unwrap().port();
     let c = Containerd::start().await.unwrap();
-    let profile = json!({ "name": "no-net", "network": { "connect": [] } }).to_string();
+    let profile = ProfileBuilder::new("no-net").no_connect().json();
     let mut w = WardenDaemon::configure(&c.nri_socket, &[("no-net", profile)], "");
     w.start();
 

@@ -101,19 +101,14 @@ fn network_allow_list_is_enforced_with_eperm() {
     let cg = TestCgroup::new("net");
     let mut p = Attempt::spawn_in(&cg.path);
     let mut events = w.follow_events();
-    let profile = serde_json::json!({
-        "name": "net",
-        "network": {
-            "connect": [
-                { "cidr": "127.0.0.2/32", "ports": [p4], "protocol": "tcp" },
-                { "cidr": "::1/128", "ports": [p6], "protocol": "tcp" },
-                { "cidr": "127.0.0.1/32", "ports": [udp_ok_port], "protocol": "udp" }
-            ],
-            "bind": [ { "ports": ["40000-40010"], "protocol": "tcp" } ],
-            "families": ["unix", "inet", "inet6"]
-        }
-    });
-    w.confine(&cg.path, &profile.to_string(), "enforce");
+    let profile = ProfileBuilder::new("net")
+        .connect("127.0.0.2/32", &[p4], "tcp")
+        .connect("::1/128", &[p6], "tcp")
+        .connect("127.0.0.1/32", &[udp_ok_port], "udp")
+        .bind_range(40000, 40010, "tcp")
+        .families(&["unix", "inet", "inet6"])
+        .json();
+    w.confine(&cg.path, &profile, "enforce");
 
     let attempts = [
         (format!("connect 127.0.0.2 {p4}"), Outcome::ok()),
@@ -174,8 +169,7 @@ fn sub_cgroups_are_confined_like_their_parent() {
     let w2 = Warden::new();
     let cg2 = TestCgroup::new("escape");
     let mut p = Attempt::spawn_in(&cg2.path);
-    let deny_net = serde_json::json!({"name": "no-net", "network": {"connect": []}});
-    w2.confine(&cg2.path, &deny_net.to_string(), "enforce");
+    w2.confine(&cg2.path, &ProfileBuilder::new("no-net").no_connect().json(), "enforce");
     assert_eq!(p.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::errno("EPERM"));
     let escape = cg2.path.join("escape");
     assert_eq!(p.attempt(&format!("enter-new-cgroup {}", escape.display())), Outcome::ok());
@@ -195,8 +189,7 @@ fn siblings_and_the_test_process_are_unaffected() {
     let mut confined = Attempt::spawn_in(&cg.path);
     let mut free = Attempt::spawn_in(&sibling.path);
     let mut outside = Attempt::spawn();
-    let profile =
-        all_syscalls_except("strict", &["unshare"]).replace(r#""syscalls""#, r#""network":{"connect":[]},"syscalls""#);
+    let profile = ProfileBuilder::new("strict").syscalls_all_except(&["unshare"]).no_connect().json();
     w.confine(&cg.path, &profile, "enforce");
 
     let connect = format!("connect 127.0.0.1 {port}");
@@ -220,8 +213,7 @@ fn release_frees_and_detaches() {
     let w = Warden::new();
     let cg = TestCgroup::new("release");
     let mut p = Attempt::spawn_in(&cg.path);
-    let profile = all_syscalls_except("strict", &["mkdir", "mkdirat"])
-        .replace(r#""syscalls""#, r#""network":{"connect":[]},"syscalls""#);
+    let profile = ProfileBuilder::new("strict").syscalls_all_except(&["mkdir", "mkdirat"]).no_connect().json();
     w.confine(&cg.path, &profile, "enforce");
     let child = cg.child("sub");
     assert_eq!(p.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::errno("EPERM"));
@@ -269,9 +261,7 @@ fn replacing_a_profile_applies_to_running_processes_without_a_gap() {
             drop(s)
         }
     });
-    let v = |ports: [u16; 2]| {
-        serde_json::json!({"name":"swap","network":{"connect":[{"cidr":"127.0.0.1/32","ports":ports,"protocol":"tcp"}]}}).to_string()
-    };
+    let v = |ports: [u16; 2]| ProfileBuilder::new("swap").connect("127.0.0.1/32", &ports, "tcp").json();
     let w = Warden::new();
     let cg = TestCgroup::new("replace");
     let mut p = Attempt::spawn_in(&cg.path);
@@ -312,7 +302,7 @@ fn a_new_warden_process_adopts_pinned_state() {
     let w = Warden::new();
     let cg1 = TestCgroup::new("adopt1");
     let cg2 = TestCgroup::new("adopt2");
-    let profile = serde_json::json!({"name":"no-net","network":{"connect":[]}}).to_string();
+    let profile = ProfileBuilder::new("no-net").no_connect().json();
     let mut p1 = Attempt::spawn_in(&cg1.path);
     // Each `warden` invocation is a separate process that exits: enforcement lives on in the
     // pinned maps and links, and the next process adopts them.
@@ -372,7 +362,7 @@ fn event_flood_keeps_counters_exact_and_the_consumer_responsive() {
     let cg = TestCgroup::new("flood");
     let mut p = Attempt::spawn_in(&cg.path);
     let mut events = w.follow_events();
-    w.confine(&cg.path, &serde_json::json!({"name":"no-net","network":{"connect":[]}}).to_string(), "enforce");
+    w.confine(&cg.path, &ProfileBuilder::new("no-net").no_connect().json(), "enforce");
     let n = 100_000;
     let r = p.attempt(&format!("connect-loop 127.0.0.1 {port} {n}"));
     assert_eq!(r, Outcome::Reply(format!("errno=EPERM:{n}")));

@@ -17,7 +17,7 @@ const OCI: &[Need] = &[Need::Root, Need::Cgroup2, Need::Bpffs, Need::Binaries, N
 
 /// Network only: connect to 127.0.0.1:`port` over tcp, nothing else.
 fn net_profile(name: &str, port: u16) -> String {
-    json!({ "name": name, "network": { "connect": [ { "cidr": "127.0.0.1/32", "ports": [port], "protocol": "tcp" } ], "bind": [] } }).to_string()
+    ProfileBuilder::new(name).connect("127.0.0.1/32", &[port], "tcp").no_bind().json()
 }
 
 /// An OCI bundle run by runc with its own `--root`, a unique container id and cgroup; deleted

@@ -17,13 +17,7 @@ fn free_port() -> u16 {
 
 /// Connect only to 127.0.0.1 on `ports` (tcp); every syscall but unshare.
 fn connect_only(name: &str, ports: &[u16]) -> String {
-    let allow: Vec<&str> = syscalls::Sysno::iter().map(|s| s.name()).filter(|n| *n != "unshare").collect();
-    serde_json::json!({
-        "name": name,
-        "syscalls": { "default": "kill", "allow": allow },
-        "network": { "connect": [ { "cidr": "127.0.0.1/32", "ports": ports, "protocol": "tcp" } ] }
-    })
-    .to_string()
+    ProfileBuilder::new(name).syscalls_all_except(&["unshare"]).connect("127.0.0.1/32", ports, "tcp").json()
 }
 
 /// Runs `script` under busybox sh with the static helper at /warden-attempt.

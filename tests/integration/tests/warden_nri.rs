@@ -9,17 +9,11 @@ use warden_integration_tests::*;
 
 /// Every syscall but unshare; connect only to 127.0.0.1:`port`; no bind.
 fn app_profile(name: &str, port: u16) -> String {
-    let allow: Vec<&str> = syscalls::Sysno::iter().map(|s| s.name()).filter(|n| *n != "unshare").collect();
-    serde_json::json!({
-        "name": name,
-        "syscalls": { "default": "kill", "allow": allow },
-        "network": { "connect": [ { "cidr": "127.0.0.1/32", "ports": [port], "protocol": "tcp" } ], "bind": [] }
-    })
-    .to_string()
+    ProfileBuilder::new(name).syscalls_all_except(&["unshare"]).connect("127.0.0.1/32", &[port], "tcp").no_bind().json()
 }
 
 fn no_net(name: &str) -> String {
-    serde_json::json!({ "name": name, "network": { "connect": [] } }).to_string()
+    ProfileBuilder::new(name).no_connect().json()
 }
 
 /// Starts a container that repeats one attempt every 100 ms until stopped.
