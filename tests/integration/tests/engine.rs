@@ -3,6 +3,8 @@
 use std::net::{TcpListener, UdpSocket};
 use std::time::Duration;
 
+use serde_json::json;
+
 use warden_integration_tests::*;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -35,13 +37,18 @@ fn forbidden_syscall_is_killed_allowed_one_works() {
     let ev = events
         .wait_for(WAIT, |e| e["kind"] == "syscall" && e["pid"] == p.pid())
         .expect("an event for the killed syscall");
-    assert_eq!(ev["syscall"], "unshare");
-    assert_eq!(ev["verdict"], "denied");
-    assert_eq!(ev["mode"], "enforce");
-    assert_eq!(ev["profile"], "no-unshare");
-    assert_eq!(ev["comm"], "warden-attempt");
-    assert_eq!(ev["cgroup_id"], cg.id());
-    assert_eq!(ev["tgid"], p.pid());
+    let want = [
+        ("syscall", json!("unshare")),
+        ("verdict", json!("denied")),
+        ("mode", json!("enforce")),
+        ("profile", json!("no-unshare")),
+        ("comm", json!("warden-attempt")),
+        ("cgroup_id", json!(cg.id())),
+        ("tgid", json!(p.pid())),
+    ];
+    for (field, want) in want {
+        assert_eq!(ev[field], want, "event field {field}: {ev}");
+    }
     let c = w.confined(&cg.path).expect("status lists the cgroup");
     assert_eq!(c["violations"]["syscall"], 1);
 }
@@ -412,10 +419,16 @@ fn families_outside_the_profile_get_eperm_where_a_cgroup_hook_exists() {
     let cg = TestCgroup::new("families");
     let mut p = Attempt::spawn_in(&cg.path);
     w.confine(&cg.path, r#"{"name":"unix-only","network":{"families":["unix"]}}"#, "enforce");
-    // inet/inet6 are refused by the cgroup sock_create hook: EPERM, the process lives on.
-    assert_eq!(p.attempt("connect 127.0.0.1 9"), Outcome::errno("EPERM"));
-    assert_eq!(p.attempt("connect ::1 9"), Outcome::errno("EPERM"));
-    assert_eq!(p.attempt("unix-socket"), Outcome::ok());
-    // packet has no cgroup hook: judged at socket() by the syscall hook (SIGKILL) without BPF-LSM.
-    assert_eq!(p.attempt("packet-socket"), Outcome::Killed(SIGKILL));
+    let attempts = [
+        // inet/inet6 are refused by the cgroup sock_create hook: EPERM, the process lives on.
+        ("connect 127.0.0.1 9", Outcome::errno("EPERM")),
+        ("connect ::1 9", Outcome::errno("EPERM")),
+        ("unix-socket", Outcome::ok()),
+        // packet has no cgroup hook: judged at socket() by the syscall hook (SIGKILL) without
+        // BPF-LSM.
+        ("packet-socket", Outcome::Killed(SIGKILL)),
+    ];
+    for (attempt, want) in attempts {
+        assert_eq!(p.attempt(attempt), want, "attempt `{attempt}`");
+    }
 }

@@ -300,10 +300,8 @@ fn complain_report_lists_what_enforce_would_deny() {
     let w = Warden::new();
     let cg = TestCgroup::new("complain-report");
     let mut p = Attempt::spawn_in(&cg.path);
-    let profile = all_syscalls_except("strict", &["unshare"]);
-    let mut v: Value = serde_json::from_str(&profile).unwrap();
-    v["network"] = serde_json::json!({"connect": []});
-    w.confine(&cg.path, &v.to_string(), "complain");
+    let profile = ProfileBuilder::new("strict").syscalls_all_except(&["unshare"]).no_connect().json();
+    w.confine(&cg.path, &profile, "complain");
     for _ in 0..3 {
         assert_eq!(p.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::ok());
         assert_eq!(p.attempt("unshare-uts"), Outcome::ok());
