@@ -20,6 +20,12 @@ impl ProfileBuilder {
         self
     }
 
+    /// `syscalls: { allow }` (the default action left to the format's default).
+    pub fn syscalls_allow(mut self, allow: &[&str]) -> ProfileBuilder {
+        self.0.insert("syscalls".into(), json!({ "allow": allow }));
+        self
+    }
+
     fn network(&mut self) -> &mut Map<String, Value> {
         self.0.entry("network").or_insert_with(|| json!({})).as_object_mut().expect("network is an object")
     }

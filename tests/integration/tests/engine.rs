@@ -339,7 +339,7 @@ fn learn_mode_allows_and_records() {
     let cg = TestCgroup::new("learn");
     let mut p = Attempt::spawn_in(&cg.path);
     let mut events = w.follow_events();
-    let profile = serde_json::json!({"name":"nothing","syscalls":{"allow":[]},"network":{"connect":[]}}).to_string();
+    let profile = ProfileBuilder::new("nothing").syscalls_allow(&[]).no_connect().json();
     w.confine(&cg.path, &profile, "learn");
     assert!(w.link_pinned("sys_enter"));
     assert_eq!(p.attempt("unshare-uts"), Outcome::ok());
@@ -418,7 +418,7 @@ fn families_outside_the_profile_get_eperm_where_a_cgroup_hook_exists() {
     let w = Warden::new();
     let cg = TestCgroup::new("families");
     let mut p = Attempt::spawn_in(&cg.path);
-    w.confine(&cg.path, r#"{"name":"unix-only","network":{"families":["unix"]}}"#, "enforce");
+    w.confine(&cg.path, &ProfileBuilder::new("unix-only").families(&["unix"]).json(), "enforce");
     let attempts = [
         // inet/inet6 are refused by the cgroup sock_create hook: EPERM, the process lives on.
         ("connect 127.0.0.1 9", Outcome::errno("EPERM")),

@@ -291,7 +291,7 @@ fn pins_of_another_map_layout_are_refused_and_left_untouched() {
     }
     let w = Warden::new();
     let cg = TestCgroup::new("layout");
-    w.confine(&cg.path, r#"{"name":"no-net","network":{"connect":[]}}"#, "enforce");
+    w.confine(&cg.path, &ProfileBuilder::new("no-net").no_connect().json(), "enforce");
     let links_before = w.cgroup_links(&cg.path);
     assert_eq!(links_before, 7);
     let current = warden_common_layout(&w);
@@ -313,7 +313,7 @@ fn pins_of_another_map_layout_are_refused_and_left_untouched() {
     );
     // So does every writer.
     let cg2 = TestCgroup::new("layout2");
-    let f = w.profile_file(r#"{"name":"other","network":{"connect":[]}}"#);
+    let f = w.profile_file(&ProfileBuilder::new("other").no_connect().json());
     let out = w.run(&["confine", "--cgroup", cg2.path.to_str().unwrap(), "--profile", f.to_str().unwrap()]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("layout version 999"));
 
