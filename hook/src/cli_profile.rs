@@ -199,7 +199,7 @@ fn merge_cmd(specs: &[String], output: Option<&Path>, name: Option<&str>, search
         };
         ps.push(Profile::parse_file(&file)?);
     }
-    let merged = learn::union(&ps, name)?;
+    let merged = warden::profile::merge::union(&ps, name)?;
     let g =
         learn::Generated { profile: merged, notes: vec![format!("union of {} profile(s)", ps.len())], truncated: 0 };
     write_generated(&g, output, search)

@@ -51,7 +51,7 @@ pub struct Config {
     /// last container that needed them is gone (0: detach at once). Each attach and detach
     /// rewrites kernel text on every CPU; a node where containers come and go keeps them
     /// instead. An idle attached sys_enter costs every process ~0.1 us per syscall, so this is
-    /// bounded rather than forever. See enforcer::SharedHook.
+    /// bounded rather than forever. See enforcer::attach::SharedHook.
     pub hook_idle_detach_seconds: u64,
 }
 

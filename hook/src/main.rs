@@ -319,7 +319,7 @@ fn report(maps: &Maps, pin_dir: &std::path::Path, id: u64, json: bool) -> Result
                 groups.entry("exec").or_default().push(path.clone());
             }
             if u.read != 0 || u.write != 0 {
-                let how = warden::learn::use_letters(u.read != 0, u.write != 0, false);
+                let how = warden::profile::files::use_letters(u.read != 0, u.write != 0, false);
                 groups.entry("file").or_default().push(format!("{path} ({how})"));
             }
         }

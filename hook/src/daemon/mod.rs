@@ -68,7 +68,7 @@ impl Daemon {
         let mut enforcer = Enforcer::open(&cfg.pin_dir)?;
         // Verify the BPF-LSM programs now, not inside the runtime's StartContainer timeout.
         enforcer.preload_lsm();
-        // Node-wide hooks outlive their last user by this grace (enforcer::SharedHook says why).
+        // Node-wide hooks outlive their last user by this grace (enforcer::attach::SharedHook says why).
         enforcer.set_idle_grace(std::time::Duration::from_secs(cfg.hook_idle_detach_seconds));
         let ops = Ops::new(&cfg);
         Ok(Daemon {

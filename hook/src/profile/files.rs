@@ -62,6 +62,40 @@ pub fn parse_access(s: &str) -> Result<Access, String> {
     Ok(a)
 }
 
+/// Access letters of a use, in the profile format's order.
+pub fn use_letters(read: bool, write: bool, exec: bool) -> String {
+    let mut s = String::new();
+    if read {
+        s.push('r');
+    }
+    if write {
+        s.push('w');
+    }
+    if exec {
+        s.push('x');
+    }
+    s
+}
+
+pub(crate) const R: u8 = 1;
+pub(crate) const W: u8 = 2;
+pub(crate) const X: u8 = 4;
+
+pub(crate) fn bits_letters(b: u8) -> String {
+    use_letters(b & R != 0, b & W != 0, b & X != 0)
+}
+
+pub(crate) fn letters_bits(s: &str) -> u8 {
+    s.chars().fold(0, |b, c| {
+        b | match c {
+            'r' => R,
+            'w' => W,
+            'x' => X,
+            _ => 0,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,10 +11,12 @@
 //! - [`seccomp`]: OCI/Docker seccomp profiles and their conversion, with a report;
 //! - [`resolve`]: the profile search path, `extends` and merging;
 //! - [`compile`]: validation, warnings, limits and the kernel form with its hash;
-//! - [`diff`]: what one compiled profile allows that another does not.
+//! - [`diff`]: what one compiled profile allows that another does not;
+//! - [`merge`]: the union of profiles (`warden profile merge`) and their canonical form.
 pub mod compile;
 pub mod diff;
 pub mod files;
+pub mod merge;
 pub mod resolve;
 pub mod seccomp;
 pub mod sysnames;

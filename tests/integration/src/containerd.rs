@@ -58,33 +58,7 @@ impl Install {
 
 /// Why this machine cannot run the containerd tests, if it cannot.
 pub fn missing_prerequisite() -> Option<String> {
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root (containerd, cgroups, mounts)".into());
-    }
-    if !Path::new("/sys/fs/cgroup").exists() {
-        return Some("no /sys/fs/cgroup".into());
-    }
-    if Command::new("apt-get").arg("--version").output().is_err()
-        && !Path::new("/var/cache/warden-build/containerd/usr/bin/containerd").exists()
-    {
-        return Some("neither apt-get nor a cached containerd (scripts/containerd.sh)".into());
-    }
-    None
-}
-
-/// Skips the calling test with a reason, or, under `CI=true`, fails it: CI never skips.
-/// Returns true when the test should go on.
-pub fn prerequisites_or_skip(test: &str) -> bool {
-    match missing_prerequisite() {
-        None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: CI=true and this environment {why}")
-        }
-        Some(why) => {
-            eprintln!("SKIPPED {test}: {why}");
-            false
-        }
-    }
+    crate::gate::missing(&[crate::Need::Root, crate::Need::Containerd])
 }
 
 pub const NAMESPACE: &str = "k8s.io";

@@ -8,9 +8,11 @@
 //!
 //! - [`containerd`]: a private containerd with NRI and a CRI client.
 //!
-//! Tests call [`prerequisites`] first: outside CI a missing prerequisite skips the test with a
-//! reason; with `CI=true` it fails the test, because a kernel test that did not run proves
-//! nothing.
+//! - [`scenarios`]: the static `warden-attempt` in busybox containers, the learn-mode scenario.
+//!
+//! Tests call [`skip_unless`] first with what they [`Need`]: outside CI a missing prerequisite
+//! skips the test with a reason; with `CI=true` it fails the test, because a kernel test that
+//! did not run proves nothing.
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
@@ -22,44 +24,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod containerd;
+pub mod gate;
+pub mod profile_builder;
+pub mod scenarios;
+
+pub use gate::{skip_unless, Need, CONTAINERD, KERNEL};
+pub use profile_builder::ProfileBuilder;
 
 pub fn in_ci() -> bool {
     matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
-}
-
-/// Checks what kernel tests need. Returns false when the test should be skipped (outside CI);
-/// panics in CI.
-pub fn prerequisites() -> bool {
-    let mut missing = Vec::new();
-    if unsafe { libc::geteuid() } != 0 {
-        missing.push("must run as root".to_string());
-    }
-    if cgroup2_mount().is_none() {
-        missing.push("no cgroup2 mount".to_string());
-    }
-    if !Path::new("/sys/fs/bpf").join(".").exists() || !is_bpffs("/sys/fs/bpf") {
-        missing.push("/sys/fs/bpf is not a bpffs mount (scripts/setup.sh mounts it)".to_string());
-    }
-    for b in ["warden", "warden-attempt"] {
-        if !bin(b).exists() {
-            missing.push(format!("{} not built (run `cargo build --bins` first)", bin(b).display()));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let why = missing.join("; ");
-    if in_ci() {
-        panic!("CI=true and this kernel test cannot run: {why}");
-    }
-    eprintln!("SKIPPED (not in CI): {why}");
-    false
-}
-
-fn is_bpffs(p: &str) -> bool {
-    let c = std::ffi::CString::new(p).unwrap();
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == 0xcafe4a11 }
 }
 
 pub fn cgroup2_mount() -> Option<PathBuf> {
@@ -439,8 +412,7 @@ impl Drop for Attempt {
 
 /// A profile allowing every syscall of the host table except `deny`.
 pub fn all_syscalls_except(name: &str, deny: &[&str]) -> String {
-    let allow: Vec<&str> = syscalls::Sysno::iter().map(|s| s.name()).filter(|n| !deny.contains(n)).collect();
-    serde_json::json!({ "name": name, "syscalls": { "default": "kill", "allow": allow } }).to_string()
+    ProfileBuilder::new(name).syscalls_all_except(deny).json()
 }
 
 /// Waits until `f` returns Some, or panics after `timeout` with `what`.

@@ -7,11 +7,9 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd, PodHandle};
+use warden_integration_tests::containerd::{Containerd, PodHandle};
+use warden_integration_tests::scenarios::ATTEMPT;
 use warden_integration_tests::*;
-
-mod common;
-use common::ATTEMPT;
 const CONTAINERS: usize = 200;
 const LANES: usize = 4;
 
@@ -117,7 +115,7 @@ fn count_entries(pin_dir: &Path) -> Vec<(&'static str, usize)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_of_200_containers_leaves_nothing_behind() {
-    if !(prerequisites_or_skip("churn_of_200_containers_leaves_nothing_behind") && prerequisites()) {
+    if !(skip_unless(CONTAINERD)) {
         return;
     }
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

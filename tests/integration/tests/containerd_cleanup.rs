@@ -3,11 +3,12 @@
 //! /run/containerd/s, no pod cgroup, no mount, no temp folder.
 use std::path::Path;
 
-use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd};
+use warden_integration_tests::containerd::Containerd;
+use warden_integration_tests::{skip_unless, Need};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_with_running_pods_cleans_up() {
-    if !prerequisites_or_skip("drop_with_running_pods_cleans_up") {
+    if !skip_unless(&[Need::Root, Need::Containerd]) {
         return;
     }
     let ctrd = Containerd::start().await.expect("private containerd");

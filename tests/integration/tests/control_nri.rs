@@ -6,21 +6,19 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd};
+use warden_integration_tests::containerd::Containerd;
+use warden_integration_tests::scenarios::ATTEMPT;
 use warden_integration_tests::*;
-
-mod common;
-use common::ATTEMPT;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_events_and_report_name_nri_pods() {
-    if !(prerequisites_or_skip("status_events_and_report_name_nri_pods") && prerequisites()) {
+    if !(skip_unless(CONTAINERD)) {
         return;
     }
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let denied = l.local_addr().unwrap().port();
     let c = Containerd::start().await.unwrap();
-    let profile = json!({ "name": "no-net", "network": { "connect": [] } }).to_string();
+    let profile = ProfileBuilder::new("no-net").no_connect().json();
     let mut w = WardenDaemon::configure(&c.nri_socket, &[("no-net", profile)], "");
     w.start();
 

@@ -3,6 +3,8 @@
 use std::net::{TcpListener, UdpSocket};
 use std::time::Duration;
 
+use serde_json::json;
+
 use warden_integration_tests::*;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -19,7 +21,7 @@ fn listener(addr: &str) -> (TcpListener, u16) {
 
 #[test]
 fn forbidden_syscall_is_killed_allowed_one_works() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let w = Warden::new();
@@ -35,20 +37,25 @@ fn forbidden_syscall_is_killed_allowed_one_works() {
     let ev = events
         .wait_for(WAIT, |e| e["kind"] == "syscall" && e["pid"] == p.pid())
         .expect("an event for the killed syscall");
-    assert_eq!(ev["syscall"], "unshare");
-    assert_eq!(ev["verdict"], "denied");
-    assert_eq!(ev["mode"], "enforce");
-    assert_eq!(ev["profile"], "no-unshare");
-    assert_eq!(ev["comm"], "warden-attempt");
-    assert_eq!(ev["cgroup_id"], cg.id());
-    assert_eq!(ev["tgid"], p.pid());
+    let want = [
+        ("syscall", json!("unshare")),
+        ("verdict", json!("denied")),
+        ("mode", json!("enforce")),
+        ("profile", json!("no-unshare")),
+        ("comm", json!("warden-attempt")),
+        ("cgroup_id", json!(cg.id())),
+        ("tgid", json!(p.pid())),
+    ];
+    for (field, want) in want {
+        assert_eq!(ev[field], want, "event field {field}: {ev}");
+    }
     let c = w.confined(&cg.path).expect("status lists the cgroup");
     assert_eq!(c["violations"]["syscall"], 1);
 }
 
 #[test]
 fn complain_mode_reports_and_allows() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let w = Warden::new();
@@ -68,7 +75,7 @@ fn complain_mode_reports_and_allows() {
 
 #[test]
 fn compat_syscalls_are_killed_for_confined_processes() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     // Unconfined, an int 0x80 getpid works where the kernel has IA32 emulation.
@@ -89,7 +96,7 @@ fn compat_syscalls_are_killed_for_confined_processes() {
 
 #[test]
 fn network_allow_list_is_enforced_with_eperm() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let (_l4, p4) = listener("127.0.0.2:0");
@@ -101,19 +108,14 @@ fn network_allow_list_is_enforced_with_eperm() {
     let cg = TestCgroup::new("net");
     let mut p = Attempt::spawn_in(&cg.path);
     let mut events = w.follow_events();
-    let profile = serde_json::json!({
-        "name": "net",
-        "network": {
-            "connect": [
-                { "cidr": "127.0.0.2/32", "ports": [p4], "protocol": "tcp" },
-                { "cidr": "::1/128", "ports": [p6], "protocol": "tcp" },
-                { "cidr": "127.0.0.1/32", "ports": [udp_ok_port], "protocol": "udp" }
-            ],
-            "bind": [ { "ports": ["40000-40010"], "protocol": "tcp" } ],
-            "families": ["unix", "inet", "inet6"]
-        }
-    });
-    w.confine(&cg.path, &profile.to_string(), "enforce");
+    let profile = ProfileBuilder::new("net")
+        .connect("127.0.0.2/32", &[p4], "tcp")
+        .connect("::1/128", &[p6], "tcp")
+        .connect("127.0.0.1/32", &[udp_ok_port], "udp")
+        .bind_range(40000, 40010, "tcp")
+        .families(&["unix", "inet", "inet6"])
+        .json();
+    w.confine(&cg.path, &profile, "enforce");
 
     let attempts = [
         (format!("connect 127.0.0.2 {p4}"), Outcome::ok()),
@@ -154,7 +156,7 @@ fn network_allow_list_is_enforced_with_eperm() {
 
 #[test]
 fn sub_cgroups_are_confined_like_their_parent() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let w = Warden::new();
@@ -174,8 +176,7 @@ fn sub_cgroups_are_confined_like_their_parent() {
     let w2 = Warden::new();
     let cg2 = TestCgroup::new("escape");
     let mut p = Attempt::spawn_in(&cg2.path);
-    let deny_net = serde_json::json!({"name": "no-net", "network": {"connect": []}});
-    w2.confine(&cg2.path, &deny_net.to_string(), "enforce");
+    w2.confine(&cg2.path, &ProfileBuilder::new("no-net").no_connect().json(), "enforce");
     assert_eq!(p.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::errno("EPERM"));
     let escape = cg2.path.join("escape");
     assert_eq!(p.attempt(&format!("enter-new-cgroup {}", escape.display())), Outcome::ok());
@@ -185,7 +186,7 @@ fn sub_cgroups_are_confined_like_their_parent() {
 
 #[test]
 fn siblings_and_the_test_process_are_unaffected() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let (_l, port) = listener("127.0.0.1:0");
@@ -195,8 +196,7 @@ fn siblings_and_the_test_process_are_unaffected() {
     let mut confined = Attempt::spawn_in(&cg.path);
     let mut free = Attempt::spawn_in(&sibling.path);
     let mut outside = Attempt::spawn();
-    let profile =
-        all_syscalls_except("strict", &["unshare"]).replace(r#""syscalls""#, r#""network":{"connect":[]},"syscalls""#);
+    let profile = ProfileBuilder::new("strict").syscalls_all_except(&["unshare"]).no_connect().json();
     w.confine(&cg.path, &profile, "enforce");
 
     let connect = format!("connect 127.0.0.1 {port}");
@@ -213,15 +213,14 @@ fn siblings_and_the_test_process_are_unaffected() {
 
 #[test]
 fn release_frees_and_detaches() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let (_l, port) = listener("127.0.0.1:0");
     let w = Warden::new();
     let cg = TestCgroup::new("release");
     let mut p = Attempt::spawn_in(&cg.path);
-    let profile = all_syscalls_except("strict", &["mkdir", "mkdirat"])
-        .replace(r#""syscalls""#, r#""network":{"connect":[]},"syscalls""#);
+    let profile = ProfileBuilder::new("strict").syscalls_all_except(&["mkdir", "mkdirat"]).no_connect().json();
     w.confine(&cg.path, &profile, "enforce");
     let child = cg.child("sub");
     assert_eq!(p.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::errno("EPERM"));
@@ -241,7 +240,7 @@ fn release_frees_and_detaches() {
 
 #[test]
 fn profile_without_syscalls_or_network_costs_no_syscall_hook() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let w = Warden::new();
@@ -257,7 +256,7 @@ fn profile_without_syscalls_or_network_costs_no_syscall_hook() {
 
 #[test]
 fn replacing_a_profile_applies_to_running_processes_without_a_gap() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let (_la, a) = listener("127.0.0.1:0");
@@ -269,9 +268,7 @@ fn replacing_a_profile_applies_to_running_processes_without_a_gap() {
             drop(s)
         }
     });
-    let v = |ports: [u16; 2]| {
-        serde_json::json!({"name":"swap","network":{"connect":[{"cidr":"127.0.0.1/32","ports":ports,"protocol":"tcp"}]}}).to_string()
-    };
+    let v = |ports: [u16; 2]| ProfileBuilder::new("swap").connect("127.0.0.1/32", &ports, "tcp").json();
     let w = Warden::new();
     let cg = TestCgroup::new("replace");
     let mut p = Attempt::spawn_in(&cg.path);
@@ -305,14 +302,14 @@ fn replacing_a_profile_applies_to_running_processes_without_a_gap() {
 
 #[test]
 fn a_new_warden_process_adopts_pinned_state() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let (_l, port) = listener("127.0.0.1:0");
     let w = Warden::new();
     let cg1 = TestCgroup::new("adopt1");
     let cg2 = TestCgroup::new("adopt2");
-    let profile = serde_json::json!({"name":"no-net","network":{"connect":[]}}).to_string();
+    let profile = ProfileBuilder::new("no-net").no_connect().json();
     let mut p1 = Attempt::spawn_in(&cg1.path);
     // Each `warden` invocation is a separate process that exits: enforcement lives on in the
     // pinned maps and links, and the next process adopts them.
@@ -334,7 +331,7 @@ fn a_new_warden_process_adopts_pinned_state() {
 
 #[test]
 fn learn_mode_allows_and_records() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let (_l, port) = listener("127.0.0.1:0");
@@ -342,7 +339,7 @@ fn learn_mode_allows_and_records() {
     let cg = TestCgroup::new("learn");
     let mut p = Attempt::spawn_in(&cg.path);
     let mut events = w.follow_events();
-    let profile = serde_json::json!({"name":"nothing","syscalls":{"allow":[]},"network":{"connect":[]}}).to_string();
+    let profile = ProfileBuilder::new("nothing").syscalls_allow(&[]).no_connect().json();
     w.confine(&cg.path, &profile, "learn");
     assert!(w.link_pinned("sys_enter"));
     assert_eq!(p.attempt("unshare-uts"), Outcome::ok());
@@ -364,7 +361,7 @@ fn learn_mode_allows_and_records() {
 
 #[test]
 fn event_flood_keeps_counters_exact_and_the_consumer_responsive() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let (_l, port) = listener("127.0.0.1:0");
@@ -372,7 +369,7 @@ fn event_flood_keeps_counters_exact_and_the_consumer_responsive() {
     let cg = TestCgroup::new("flood");
     let mut p = Attempt::spawn_in(&cg.path);
     let mut events = w.follow_events();
-    w.confine(&cg.path, &serde_json::json!({"name":"no-net","network":{"connect":[]}}).to_string(), "enforce");
+    w.confine(&cg.path, &ProfileBuilder::new("no-net").no_connect().json(), "enforce");
     let n = 100_000;
     let r = p.attempt(&format!("connect-loop 127.0.0.1 {port} {n}"));
     assert_eq!(r, Outcome::Reply(format!("errno=EPERM:{n}")));
@@ -395,7 +392,7 @@ fn event_flood_keeps_counters_exact_and_the_consumer_responsive() {
 
 #[test]
 fn probe_reports_layers() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let w = Warden::new();
@@ -415,17 +412,23 @@ fn probe_reports_layers() {
 
 #[test]
 fn families_outside_the_profile_get_eperm_where_a_cgroup_hook_exists() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let w = Warden::new();
     let cg = TestCgroup::new("families");
     let mut p = Attempt::spawn_in(&cg.path);
-    w.confine(&cg.path, r#"{"name":"unix-only","network":{"families":["unix"]}}"#, "enforce");
-    // inet/inet6 are refused by the cgroup sock_create hook: EPERM, the process lives on.
-    assert_eq!(p.attempt("connect 127.0.0.1 9"), Outcome::errno("EPERM"));
-    assert_eq!(p.attempt("connect ::1 9"), Outcome::errno("EPERM"));
-    assert_eq!(p.attempt("unix-socket"), Outcome::ok());
-    // packet has no cgroup hook: judged at socket() by the syscall hook (SIGKILL) without BPF-LSM.
-    assert_eq!(p.attempt("packet-socket"), Outcome::Killed(SIGKILL));
+    w.confine(&cg.path, &ProfileBuilder::new("unix-only").families(&["unix"]).json(), "enforce");
+    let attempts = [
+        // inet/inet6 are refused by the cgroup sock_create hook: EPERM, the process lives on.
+        ("connect 127.0.0.1 9", Outcome::errno("EPERM")),
+        ("connect ::1 9", Outcome::errno("EPERM")),
+        ("unix-socket", Outcome::ok()),
+        // packet has no cgroup hook: judged at socket() by the syscall hook (SIGKILL) without
+        // BPF-LSM.
+        ("packet-socket", Outcome::Killed(SIGKILL)),
+    ];
+    for (attempt, want) in attempts {
+        assert_eq!(p.attempt(attempt), want, "attempt `{attempt}`");
+    }
 }

@@ -76,7 +76,7 @@ fn syscalls_of(v: &Value) -> Vec<String> {
 
 #[test]
 fn learned_profile_enforced_allows_the_same_and_blocks_new() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let l4 = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -159,7 +159,7 @@ fn learned_profile_enforced_allows_the_same_and_blocks_new() {
 
 #[test]
 fn merging_two_runs_is_their_union_and_idempotent() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -238,7 +238,7 @@ fn merging_two_runs_is_their_union_and_idempotent() {
 
 #[test]
 fn thousands_of_destinations_stay_within_the_bound_and_are_marked_truncated() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     // A port nobody listens on: each connect is refused at once (a listener that never
@@ -292,7 +292,7 @@ fn thousands_of_destinations_stay_within_the_bound_and_are_marked_truncated() {
 
 #[test]
 fn complain_report_lists_what_enforce_would_deny() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -300,10 +300,8 @@ fn complain_report_lists_what_enforce_would_deny() {
     let w = Warden::new();
     let cg = TestCgroup::new("complain-report");
     let mut p = Attempt::spawn_in(&cg.path);
-    let profile = all_syscalls_except("strict", &["unshare"]);
-    let mut v: Value = serde_json::from_str(&profile).unwrap();
-    v["network"] = serde_json::json!({"connect": []});
-    w.confine(&cg.path, &v.to_string(), "complain");
+    let profile = ProfileBuilder::new("strict").syscalls_all_except(&["unshare"]).no_connect().json();
+    w.confine(&cg.path, &profile, "complain");
     for _ in 0..3 {
         assert_eq!(p.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::ok());
         assert_eq!(p.attempt("unshare-uts"), Outcome::ok());

@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use warden_integration_tests::*;
 
-mod common;
-
 const WAIT: Duration = Duration::from_secs(5);
 const IN_VM: &str = "WARDEN_LSM_IN_VM";
 const KERNELS: &[&str] = &["bookworm", "sid"];
@@ -265,16 +263,15 @@ fn cases() {
 }
 
 /// The learn-mode pod scenario of warden_nri.rs, here with files and execs learned and
-/// enforced (tests/common/mod.rs).
+/// enforced (src/scenarios.rs).
 fn learned_pod_case() {
-    use warden_integration_tests::containerd::prerequisites_or_skip;
-    if !prerequisites_or_skip("learned_pod_case") {
+    if !skip_unless(&[Need::Root, Need::Containerd]) {
         return;
     }
     // Overlayfs snapshots cannot live on the VM's overlay /tmp (see pod_case).
     std::env::set_var("TMPDIR", "/run");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(common::learned_pod_scenario());
+    rt.block_on(warden_integration_tests::scenarios::learned_pod_scenario());
     eprintln!("learned pod case passed (files and execs learned, 10 enforced starts, new read/exec refused)");
 }
 
@@ -374,8 +371,8 @@ fn learn_then_enforce(t: &Tree, w: &Warden) {
 /// A real containerd pod (overlayfs root) with a `files` profile, through the NRI daemon: an
 /// allowed read of a file in the image works, a forbidden one fails, from the first instruction.
 fn pod_case(_t: &Tree) {
-    use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd};
-    if !prerequisites_or_skip("pod_case") {
+    use warden_integration_tests::containerd::Containerd;
+    if !skip_unless(&[Need::Root, Need::Containerd]) {
         return;
     }
     if std::env::var_os(IN_VM).is_some() {
@@ -441,7 +438,7 @@ fn pod_case(_t: &Tree) {
 
 #[test]
 fn files_and_execs_with_bpf_lsm() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     match bpf_lsm_status() {
@@ -465,10 +462,7 @@ fn files_and_execs_with_bpf_lsm() {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../vm/run"));
     if !runner.exists() {
         let why = format!("no VM runner ({} missing; set WARDEN_VM_RUNNER)", runner.display());
-        if in_ci() {
-            panic!("CI=true and the BPF-LSM tests cannot run their VM part: {why}");
-        }
-        eprintln!("SKIPPED (not in CI): {why}");
+        gate::skip(&format!("the BPF-LSM tests cannot run their VM part: {why}"));
         return;
     }
     let exe = std::env::current_exe().unwrap();
@@ -508,7 +502,7 @@ fn files_and_execs_with_bpf_lsm() {
 /// project's CI kernel: `files_and_execs_with_bpf_lsm` boots both VM kernels with this test.
 #[test]
 fn hook_attach_detach_stress() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let lsm = bpf_lsm_status().is_ok();
@@ -629,7 +623,7 @@ fn bpf_lsm_status() -> Result<(), String> {
 /// message that says what is missing and how to enable it.
 #[test]
 fn files_profile_is_refused_without_bpf_lsm() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     if bpf_lsm_status().is_ok() {

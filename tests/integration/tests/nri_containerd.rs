@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use warden::nri::{run_with_reconnect, Container, Endpoint, Handler, Plugin, PluginOptions, PodSandbox};
-use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd, Prelaunch};
+use warden_integration_tests::containerd::{Containerd, Prelaunch};
+use warden_integration_tests::{skip_unless, Need};
 
 #[derive(Debug, Clone)]
 struct Seen {
@@ -100,7 +101,7 @@ fn init_tracing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_sees_real_pods_and_can_refuse_a_start() {
-    if !prerequisites_or_skip("plugin_sees_real_pods_and_can_refuse_a_start") {
+    if !skip_unless(&[Need::Root, Need::Containerd]) {
         return;
     }
     init_tracing();
@@ -197,7 +198,7 @@ async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 /// the container that kept running, and gets the events of containers started afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_reconnects_after_containerd_restart() {
-    if !prerequisites_or_skip("plugin_reconnects_after_containerd_restart") {
+    if !skip_unless(&[Need::Root, Need::Containerd]) {
         return;
     }
     init_tracing();
@@ -250,7 +251,7 @@ async fn plugin_reconnects_after_containerd_restart() {
 /// config; events arrive and a refusal fails the start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prelaunched_plugin_on_fd3() {
-    if !prerequisites_or_skip("prelaunched_plugin_on_fd3") {
+    if !skip_unless(&[Need::Root, Need::Containerd]) {
         return;
     }
     init_tracing();

@@ -8,37 +8,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use warden_integration_tests::gate::RUNC;
+use warden_integration_tests::scenarios::listener;
 use warden_integration_tests::*;
 
-mod common;
-use common::listener;
-
-const RUNC: &str = "/usr/sbin/runc";
-
-fn ready() -> bool {
-    if !prerequisites() {
-        return false;
-    }
-    let mut missing = Vec::new();
-    if !Path::new(RUNC).is_file() {
-        missing.push(format!("{RUNC} missing (apt-get install runc)"));
-    }
-    if !static_attempt().is_file() {
-        missing.push("static warden-attempt missing (scripts/test.sh builds it)".into());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    if in_ci() {
-        panic!("CI=true and this test cannot run: {}", missing.join("; "));
-    }
-    eprintln!("SKIPPED (not in CI): {}", missing.join("; "));
-    false
-}
+/// Root, cgroup2, bpffs, the binaries, runc and the static warden-attempt.
+const OCI: &[Need] = &[Need::Root, Need::Cgroup2, Need::Bpffs, Need::Binaries, Need::Runc, Need::StaticAttempt];
 
 /// Network only: connect to 127.0.0.1:`port` over tcp, nothing else.
 fn net_profile(name: &str, port: u16) -> String {
-    json!({ "name": name, "network": { "connect": [ { "cidr": "127.0.0.1/32", "ports": [port], "protocol": "tcp" } ], "bind": [] } }).to_string()
+    ProfileBuilder::new(name).connect("127.0.0.1/32", &[port], "tcp").no_bind().json()
 }
 
 /// An OCI bundle run by runc with its own `--root`, a unique container id and cgroup; deleted
@@ -149,7 +128,7 @@ fn pinned_cgroups(w: &WardenDaemon) -> usize {
 
 #[test]
 fn hook_confines_before_the_entrypoint_and_poststop_releases() {
-    if !ready() {
+    if !skip_unless(OCI) {
         return;
     }
     let (_l, allowed) = listener();
@@ -184,7 +163,7 @@ fn hook_confines_before_the_entrypoint_and_poststop_releases() {
 
 #[test]
 fn unknown_profile_or_no_daemon_does_not_start() {
-    if !ready() {
+    if !skip_unless(OCI) {
         return;
     }
     let mut w = WardenDaemon::configure_without_nri(&[], "");
@@ -260,7 +239,7 @@ fn pod_annotations<'a>(pod: &'a str, profile: &'a str) -> Vec<(&'a str, &'a str)
 
 #[test]
 fn control_socket_is_root_only_and_reports_containers_and_events_by_pod() {
-    if !ready() {
+    if !skip_unless(OCI) {
         return;
     }
     let (_l, allowed) = listener();
@@ -416,7 +395,7 @@ fn control_socket_is_root_only_and_reports_containers_and_events_by_pod() {
 
 #[test]
 fn a_restarted_daemon_adopts_oci_containers_and_releases_them() {
-    if !ready() {
+    if !skip_unless(OCI) {
         return;
     }
     let (_l, allowed) = listener();
@@ -465,7 +444,7 @@ fn a_restarted_daemon_adopts_oci_containers_and_releases_them() {
 /// driven in-process: hook/src/daemon/tests.rs.)
 #[test]
 fn after_a_reload_oci_hook_containers_get_the_new_version() {
-    if !ready() {
+    if !skip_unless(OCI) {
         return;
     }
     let (_l, first) = listener();

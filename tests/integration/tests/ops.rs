@@ -7,15 +7,9 @@ use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use serde_json::Value;
-use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd, PodHandle};
+use warden_integration_tests::containerd::{Containerd, PodHandle};
+use warden_integration_tests::scenarios::{latest_line, listener, ATTEMPT};
 use warden_integration_tests::*;
-
-mod common;
-use common::{latest_line, listener, ATTEMPT};
-
-fn ready(test: &str) -> bool {
-    prerequisites_or_skip(test) && prerequisites()
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -23,13 +17,7 @@ fn free_port() -> u16 {
 
 /// Connect only to 127.0.0.1 on `ports` (tcp); every syscall but unshare.
 fn connect_only(name: &str, ports: &[u16]) -> String {
-    let allow: Vec<&str> = syscalls::Sysno::iter().map(|s| s.name()).filter(|n| *n != "unshare").collect();
-    serde_json::json!({
-        "name": name,
-        "syscalls": { "default": "kill", "allow": allow },
-        "network": { "connect": [ { "cidr": "127.0.0.1/32", "ports": ports, "protocol": "tcp" } ] }
-    })
-    .to_string()
+    ProfileBuilder::new(name).syscalls_all_except(&["unshare"]).connect("127.0.0.1/32", ports, "tcp").json()
 }
 
 /// Runs `script` under busybox sh with the static helper at /warden-attempt.
@@ -76,7 +64,7 @@ async fn wait_line(c: &Containerd, pod: &str, ctr: &str, want: &str, what: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denials_are_logged_structured_rate_limited_and_counted_in_metrics() {
-    if !ready("denials_are_logged_structured_rate_limited_and_counted_in_metrics") {
+    if !skip_unless(CONTAINERD) {
         return;
     }
     let (_l, allowed) = listener();
@@ -179,7 +167,7 @@ async fn denials_are_logged_structured_rate_limited_and_counted_in_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profile_edits_apply_to_running_containers_and_broken_edits_keep_the_old_version() {
-    if !ready("profile_edits_apply_to_running_containers_and_broken_edits_keep_the_old_version") {
+    if !skip_unless(CONTAINERD) {
         return;
     }
     let (_l, a) = listener();
@@ -236,7 +224,7 @@ fn status_field(pid: u32, task: Option<&str>, key: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_daemon_keeps_only_the_documented_capabilities_and_still_confines() {
-    if !ready("running_daemon_keeps_only_the_documented_capabilities_and_still_confines") {
+    if !skip_unless(CONTAINERD) {
         return;
     }
     let (_l, a) = listener();
@@ -298,12 +286,12 @@ async fn running_daemon_keeps_only_the_documented_capabilities_and_still_confine
 
 #[test]
 fn pins_of_another_map_layout_are_refused_and_left_untouched() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     let w = Warden::new();
     let cg = TestCgroup::new("layout");
-    w.confine(&cg.path, r#"{"name":"no-net","network":{"connect":[]}}"#, "enforce");
+    w.confine(&cg.path, &ProfileBuilder::new("no-net").no_connect().json(), "enforce");
     let links_before = w.cgroup_links(&cg.path);
     assert_eq!(links_before, 7);
     let current = warden_common_layout(&w);
@@ -325,7 +313,7 @@ fn pins_of_another_map_layout_are_refused_and_left_untouched() {
     );
     // So does every writer.
     let cg2 = TestCgroup::new("layout2");
-    let f = w.profile_file(r#"{"name":"other","network":{"connect":[]}}"#);
+    let f = w.profile_file(&ProfileBuilder::new("other").no_connect().json());
     let out = w.run(&["confine", "--cgroup", cg2.path.to_str().unwrap(), "--profile", f.to_str().unwrap()]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("layout version 999"));
 
@@ -367,7 +355,7 @@ impl LinksTotal for Warden {
 
 #[test]
 fn missing_capabilities_are_named_at_start() {
-    if !prerequisites() {
+    if !skip_unless(KERNEL) {
         return;
     }
     use std::os::unix::process::CommandExt as _;

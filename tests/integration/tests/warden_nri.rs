@@ -3,29 +3,17 @@
 //! reporting exactly what happened. Needs root; under CI=true a missing piece fails the test.
 use std::time::Duration;
 
-use warden_integration_tests::containerd::{prerequisites_or_skip, Containerd, PodHandle};
+use warden_integration_tests::containerd::{Containerd, PodHandle};
+use warden_integration_tests::scenarios::{exit_code, latest_line, listener, run_attempts, ATTEMPT};
 use warden_integration_tests::*;
-
-mod common;
-use common::{exit_code, latest_line, listener, run_attempts, ATTEMPT};
-
-fn ready(test: &str) -> bool {
-    prerequisites_or_skip(test) && prerequisites()
-}
 
 /// Every syscall but unshare; connect only to 127.0.0.1:`port`; no bind.
 fn app_profile(name: &str, port: u16) -> String {
-    let allow: Vec<&str> = syscalls::Sysno::iter().map(|s| s.name()).filter(|n| *n != "unshare").collect();
-    serde_json::json!({
-        "name": name,
-        "syscalls": { "default": "kill", "allow": allow },
-        "network": { "connect": [ { "cidr": "127.0.0.1/32", "ports": [port], "protocol": "tcp" } ], "bind": [] }
-    })
-    .to_string()
+    ProfileBuilder::new(name).syscalls_all_except(&["unshare"]).connect("127.0.0.1/32", &[port], "tcp").no_bind().json()
 }
 
 fn no_net(name: &str) -> String {
-    serde_json::json!({ "name": name, "network": { "connect": [] } }).to_string()
+    ProfileBuilder::new(name).no_connect().json()
 }
 
 /// Starts a container that repeats one attempt every 100 ms until stopped.
@@ -40,7 +28,7 @@ async fn run_loop(c: &Containerd, pod: &PodHandle, name: &str, attempt: &str) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotated_pod_is_confined_from_its_first_instruction() {
-    if !ready("annotated_pod_is_confined_from_its_first_instruction") {
+    if !skip_unless(CONTAINERD) {
         return;
     }
     let (_l, allowed) = listener();
@@ -96,7 +84,7 @@ async fn annotated_pod_is_confined_from_its_first_instruction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unannotated_pods_are_untouched_and_containers_get_their_own_profiles() {
-    if !ready("unannotated_pods_are_untouched_and_containers_get_their_own_profiles") {
+    if !skip_unless(CONTAINERD) {
         return;
     }
     let (_l, port) = listener();
@@ -136,7 +124,7 @@ async fn unannotated_pods_are_untouched_and_containers_get_their_own_profiles() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_policies_fail_the_start_unless_fail_open() {
-    if !ready("refused_policies_fail_the_start_unless_fail_open") {
+    if !skip_unless(CONTAINERD) {
         return;
     }
     let c = Containerd::start().await.unwrap();
@@ -175,7 +163,7 @@ async fn refused_policies_fail_the_start_unless_fail_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_and_remove_clean_up_every_entry_and_link() {
-    if !ready("stop_and_remove_clean_up_every_entry_and_link") {
+    if !skip_unless(CONTAINERD) {
         return;
     }
     let (_l, port) = listener();
@@ -198,7 +186,7 @@ async fn stop_and_remove_clean_up_every_entry_and_link() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enforcement_survives_containerd_and_warden_restarts_and_late_starts() {
-    if !ready("enforcement_survives_containerd_and_warden_restarts_and_late_starts") {
+    if !skip_unless(CONTAINERD) {
         return;
     }
     let (_l, port) = listener();
@@ -271,7 +259,7 @@ fn builtin_profiles(port: u16) -> Vec<(String, String)> {
 
 /// A TCP port free on 127.0.0.1 right now (the kernel's pick; released for the caller to use).
 fn free_port() -> u16 {
-    common::listener().1
+    warden_integration_tests::scenarios::listener().1
 }
 
 async fn sh(c: &Containerd, pod: &PodHandle, name: &str, script: &str) -> String {
@@ -284,7 +272,7 @@ async fn sh(c: &Containerd, pod: &PodHandle, name: &str, script: &str) -> String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builtin_profiles_run_their_workloads() {
-    if !ready("builtin_profiles_run_their_workloads") {
+    if !skip_unless(CONTAINERD) {
         return;
     }
     let c = Containerd::start().await.unwrap();
@@ -352,12 +340,12 @@ async fn builtin_profiles_run_their_workloads() {
     }
 }
 
-/// Learn mode end to end (tests/common/mod.rs): on this host without BPF-LSM, syscalls and
+/// Learn mode end to end (src/scenarios.rs): on this host without BPF-LSM, syscalls and
 /// network; the same scenario runs in the VMs with files and execs (tests/lsm.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learned_profile_is_written_on_stop_and_enforced_pods_start_every_time() {
-    if !ready("learned_profile_is_written_on_stop_and_enforced_pods_start_every_time") {
+    if !skip_unless(CONTAINERD) {
         return;
     }
-    common::learned_pod_scenario().await;
+    warden_integration_tests::scenarios::learned_pod_scenario().await;
 }

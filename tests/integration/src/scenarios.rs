@@ -1,11 +1,10 @@
 //! Pieces shared by the containerd test files (warden_nri.rs on this host, lsm.rs in the VMs):
 //! the static `warden-attempt` inside busybox containers, and the learn-mode scenario.
-#![allow(dead_code)]
 use std::net::TcpListener;
 use std::time::Duration;
 
-use warden_integration_tests::containerd::{Containerd, PodHandle};
-use warden_integration_tests::*;
+use crate::containerd::{Containerd, PodHandle};
+use crate::{eventually, static_attempt, WardenDaemon};
 
 pub const ATTEMPT: &str = "/warden-attempt";
 

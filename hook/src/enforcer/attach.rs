@@ -1,0 +1,233 @@
+//! Attaching programs: the hooks shared by every confined cgroup (the sys_enter raw
+//! tracepoint, the BPF-LSM groups) with their idle grace, and the network programs of each
+//! confined cgroup.
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::programs::{links::FdLink, CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, RawTracePoint};
+use tracing::{debug, info, warn};
+use warden_common::{mode, profile_flags};
+
+use super::programs::{LsmGroup, CGROUP_PROGRAMS, LSM_PROGRAMS};
+use super::Enforcer;
+
+pub(super) fn lsm_groups_needed(flags: u32, mode: u8) -> (bool, bool) {
+    let files = mode == mode::LEARN || flags & profile_flags::FILES != 0;
+    let gate = mode == mode::ENFORCE
+        && ((flags & profile_flags::SYSCALLS != 0 && flags & profile_flags::SYSCALLS_LOG_ONLY == 0)
+            || flags & profile_flags::FAMILIES != 0);
+    (files, gate)
+}
+
+/// The hooks shared by every confined cgroup, attached while some cgroup needs them.
+///
+/// Why they may stay attached for a while after the last user (issue 14): every attach and
+/// detach makes the kernel rewrite its own text on every CPU (the syscall tracepoint's static
+/// call and static keys, the LSM hooks' static calls on 6.12+), with IPIs and RCU grace
+/// periods. On a node where containers come and go that is a cost at every start and stop, and
+/// it is how a 7.2 guest under qemu's multi-threaded TCG died with `Oops: int3` in
+/// `trace_syscall_enter` (reproduced with no BPF at all by toggling the kernel's own
+/// `raw_syscalls/sys_enter` event; see tests/vm/README.md). A daemon therefore keeps them for
+/// `idle_grace` (config `hook_idle_detach_seconds`); the one-shot CLI detaches at once.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum SharedHook {
+    SysEnter = 0,
+    LsmFiles = 1,
+    LsmGate = 2,
+}
+
+impl Enforcer {
+    /// Pin of the link of LSM hook `hook`.
+    pub(super) fn lsm_pin(&self, hook: &str) -> PathBuf {
+        self.link_pin(&format!("lsm_{hook}"))
+    }
+
+    /// Attaches (`want`) or detaches the LSM programs of `group`.
+    pub(super) fn set_lsm_group(&mut self, group: LsmGroup, want: bool) -> Result<()> {
+        for (prog, hook, g, required) in LSM_PROGRAMS {
+            if *g != group {
+                continue;
+            }
+            let pin = self.lsm_pin(hook);
+            if !want {
+                if pin.exists() {
+                    std::fs::remove_file(&pin).with_context(|| format!("detaching lsm/{hook}"))?;
+                    info!(hook, "lsm program detached: no confined cgroup needs it");
+                }
+                continue;
+            }
+            if pin.exists() || self.lsm.is_err() {
+                continue;
+            }
+            if !self.load_lsm(prog, hook, *required)? {
+                continue; // optional hook this kernel lacks
+            }
+            let Some(p) = self.ebpf.program_mut(prog) else { bail!("program {prog} missing from the object") };
+            let p: &mut Lsm = p.try_into()?;
+            // Right after the last link of a hook went away, 7.x kernels were seen to refuse a
+            // new attach with EBUSY for a moment (the trampoline is torn down asynchronously):
+            // retry for up to ~1 s instead of failing a container's start.
+            let mut attempt = 0;
+            let attached = loop {
+                match p.attach() {
+                    Err(e) if attempt < 100 && is_ebusy(&e) => {
+                        attempt += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    r => break r,
+                }
+            };
+            if attempt > 0 {
+                debug!(hook, retries = attempt, "lsm attach retried after EBUSY");
+            }
+            let r = attached.and_then(|id| p.take_link(id)).map_err(anyhow::Error::from).and_then(|l| {
+                let link: FdLink = l.into();
+                link.pin(&pin).map(|_| ()).map_err(anyhow::Error::from)
+            });
+            match r {
+                Ok(()) => info!(hook, "lsm program attached"),
+                Err(e) if *required => return Err(e).with_context(|| format!("attaching {prog} to lsm/{hook}")),
+                Err(e) => warn!(hook, "lsm program not attached: {e:#}"),
+            }
+        }
+        Ok(())
+    }
+    /// Attaches raw tracepoint `tp` with program `prog` unless a pinned link exists already.
+    pub(super) fn ensure_raw_tp(&mut self, prog: &str, tp: &str) -> Result<()> {
+        let pin = self.link_pin(tp);
+        if pin.exists() {
+            return Ok(());
+        }
+        let p: &mut RawTracePoint =
+            self.ebpf.program_mut(prog).ok_or_else(|| anyhow!("program {prog} missing from the object"))?.try_into()?;
+        let id = p.attach(tp).with_context(|| format!("attaching {prog} to raw tracepoint {tp}"))?;
+        let link: FdLink = p.take_link(id)?.into();
+        link.pin(&pin).with_context(|| format!("pinning {}", pin.display()))?;
+        info!(tracepoint = tp, "attached");
+        Ok(())
+    }
+
+    /// Attaches the network programs to cgroup `cgid` (once; pinned per cgroup).
+    pub(super) fn attach_cgroup(&mut self, path: &Path, cgid: u64) -> Result<()> {
+        let dir = self.cgroup_pin_dir(cgid);
+        if CGROUP_PROGRAMS.iter().all(|p| dir.join(p).exists()) {
+            return Ok(());
+        }
+        let cg = File::open(path).with_context(|| format!("opening cgroup {}", path.display()))?;
+        let mut links: Vec<(&str, FdLink)> = Vec::new();
+        for name in CGROUP_PROGRAMS {
+            let prog = self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?;
+            let link: FdLink = match prog {
+                aya::programs::Program::CgroupSockAddr(p) => {
+                    let p: &mut CgroupSockAddr = p;
+                    let id = p
+                        .attach(&cg, CgroupAttachMode::Single)
+                        .with_context(|| format!("attaching {name} to {}", path.display()))?;
+                    p.take_link(id)?.try_into()?
+                }
+                aya::programs::Program::CgroupSock(p) => {
+                    let p: &mut CgroupSock = p;
+                    let id = p
+                        .attach(&cg, CgroupAttachMode::Single)
+                        .with_context(|| format!("attaching {name} to {}", path.display()))?;
+                    p.take_link(id)?.try_into()?
+                }
+                _ => bail!("{name} is not a cgroup program"),
+            };
+            links.push((name, link));
+        }
+        // Every program is attached; pin them. If pinning fails, unpin what was pinned and the
+        // remaining links detach when dropped.
+        std::fs::create_dir_all(&dir)?;
+        let mut pinned = Vec::new();
+        for (name, link) in links {
+            match link.pin(dir.join(name)) {
+                Ok(p) => pinned.push(p),
+                Err(e) => {
+                    for p in pinned {
+                        let _ = p.unpin();
+                    }
+                    let _ = std::fs::remove_dir(&dir);
+                    return Err(e).with_context(|| format!("pinning {name} link"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether shared hook `h` should be attached: yes if `needed`; if not needed but still
+    /// `attached`, yes until it has been idle for `idle_grace`.
+    pub(super) fn keep_while_idle(&mut self, h: SharedHook, needed: bool, attached: bool) -> bool {
+        let since = &mut self.idle_since[h as usize];
+        if needed || !attached {
+            *since = None;
+            return needed;
+        }
+        let t = *since.get_or_insert_with(Instant::now);
+        if t.elapsed() < self.idle_grace {
+            debug!(hook = ?h, "kept attached while idle");
+            return true;
+        }
+        *since = None;
+        false
+    }
+
+    pub(super) fn lsm_group_attached(&self, group: LsmGroup) -> bool {
+        LSM_PROGRAMS.iter().any(|(_, hook, g, _)| *g == group && self.lsm_pin(hook).exists())
+    }
+
+    /// Keep shared hooks attached for `grace` after their last user (see `SharedHook`). A
+    /// daemon sets this and calls `detach_idle` now and then; zero (the default) detaches as
+    /// soon as the last user is released.
+    pub fn set_idle_grace(&mut self, grace: Duration) {
+        self.idle_grace = grace;
+    }
+
+    /// Detaches the shared hooks that have been idle for the grace period. Cheap when nothing
+    /// is idle (no map is read).
+    pub fn detach_idle(&mut self) -> Result<()> {
+        let due = self.idle_since.iter().flatten().any(|t| t.elapsed() >= self.idle_grace);
+        if due {
+            self.gc()?;
+        }
+        Ok(())
+    }
+
+    /// Benchmark calibration: attaches the no-op sys_enter program (not pinned; detached when
+    /// the returned link is dropped). Never used by the engine itself.
+    #[doc(hidden)]
+    pub fn attach_noop_sys_enter(&mut self) -> Result<FdLink> {
+        let p: &mut RawTracePoint = self
+            .ebpf
+            .program_mut("warden_noop_sys_enter")
+            .ok_or_else(|| anyhow!("program warden_noop_sys_enter missing"))?
+            .try_into()?;
+        let id = p.attach("sys_enter")?;
+        Ok(p.take_link(id)?.into())
+    }
+
+    pub fn sys_enter_attached(&self) -> bool {
+        self.link_pin("sys_enter").exists()
+    }
+}
+
+/// Whether a program error is the kernel's EBUSY.
+fn is_ebusy(e: &aya::programs::ProgramError) -> bool {
+    use std::error::Error as _;
+    // The io::Error sits in the SyscallError inside; its Debug form names the errno.
+    if format!("{e:?}").contains(&format!("code: {},", libc::EBUSY)) {
+        return true;
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::EBUSY) {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    false
+}

@@ -1,0 +1,183 @@
+//! warden's eBPF object: loading it (kernel offsets and settings as globals, maps adopted from
+//! their pins), the program tables, and loading the BPF-LSM programs.
+use std::path::Path;
+
+use anyhow::{bail, Context as _, Result};
+use aya::{programs::Lsm, Btf, Ebpf, EbpfLoader};
+use tracing::{debug, info, warn};
+use warden_common::globals;
+
+use super::{maps, Enforcer};
+use crate::kernel::btf::KernelOffsets;
+
+/// The eBPF object built by hook/build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/warden"));
+
+/// Programs attached to every confined cgroup.
+pub(super) const CGROUP_PROGRAMS: &[&str] = &[
+    "warden_sock_create",
+    "warden_connect4",
+    "warden_connect6",
+    "warden_sendmsg4",
+    "warden_sendmsg6",
+    "warden_bind4",
+    "warden_bind6",
+];
+
+/// Which group of LSM programs a confined cgroup needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LsmGroup {
+    /// Files and execs: a `files` section, or learn mode (which records paths and execs).
+    Files,
+    /// Dangerous syscalls refused before they run: a killing syscall policy or a family list.
+    Gate,
+}
+
+/// BPF-LSM programs: (program, LSM hook, group, required). A required program that does not
+/// load makes the bpf-lsm layer unusable; an optional one (a hook this kernel lacks) is skipped
+/// with a warning. Links are pinned as `links/lsm_<hook>`.
+pub(super) const LSM_PROGRAMS: &[(&str, &str, LsmGroup, bool)] = &[
+    ("warden_file_open", "file_open", LsmGroup::Files, true),
+    ("warden_bprm_check", "bprm_check_security", LsmGroup::Files, true),
+    ("warden_path_mknod", "path_mknod", LsmGroup::Files, true),
+    ("warden_path_mkdir", "path_mkdir", LsmGroup::Files, true),
+    ("warden_path_unlink", "path_unlink", LsmGroup::Files, true),
+    ("warden_path_rmdir", "path_rmdir", LsmGroup::Files, true),
+    ("warden_path_symlink", "path_symlink", LsmGroup::Files, true),
+    ("warden_path_rename", "path_rename", LsmGroup::Files, true),
+    ("warden_path_link", "path_link", LsmGroup::Files, true),
+    ("warden_path_truncate", "path_truncate", LsmGroup::Files, true),
+    ("warden_path_chmod", "path_chmod", LsmGroup::Files, true),
+    ("warden_path_chown", "path_chown", LsmGroup::Files, true),
+    ("warden_sb_mount", "sb_mount", LsmGroup::Gate, false),
+    ("warden_sb_umount", "sb_umount", LsmGroup::Gate, false),
+    ("warden_move_mount", "move_mount", LsmGroup::Gate, false),
+    ("warden_ptrace", "ptrace_access_check", LsmGroup::Gate, false),
+    ("warden_bpf", "bpf", LsmGroup::Gate, false),
+    ("warden_perf_event_open", "perf_event_open", LsmGroup::Gate, false),
+    ("warden_kernel_load_data", "kernel_load_data", LsmGroup::Gate, false),
+    ("warden_kernel_read_file", "kernel_read_file", LsmGroup::Gate, false),
+    ("warden_userns_create", "userns_create", LsmGroup::Gate, false),
+    ("warden_key_alloc", "key_alloc", LsmGroup::Gate, false),
+    ("warden_anon_inode", "inode_init_security_anon", LsmGroup::Gate, false),
+    ("warden_socket_create", "socket_create", LsmGroup::Gate, false),
+];
+
+/// Loads the eBPF object (maps reuse their pins under `pin_dir`) and every program but the
+/// BPF-LSM ones.
+pub(super) fn load_object(pin_dir: &Path) -> Result<Ebpf> {
+    if EBPF_OBJECT.is_empty() {
+        bail!("this warden binary was built without its eBPF object (AYA_BUILD_SKIP): rebuild without it");
+    }
+    let off = KernelOffsets::from_running_kernel()?;
+    debug!(?off, "kernel offsets from BTF");
+    let rate_limit: u64 = std::env::var("WARDEN_EVENT_RATE_LIMIT").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let maps_dir = maps::maps_dir(pin_dir);
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(&maps_dir)
+        .override_global(globals::CGROUP_KN, &off.cgroup_kn, true)
+        .override_global(globals::KERNFS_NODE_ID, &off.kernfs_node_id, true)
+        .override_global(globals::CGROUP_PARENT, &off.cgroup_parent, true)
+        .override_global(globals::CGROUP_ROOT, &off.cgroup_root, true)
+        .override_global(globals::CGROUP_ROOT_HIERARCHY_ID, &off.cgroup_root_hierarchy_id, true)
+        .override_global(globals::TASK_TI_STATUS, &off.task_ti_status, true)
+        .override_global(globals::FILE_F_PATH, &off.files.file_f_path, true)
+        .override_global(globals::FILE_F_MODE, &off.files.file_f_mode, true)
+        .override_global(globals::FILE_F_INODE, &off.files.file_f_inode, true)
+        .override_global(globals::INODE_I_MODE, &off.files.inode_i_mode, true)
+        .override_global(globals::BPRM_FILE, &off.files.bprm_file, true)
+        .override_global(globals::PATH_MNT, &off.files.path_mnt, true)
+        .override_global(globals::PATH_DENTRY, &off.files.path_dentry, true)
+        .override_global(globals::DENTRY_PARENT, &off.files.dentry_parent, true)
+        .override_global(globals::DENTRY_NAME_LEN, &off.files.dentry_name_len, true)
+        .override_global(globals::DENTRY_NAME, &off.files.dentry_name, true)
+        .override_global(globals::VFSMOUNT_ROOT, &off.files.vfsmount_root, true)
+        .override_global(globals::MOUNT_MNT, &off.files.mount_mnt, true)
+        .override_global(globals::MOUNT_PARENT, &off.files.mount_parent, true)
+        .override_global(globals::MOUNT_MOUNTPOINT, &off.files.mount_mountpoint, true)
+        .override_global(globals::MOUNT_NS, &off.files.mount_ns, true)
+        .override_global(globals::TASK_FS, &off.files.task_fs, true)
+        .override_global(globals::FS_ROOT, &off.files.fs_root, true)
+        .override_global(globals::EVENT_RATE_LIMIT, &rate_limit, true)
+        .load(EBPF_OBJECT)
+        .context("loading warden's eBPF object")?;
+
+    for (name, prog) in ebpf.programs_mut() {
+        let r = match prog {
+            aya::programs::Program::RawTracePoint(p) => p.load(),
+            aya::programs::Program::CgroupSockAddr(p) => p.load(),
+            aya::programs::Program::CgroupSock(p) => p.load(),
+            // BPF-LSM programs: below, only where the layer works (this project's CI kernel
+            // refuses every trampoline program with EPERM).
+            _ => continue,
+        };
+        r.with_context(|| format!("loading eBPF program {name}"))?;
+    }
+
+    Ok(ebpf)
+}
+
+impl Enforcer {
+    /// Loads LSM program `prog` for `hook` unless loaded. Ok(false): an optional program this
+    /// kernel cannot load (warned); Err: a required one.
+    pub(super) fn load_lsm(&mut self, prog: &str, hook: &str, required: bool) -> Result<bool> {
+        // Loaded already: no BTF needed (preload_lsm drops the parsed BTF afterwards).
+        {
+            let Some(p) = self.ebpf.program_mut(prog) else { bail!("program {prog} missing from the object") };
+            let p: &mut Lsm = p.try_into()?;
+            if p.fd().is_ok() {
+                return Ok(true);
+            }
+        }
+        if self.btf.is_none() {
+            self.btf = Some(Btf::from_sys_fs().context("reading the kernel BTF for the BPF-LSM programs")?);
+        }
+        let btf = self.btf.as_ref().expect("parsed above");
+        let Some(p) = self.ebpf.program_mut(prog) else { bail!("program {prog} missing from the object") };
+        let p: &mut Lsm = p.try_into()?;
+        match p.load(hook, btf) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                if required {
+                    return Err(e).with_context(|| format!("the lsm/{hook} program does not load on this kernel"));
+                }
+                // A hook this kernel lacks: that syscall class keeps only the sys_enter kill.
+                warn!(hook, "optional lsm program not loaded: {e:#}");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Loads (verifies) every BPF-LSM program now instead of at first use: for a long-running
+    /// daemon, so that the first container with a `files` profile does not wait for the
+    /// verifier inside the runtime's request timeout. A required program that does not load
+    /// makes the layer unusable (profiles with `files` are then refused, with the reason).
+    pub fn preload_lsm(&mut self) {
+        if self.lsm.is_err() {
+            return;
+        }
+        for (prog, hook, _, required) in LSM_PROGRAMS {
+            if let Err(e) = self.load_lsm(prog, hook, *required) {
+                warn!("bpf-lsm layer unusable: {e:#}");
+                self.lsm = Err(format!("{e:#}"));
+                return;
+            }
+        }
+        info!("BPF-LSM programs loaded");
+        // Every LSM program is verified: the parsed kernel BTF (tens of MB) is not needed
+        // again unless one is reloaded (load_lsm parses it anew then).
+        self.btf = None;
+        return_load_memory();
+    }
+}
+
+/// Loading parses the kernel BTF and the eBPF object: tens of MB of heap, freed right after
+/// but kept by glibc's malloc, which made an idle daemon's RSS ~40 MB instead of ~6 MB
+/// (warden-bench's scale part measures both). Hand it back to the kernel.
+pub(super) fn return_load_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -1,0 +1,196 @@
+use warden_common::{kind, LearnFileUse, LearnInfo, LearnKey, LEARN_FILES_PER_CGROUP, LEARN_ITEMS_PER_CGROUP};
+
+use super::record::{AF_INET, AF_INET6};
+use super::*;
+use crate::profile::merge::union;
+use crate::profile::{PortRange, Profile, Protocol, SyscallsSpec};
+
+fn key(k: u8, fam: u16, proto: u8, port: u16, addr: &[u8]) -> LearnKey {
+    let mut a = [0u8; 16];
+    a[..addr.len()].copy_from_slice(addr);
+    LearnKey { root_cgroup: 7, kind: k, proto, family: fam, port, _pad: [0; 2], addr: a }
+}
+
+fn learned(items: Vec<LearnKey>, sc: &[&str]) -> Learned {
+    Learned {
+        cgroup_id: 7,
+        syscalls: sc.iter().map(|s| s.parse::<syscalls::Sysno>().unwrap().id() as usize).collect(),
+        items,
+        ..Default::default()
+    }
+}
+
+fn opts() -> GenerateOptions {
+    GenerateOptions { name: "t".into(), extends: vec![], source: "test".into(), collapse_dir_files: COLLAPSE_DIR_FILES }
+}
+
+#[test]
+fn generated_profile_is_valid_and_generalised_as_stated() {
+    let mut mapped = [0u8; 16];
+    mapped[10] = 0xff;
+    mapped[11] = 0xff;
+    mapped[12..].copy_from_slice(&[127, 0, 0, 2]);
+    let mut items = vec![
+        key(kind::CONNECT, AF_INET, 6, 80, &[127, 0, 0, 1]),
+        key(kind::CONNECT, AF_INET, 6, 81, &[127, 0, 0, 1]),
+        key(kind::SENDMSG, AF_INET, 17, 53, &[10, 0, 0, 1]),
+        key(kind::CONNECT, AF_INET6, 6, 443, &mapped),
+        key(kind::BIND, AF_INET, 6, 8080, &[0, 0, 0, 0]),
+        key(kind::BIND, AF_INET, 17, 40000, &[0, 0, 0, 0]),
+        key(kind::SOCKET, AF_INET, 6, 1, &[]),
+        key(kind::SOCKET, 1, 0, 0, &[]),
+    ];
+    for p in [33000u16, 34000, 35000, 36000] {
+        items.push(key(kind::BIND, AF_INET, 6, p, &[0, 0, 0, 0]));
+    }
+    let g = generate(&learned(items, &["read", "write"]), &opts());
+    assert!(crate::profile::check(&g.profile).iter().all(|d| !d.is_error()), "{:?}", crate::profile::check(&g.profile));
+    crate::profile::compile(&g.profile).unwrap();
+    let n = g.profile.network.as_ref().unwrap();
+    let c = n.connect.as_ref().unwrap();
+    assert!(c
+        .iter()
+        .any(|r| r.cidr.to_string() == "127.0.0.1/32" && r.ports == Some(vec![PortRange { lo: 80, hi: 81 }])));
+    assert!(c.iter().any(|r| r.cidr.to_string() == "127.0.0.2/32"), "mapped written as v4: {c:?}");
+    assert!(c.iter().any(|r| r.cidr.to_string() == "10.0.0.1/32" && r.protocol == Protocol::Udp));
+    let b = n.bind.as_ref().unwrap();
+    let tcp = b.iter().find(|r| r.protocol == Protocol::Tcp).unwrap();
+    assert_eq!(tcp.ports, vec![PortRange { lo: 8080, hi: 8080 }, EPHEMERAL]);
+    let udp = b.iter().find(|r| r.protocol == Protocol::Udp).unwrap();
+    assert_eq!(udp.ports, vec![PortRange { lo: 40000, hi: 40000 }], "one high port is not collapsed");
+    assert_eq!(n.families.as_ref().unwrap(), &vec!["inet".to_string(), "unix".to_string()]);
+    let Some(SyscallsSpec::Allow(s)) = &g.profile.syscalls else { panic!() };
+    assert!(s.allow.contains(&"exit_group".to_string()) && s.allow.contains(&"read".to_string()));
+    assert!(g.profile.description.as_ref().unwrap().contains("collapsed"));
+}
+
+fn used(path: &str, how: &str) -> (String, LearnFileUse) {
+    let u = LearnFileUse {
+        read: how.contains('r') as u8,
+        write: how.contains('w') as u8,
+        exec: how.contains('x') as u8,
+        cut: how.contains('c') as u8,
+        _pad: [0; 4],
+    };
+    (path.to_string(), u)
+}
+
+fn rules(p: &Profile) -> Vec<(String, String)> {
+    p.files.as_ref().unwrap().iter().map(|r| (r.path.clone(), r.access.clone())).collect()
+}
+
+#[test]
+fn files_are_generated_and_generalised_as_stated() {
+    let mut files = vec![
+        used("/usr/bin/httpd", "x"),
+        used("/etc/hosts", "r"),
+        used("/proc/4242/status", "r"),
+        used("/proc/4242/fd/", "r"),
+        used("/var/log/app.log", "rw"),
+        used("/tmp/gone (deleted)", "w"),
+        used("anon_inode:[eventfd]", "r"),
+        used(&format!("/deep/{}", "d".repeat(240)), "rc"),
+    ];
+    for i in 0..20 {
+        files.push(used(&format!("/srv/www/page{i}.html"), "r"));
+    }
+    let mut l = learned(vec![], &["read"]);
+    l.files = Some(files);
+    let g = generate(&l, &opts());
+    let errors: Vec<_> = crate::profile::check(&g.profile).into_iter().filter(|d| d.is_error()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    crate::profile::compile(&g.profile).unwrap();
+    let r = rules(&g.profile);
+    let has = |p: &str, a: &str| r.iter().any(|(rp, ra)| rp == p && ra == a);
+    assert!(has("/usr/bin/httpd", "x"), "{r:?}");
+    assert!(has("/etc/hosts", "r"), "{r:?}");
+    assert!(has("/proc/", "r"), "per-pid paths generalised: {r:?}");
+    assert!(!r.iter().any(|(p, _)| p.starts_with("/proc/4242")), "{r:?}");
+    assert!(has("/var/log/app.log", "rw"), "{r:?}");
+    assert!(has("/tmp/gone", "w"), "{r:?}");
+    assert!(has("/srv/www/", "r"), "more than {COLLAPSE_DIR_FILES} entries collapsed: {r:?}");
+    assert!(has("/deep/", "r"), "a cut path becomes its directory: {r:?}");
+    assert!(!r.iter().any(|(p, _)| p.starts_with("anon_inode")), "{r:?}");
+    let d = g.profile.description.unwrap();
+    for said in ["/proc/<pid>/", "collapsed into `/srv/www/`", "longest directory", "anon_inode", "deleted"] {
+        assert!(d.contains(said), "the description says what was generalised ({said}): {d}");
+    }
+    // exact below the threshold
+    let mut l2 = learned(vec![], &["read"]);
+    l2.files = Some((0..3).map(|i| used(&format!("/srv/www/page{i}.html"), "r")).collect());
+    let r2 = rules(&generate(&l2, &opts()).profile);
+    assert_eq!(r2.len(), 3, "{r2:?}");
+}
+
+#[test]
+fn files_not_recorded_leave_the_section_out() {
+    let g = generate(&learned(vec![], &["read"]), &opts());
+    assert!(g.profile.files.is_none());
+    assert!(g.profile.description.unwrap().contains("BPF-LSM is not usable"));
+}
+
+#[test]
+fn union_merges_the_access_of_one_path() {
+    let mut a = learned(vec![], &["read"]);
+    a.files = Some(vec![used("/data/x", "r")]);
+    let mut b = learned(vec![], &["read"]);
+    b.files = Some(vec![used("/data/x", "w"), used("/bin/sh", "x")]);
+    let (a, b) = (generate(&a, &opts()).profile, generate(&b, &opts()).profile);
+    let ab = union(&[a.clone(), b.clone()], None).unwrap();
+    assert_eq!(rules(&ab), vec![("/bin/sh".to_string(), "x".to_string()), ("/data/x".to_string(), "rw".to_string())]);
+    assert_eq!(ab, union(&[b, a, ab.clone()], None).unwrap(), "idempotent, order-independent");
+}
+
+#[test]
+fn file_truncation_is_marked() {
+    let mut l = learned(vec![], &["read"]);
+    l.files = Some(vec![]);
+    l.info = LearnInfo { file_items: LEARN_FILES_PER_CGROUP, file_truncated: 3, ..Default::default() };
+    let g = generate(&l, &opts());
+    assert_eq!(g.truncated, 3);
+    assert!(g.profile.description.unwrap().contains("INCOMPLETE: 3 file"));
+}
+
+#[test]
+fn truncation_is_marked() {
+    let mut l = learned(vec![], &["read"]);
+    l.info = LearnInfo { items: LEARN_ITEMS_PER_CGROUP, truncated: 5, ..Default::default() };
+    let g = generate(&l, &opts());
+    assert_eq!(g.truncated, 5);
+    assert!(g.profile.description.unwrap().contains("INCOMPLETE: 5"));
+}
+
+#[test]
+fn union_is_idempotent_and_order_independent() {
+    let a = generate(&learned(vec![key(kind::CONNECT, AF_INET, 6, 80, &[127, 0, 0, 1])], &["read"]), &opts()).profile;
+    let b = generate(
+        &learned(
+            vec![key(kind::CONNECT, AF_INET, 6, 81, &[127, 0, 0, 1]), key(kind::BIND, AF_INET, 6, 9000, &[0; 4])],
+            &["write"],
+        ),
+        &opts(),
+    )
+    .profile;
+    let ab = union(&[a.clone(), b.clone()], None).unwrap();
+    assert_eq!(ab, union(&[b.clone(), a.clone()], None).unwrap());
+    assert_eq!(ab, union(&[ab.clone(), a.clone()], None).unwrap());
+    assert_eq!(ab, union(&[ab.clone(), ab.clone()], None).unwrap());
+    assert_eq!(ab, union(std::slice::from_ref(&ab), None).unwrap());
+    let Some(SyscallsSpec::Allow(s)) = &ab.syscalls else { panic!() };
+    assert!(s.allow.contains(&"read".into()) && s.allow.contains(&"write".into()));
+    let c = ab.network.as_ref().unwrap().connect.as_ref().unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].ports, Some(vec![PortRange { lo: 80, hi: 81 }]));
+    // A section absent (not restricted) in one stays absent in the union.
+    let open =
+        Profile { name: "t".into(), description: None, extends: vec![], syscalls: None, files: None, network: None };
+    assert!(union(&[ab.clone(), open], None).unwrap().syscalls.is_none());
+    assert!(union(&[a, Profile { name: "other".into(), ..b }], None).is_err(), "names differ");
+}
+
+#[test]
+fn container_names() {
+    assert_eq!(container_profile_name("default", "web-1", "app"), "default_web-1_app");
+    assert_eq!(container_profile_name("NS", "a/b", "c"), "ns_a-b_c");
+    assert!(container_profile_name("x", &"p".repeat(100), "c").len() <= 63);
+}
