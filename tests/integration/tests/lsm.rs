@@ -520,8 +520,9 @@ fn hook_attach_detach_stress() {
     let w = Warden::new();
     let cg = TestCgroup::new("stress");
     let mut spinners: Vec<Attempt> = (0..2).map(|_| Attempt::spawn_in(&cg.path)).collect();
-    spinners.push(Attempt::spawn()); // unconfined: the hook runs for its syscalls too
-                                     // Two threads per spinner natively; one in the VMs, where each vCPU is emulated.
+    // The third spinner is unconfined: the hook runs for its syscalls too. Two threads per
+    // spinner natively; one in the VMs, where each vCPU is emulated.
+    spinners.push(Attempt::spawn());
     let threads = if std::env::var_os(IN_VM).is_some() { "spin 1" } else { "spin 2" };
     for a in &mut spinners {
         assert_eq!(a.attempt(threads), Outcome::ok());
