@@ -13,9 +13,9 @@ use warden_common::{kind, mode, profile_flags, CgroupPolicy, SYSCALL_BITMAP_BITS
 use crate::{
     globals::{global, OFF_TASK_TI_STATUS},
     learn::learn_info,
-    maps::{WARDEN_CGROUPS, WARDEN_LEARN_SC},
+    maps::WARDEN_LEARN_SC,
     network::{AF_INET, AF_INET6},
-    policy::{profile, resolve_entry},
+    policy::{current_entry, profile, resolve_entry},
     verdict::{judge, Attempt},
 };
 
@@ -62,8 +62,8 @@ pub(crate) fn in_compat_syscall() -> bool {
 pub fn warden_sys_enter(ctx: RawTracePointContext) -> i32 {
     // First step: one lookup. Unconfined processes leave here.
     let cgid = unsafe { bpf_get_current_cgroup_id() };
-    let Some(entry) = (unsafe { WARDEN_CGROUPS.get(&cgid) }) else { return 0 };
-    on_syscall(&ctx, cgid, entry);
+    let Some((id, entry)) = current_entry(cgid) else { return 0 };
+    on_syscall(&ctx, id, entry);
     0
 }
 
