@@ -70,10 +70,8 @@ fn connection_of(a: &mut Attempt, socket: &Path, relay_dir: &Path) -> UnixStream
 
 /// Confines the cgroup of `pid` as container `id` through the socket (as the OCI hook does).
 fn confine(socket: &Path, id: &str, pid: u32) {
-    let a = call_new(
-        socket,
-        &json!({"op": "confine", "id": id, "pid": pid, "annotations": {"warden.io/profile": "web"}}),
-    );
+    let a =
+        call_new(socket, &json!({"op": "confine", "id": id, "pid": pid, "annotations": {"warden.io/profile": "web"}}));
     assert_eq!((a["ok"].as_bool(), a["confined"].as_bool()), (Some(true), Some(true)), "{a}");
 }
 
@@ -183,6 +181,44 @@ fn a_confined_peer_in_a_pid_namespace_the_daemon_cannot_see_cannot_release() {
     drop(a);
     let ans = call_new(&socket, &json!({"op": "release", "id": id}));
     assert_eq!(ans, json!({"ok": true, "released": true}));
+    w.kill();
+    eventually(Duration::from_secs(5), "the daemon's exit", || {
+        (!Path::new(&format!("/proc/{daemon}")).exists()).then_some(())
+    });
+}
+
+#[test]
+fn a_peer_the_daemon_cannot_name_may_read_but_never_confine_or_release() {
+    if !skip_unless(KERNEL) {
+        return;
+    }
+    let (_l, port) = listener();
+    let mut w = WardenDaemon::configure_without_nri(&[("web", net_profile("web", port))], "");
+    // The DaemonSet's view exactly: its own pid namespace and its own /proc, so neither
+    // SO_PEERCRED (pid 0), PIDFD_GET_INFO (EREMOTE) nor /proc can name a peer on the host.
+    w.start_wrapped(&["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]);
+    let daemon = only_child(w.pid().unwrap());
+    let socket = w.warden.socket();
+
+    // Reads are served: `warden status` on a DaemonSet's node.
+    let st = call_new(&socket, &json!({"op": "status"}));
+    assert_eq!(st["ok"], json!(true), "{st}");
+    let out = w.warden.run(&["status"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Nothing that changes confinement, from anyone the daemon cannot place.
+    for req in [
+        json!({"op": "release", "id": "anything"}),
+        json!({"op": "confine", "id": "c1", "pid": std::process::id(), "annotations": {"warden.io/profile": "web"}}),
+    ] {
+        let ans = call_new(&socket, &req);
+        assert_eq!(ans["ok"], json!(false), "{req} from a peer with pid 0 was served: {ans}");
+        let err = ans["error"].as_str().unwrap_or_default();
+        assert!(err.starts_with("permission denied") && err.contains("pid namespace"), "{ans}");
+    }
+    let log = w.log_text();
+    assert!(log.contains("control socket: refused a peer") && log.contains("release"), "{log}");
+
     w.kill();
     eventually(Duration::from_secs(5), "the daemon's exit", || {
         (!Path::new(&format!("/proc/{daemon}")).exists()).then_some(())
