@@ -27,9 +27,7 @@ fn hex(b: &[u8]) -> String {
 fn assert_inert(what: &str, text: &str) {
     let bad: Vec<char> = text
         .chars()
-        .filter(|&c| {
-            (c.is_control() && c != '\n') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-        })
+        .filter(|&c| (c.is_control() && c != '\n') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
         .collect();
     assert!(bad.is_empty(), "{what} carries raw {bad:?}:\n{text}");
 }
@@ -61,7 +59,7 @@ fn workload_names_with_newlines_esc_and_bidi_are_escaped_in_logs_and_cli() {
     assert!(line.contains(r#""confined":true"#), "{line}");
 
     // Text and JSON followers through the daemon, before the denial.
-    let mut text = w
+    let text = w
         .warden
         .command(&["events", "--follow", "--count", "1", "--timeout", "20"])
         .stdout(Stdio::piped())
