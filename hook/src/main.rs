@@ -355,7 +355,7 @@ fn report(maps: &Maps, pin_dir: &std::path::Path, id: u64, json: bool) -> Result
         return Ok(());
     }
     let what = if mode == "learn" { "learned (learn mode: nothing is denied)" } else { "enforce would have denied" };
-    println!("cgroup {id}, profile {}, mode {mode}: {what}", learned.profile);
+    println!("cgroup {id}, profile {}, mode {mode}: {what}", Esc(&learned.profile));
     if mode != "learn" {
         let total: u64 = counts.values().sum();
         println!("attempts (exact counts): {total}{}", if total == 0 { " -- nothing" } else { "" });

@@ -458,10 +458,16 @@ fn run(args: &[&str]) -> String {
 }
 
 fn unhex(h: &str) -> Result<Vec<u8>, String> {
-    if h.len() % 2 != 0 {
-        return Err(format!("odd hex {h}"));
-    }
-    (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).map_err(|_| format!("bad hex {h}"))).collect()
+    h.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .filter(|p| p.len() == 2)
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| format!("bad hex {h}"))
+        })
+        .collect()
 }
 
 /// Sends descriptor `fd` over the unix stream `via` (one byte of data, SCM_RIGHTS).
