@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use tracing::{error, info, warn};
 
 use super::hub::EventHub;
-use super::peer::{self, Decision};
+use super::peer::{self, Access, Decision, PeerCgroup};
 use super::protocol::{ConfineAnswer, ConfineRequest, ContainerInfo, EventFilter, Request};
 
 /// A request line longer than this is refused (requests are small; annotations included).
@@ -203,6 +203,19 @@ fn handle<H: Handler>(h: &H, mut s: UnixStream) -> Result<()> {
         )?;
         return Ok(());
     }
+    // A confined workload must never reach the switch of its own policy, even as root; nor may
+    // a peer the daemon cannot place. Refused before its request is read, so that a confined
+    // peer cannot hold one of the MAX_CONNECTIONS for the read timeout; only a peer in a pid
+    // namespace the daemon cannot see into waits for its request (reads are served to it).
+    let found = peer::identify(&s, cred.pid, h.cgroup2_mount());
+    let deferred = found == PeerCgroup::OtherPidNamespace;
+    if !deferred {
+        if let Decision::Refuse { client, log } = peer::decide(&found, Access::Mutating, |id| h.confined_root_of(id)) {
+            warn!(peer_pid = cred.pid, why = %log, "control socket: refused a peer");
+            reply_err(&mut s, &client)?;
+            return Ok(());
+        }
+    }
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
     let mut line = String::new();
@@ -218,14 +231,12 @@ fn handle<H: Handler>(h: &H, mut s: UnixStream) -> Result<()> {
             return Ok(());
         }
     };
-    // A confined workload must never reach the switch of its own policy, even as root; nor may
-    // a peer the daemon cannot place. Checked once the request is known (what it may do decides
-    // a peer in another pid namespace) and as late as possible before serving it.
-    let found = peer::identify(&s, cred.pid, h.cgroup2_mount());
-    if let Decision::Refuse { client, log } = peer::decide(&found, req.access(), |id| h.confined_root_of(id)) {
-        warn!(peer_pid = cred.pid, op = req.op(), why = %log, "control socket: refused a peer");
-        reply_err(&mut s, &client)?;
-        return Ok(());
+    if deferred {
+        if let Decision::Refuse { client, log } = peer::decide(&found, req.access(), |id| h.confined_root_of(id)) {
+            warn!(peer_pid = cred.pid, op = req.op(), why = %log, "control socket: refused a peer");
+            reply_err(&mut s, &client)?;
+            return Ok(());
+        }
     }
     match req {
         Request::Status => {
