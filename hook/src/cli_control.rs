@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use serde_json::Value;
 use warden::control::{self, Client, EventFilter, Request};
 use warden::enforcer::{self, Maps};
+use warden::escape::{escape, json_inert, Esc};
 
 /// The daemon at `socket`, if one is running and serves the pins at `pin_dir` (a client asking
 /// about other pins, e.g. a test's private folder, reads those pins itself).
@@ -28,7 +29,7 @@ fn daemon_for(socket: &Path, pin_dir: &Path) -> Result<Option<(Client, Value)>> 
 pub fn status(socket: &Path, pin_dir: &Path, json: bool) -> Result<()> {
     if let Some((_, v)) = daemon_for(socket, pin_dir)? {
         if json {
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            println!("{}", json_inert(&serde_json::to_string_pretty(&v)?));
         } else {
             print_daemon_status(&v);
         }
@@ -41,7 +42,7 @@ pub fn status(socket: &Path, pin_dir: &Path, json: bool) -> Result<()> {
     );
     let maps = Maps::open(pin_dir)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&control::pin_status(&maps, pin_dir))?);
+        println!("{}", json_inert(&serde_json::to_string_pretty(&control::pin_status(&maps, pin_dir))?));
         return Ok(());
     }
     let list = enforcer::list(&maps);
@@ -70,6 +71,12 @@ pub fn status(socket: &Path, pin_dir: &Path, json: bool) -> Result<()> {
 
 fn s(v: &Value) -> &str {
     v.as_str().unwrap_or("")
+}
+
+/// A string field for the terminal: names come from annotations, comm and paths from the
+/// workload (see crate::escape).
+fn e(v: &Value) -> Esc<'_> {
+    Esc(s(v))
 }
 
 fn print_daemon_status(v: &Value) {
@@ -101,17 +108,17 @@ fn print_daemon_status(v: &Value) {
     );
     let containers = v["containers"].as_array().cloned().unwrap_or_default();
     for c in &containers {
-        let id = s(&c["id"]);
+        let id = escape(s(&c["id"]));
         let pod =
-            if s(&c["pod"]).is_empty() { "-".to_string() } else { format!("{}/{}", s(&c["namespace"]), s(&c["pod"])) };
+            if s(&c["pod"]).is_empty() { "-".to_string() } else { format!("{}/{}", e(&c["namespace"]), e(&c["pod"])) };
         let viol: Vec<String> =
             c["violations"].as_object().into_iter().flatten().map(|(k, n)| format!("{k}={n}")).collect();
         println!(
             "{:<14} {:<30} {:<16} {:<20} {:<13} {:<9} {:>10} {:<8}  {}",
-            &id[..id.len().min(13)],
+            id.chars().take(13).collect::<String>(),
             pod,
-            s(&c["container"]),
-            s(&c["profile"]),
+            e(&c["container"]).to_string(),
+            e(&c["profile"]).to_string(),
             s(&c["version"]),
             s(&c["mode"]),
             c["cgroup_id"],
@@ -126,7 +133,7 @@ fn print_daemon_status(v: &Value) {
         .into_iter()
         .flatten()
         .filter(|c| !known.contains(&&c["cgroup_id"]))
-        .map(|c| format!("{} ({} {})", c["cgroup_id"], s(&c["profile"]), s(&c["mode"])))
+        .map(|c| format!("{} ({} {})", c["cgroup_id"], e(&c["profile"]), e(&c["mode"])))
         .collect();
     if !others.is_empty() {
         println!("pinned, not confined by this daemon: {}", others.join(", "));
@@ -150,23 +157,23 @@ fn is_timeout(e: &anyhow::Error) -> bool {
 
 fn print_event(v: &Value, json: bool) {
     if json {
-        println!("{v}");
+        println!("{}", json_inert(&v.to_string()));
         return;
     }
     let who = if s(&v["pod"]).is_empty() && s(&v["container"]).is_empty() {
         String::new()
     } else {
-        format!(" {}/{}/{}", s(&v["namespace"]), s(&v["pod"]), s(&v["container"]))
+        format!(" {}/{}/{}", e(&v["namespace"]), e(&v["pod"]), e(&v["container"]))
     };
     println!(
         "{}{who} pid={} comm={} cgroup={} profile={} mode={}: {}",
-        s(&v["verdict"]),
+        e(&v["verdict"]),
         v["pid"],
-        s(&v["comm"]),
+        e(&v["comm"]),
         v["cgroup_id"],
-        s(&v["profile"]),
-        s(&v["mode"]),
-        s(&v["detail"])
+        e(&v["profile"]),
+        e(&v["mode"]),
+        e(&v["detail"])
     );
 }
 

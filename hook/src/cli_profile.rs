@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
+use warden::escape::{json_inert, Esc};
 use warden::learn;
 use warden::profile::{
     self, compile::port_rules_text, diff, resolve, seccomp, CompiledProfile, Diagnostic, Invalid, Loaded, Profile,
@@ -170,14 +171,15 @@ pub fn write_generated(g: &learn::Generated, output: Option<&Path>, search: &Sea
     if !errors.is_empty() {
         return Err(Invalid { profile: Some(p.name.clone()), errors }.into());
     }
-    eprintln!("Generated profile `{}`:", p.name);
+    eprintln!("Generated profile `{}`:", Esc(&p.name));
+    // Notes quote learned paths, which the workload chose.
     for n in &g.notes {
-        eprintln!("  {n}");
+        eprintln!("  {}", Esc(n));
     }
     if g.truncated > 0 {
         eprintln!("warning: the record is TRUNCATED ({} item(s) not recorded): review before enforcing", g.truncated);
     }
-    let json = serde_json::to_string_pretty(p)? + "\n";
+    let json = json_inert(&serde_json::to_string_pretty(p)?).into_owned() + "\n";
     match output {
         Some(o) => {
             std::fs::write(o, json).with_context(|| format!("writing {}", o.display()))?;

@@ -9,8 +9,13 @@ use serde::Serialize;
 use warden_common::{file_op, kind, verdict, Event, FileEvent};
 
 use crate::enforcer::{kind_name, maps::name_of, Maps, Mode};
+use crate::escape::escape_bytes;
 use crate::profile::family_name;
 
+/// One event as warden shows it. `comm` and `path` (and so `detail`) are the workload's bytes
+/// made inert at the source ([`crate::escape::escape_bytes`]): control characters, bidi
+/// controls and bytes that are not UTF-8 are written as escapes, in logs, on terminals and in
+/// JSON alike (a JSON consumer's own display is protected too).
 #[derive(Debug, Clone, Serialize)]
 pub struct EventView {
     pub cgroup_id: u64,
@@ -69,7 +74,8 @@ pub fn file_op_name(op: u16) -> &'static str {
 pub fn file_view(fe: &FileEvent, profile: String) -> EventView {
     let mut v = view(&fe.ev, profile);
     let end = fe.path.iter().position(|b| *b == 0).unwrap_or(fe.path.len());
-    let path = String::from_utf8_lossy(&fe.path[..end]).into_owned();
+    // The workload chose this path: escaped here, once, for every sink (see crate::escape).
+    let path = escape_bytes(&fe.path[..end]);
     let acc = crate::enforcer::files::access_string(fe.ev.nr as u8);
     let op = file_op_name(fe.ev.port);
     v.detail = format!("{} {op} {path} (needs {acc})", kind_name(fe.ev.kind));
@@ -97,7 +103,7 @@ pub fn view(ev: &Event, profile: String) -> EventView {
         root_cgroup: ev.root_cgroup,
         pid: ev.pid,
         tgid: ev.tgid,
-        comm: String::from_utf8_lossy(&ev.comm[..comm_end]).into_owned(),
+        comm: escape_bytes(&ev.comm[..comm_end]),
         profile,
         mode: Mode::from_raw(ev.mode).map(|m| m.as_str().to_string()).unwrap_or_default(),
         kind: kind_name(ev.kind),

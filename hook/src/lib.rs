@@ -5,6 +5,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod enforcer;
+pub mod escape;
 pub mod events;
 pub mod kernel;
 pub mod learn;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{CommandFactory as _, Parser, Subcommand};
+use warden::escape::{escape, json_inert, Esc};
 
 mod cli_control;
 mod cli_profile;
@@ -154,14 +155,14 @@ fn main() {
             warden::daemon::run(cfg)
         });
         if let Err(e) = r {
-            eprintln!("warden: error: {e:#}");
+            eprintln!("warden: error: {}", Esc(&format!("{e:#}")));
             std::process::exit(1);
         }
         return;
     }
     init_logging(cli.log_format.as_deref().unwrap_or("text"));
     if let Err(e) = run(cli) {
-        eprintln!("warden: error: {e:#}");
+        eprintln!("warden: error: {}", Esc(&format!("{e:#}")));
         std::process::exit(1);
     }
 }
@@ -169,10 +170,13 @@ fn main() {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| "info".into());
     use std::io::IsTerminal as _;
+    let ansi = std::io::stderr().is_terminal();
+    // Log fields carry workload strings (comm, paths, names from annotations): every record is
+    // made inert on its way out (issue 15, item 9), whatever field a log call adds.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_writer(warden::escape::InertLogs::new(std::io::stderr, format == "json", ansi))
+        .with_ansi(ansi);
     if format == "json" {
         b.json().init();
     } else {
@@ -283,11 +287,17 @@ fn run(cli: Cli) -> Result<()> {
                     return true;
                 }
                 if json {
-                    println!("{}", serde_json::to_string(&ev).unwrap_or_default());
+                    println!("{}", json_inert(&serde_json::to_string(&ev).unwrap_or_default()));
                 } else {
                     println!(
                         "{} pid={} comm={} cgroup={} profile={} mode={}: {}",
-                        ev.verdict, ev.pid, ev.comm, ev.cgroup_id, ev.profile, ev.mode, ev.detail
+                        ev.verdict,
+                        ev.pid,
+                        Esc(&ev.comm),
+                        ev.cgroup_id,
+                        Esc(&ev.profile),
+                        ev.mode,
+                        Esc(&ev.detail)
                     );
                 }
                 seen += 1;
@@ -314,13 +324,14 @@ fn report(maps: &Maps, pin_dir: &std::path::Path, id: u64, json: bool) -> Result
         for k in &learned.items {
             groups.entry(enforcer::kind_name(k.kind)).or_default().push(warden::learn::item_text(k));
         }
+        // Paths the workload chose: escaped for the terminal and the JSON alike.
         for (path, u) in learned.files.iter().flatten() {
             if u.exec != 0 {
-                groups.entry("exec").or_default().push(path.clone());
+                groups.entry("exec").or_default().push(escape(path).into_owned());
             }
             if u.read != 0 || u.write != 0 {
                 let how = warden::profile::files::use_letters(u.read != 0, u.write != 0, false);
-                groups.entry("file").or_default().push(format!("{path} ({how})"));
+                groups.entry("file").or_default().push(format!("{} ({how})", Esc(path)));
             }
         }
     }
@@ -340,11 +351,11 @@ fn report(maps: &Maps, pin_dir: &std::path::Path, id: u64, json: bool) -> Result
             "events_sent": c.events_sent,
             "events_dropped": c.events_dropped,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", json_inert(&serde_json::to_string_pretty(&v)?));
         return Ok(());
     }
     let what = if mode == "learn" { "learned (learn mode: nothing is denied)" } else { "enforce would have denied" };
-    println!("cgroup {id}, profile {}, mode {mode}: {what}", learned.profile);
+    println!("cgroup {id}, profile {}, mode {mode}: {what}", Esc(&learned.profile));
     if mode != "learn" {
         let total: u64 = counts.values().sum();
         println!("attempts (exact counts): {total}{}", if total == 0 { " -- nothing" } else { "" });

@@ -9,11 +9,14 @@
 //! - [`server`]: the socket, who may connect (root only, never from inside a confined
 //!   container), and the [`Handler`] trait the daemon implements: this module knows no daemon
 //!   type, as `nri` knows none.
+//! - [`peer`]: where the peer process is (pidfd, /proc) and whether it may be served: fail
+//!   closed, a confined or unplaceable peer is refused.
 //! - [`hub`]: the fan-out of the daemon's events to `events --follow` subscribers.
 //! - [`client`]: the CLI's and the OCI hook's side.
 //! - [`status`]: the pinned state as `status` reports it, with or without a daemon.
 pub mod client;
 pub mod hub;
+pub mod peer;
 pub mod protocol;
 pub mod server;
 pub mod status;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::peer::Access;
 use crate::events::EventView;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +21,27 @@ pub enum Request {
     Confine(ConfineRequest),
     /// From `warden oci-hook` at poststop.
     Release { id: String },
+}
+
+impl Request {
+    /// Whether the request changes confinement (see [`super::peer::decide`]).
+    pub fn access(&self) -> Access {
+        match self {
+            Request::Status | Request::Events(_) | Request::Container { .. } => Access::ReadOnly,
+            Request::Confine(_) | Request::Release { .. } => Access::Mutating,
+        }
+    }
+
+    /// The `op` name, for logs.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Events(_) => "events",
+            Request::Container { .. } => "container",
+            Request::Confine(_) => "confine",
+            Request::Release { .. } => "release",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,5 +165,17 @@ mod tests {
         assert!(serde_json::from_str::<Request>(r#"{"op":"shutdown"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"events","folow":true}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"release"}"#).is_err());
+        // What a peer the daemon cannot place (pid 0) may still do: reads only.
+        for (r, a) in [
+            (r#"{"op":"status"}"#, Access::ReadOnly),
+            (r#"{"op":"events","follow":true}"#, Access::ReadOnly),
+            (r#"{"op":"container","id":"x"}"#, Access::ReadOnly),
+            (r#"{"op":"release","id":"x"}"#, Access::Mutating),
+            (r#"{"op":"confine","id":"x","pid":1}"#, Access::Mutating),
+        ] {
+            let req: Request = serde_json::from_str(r).unwrap();
+            assert_eq!(req.access(), a, "{r}");
+            assert!(r.contains(req.op()), "{r}");
+        }
     }
 }

@@ -8,7 +8,8 @@
 //! container's confinement, so file modes alone are one mistake away (a socket bind-mounted into
 //! a container, a folder made group-writable by hand, an inherited descriptor) from letting a
 //! workload switch its own policy off. SO_PEERCRED is the kernel's word on who connected, in the
-//! daemon's user namespace: root inside a user-namespaced container is not uid 0 here.
+//! daemon's user namespace: root inside a user-namespaced container is not uid 0 here. Where the
+//! peer is, and what is refused when the daemon cannot tell: [`super::peer`] (fail closed).
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
@@ -24,6 +25,7 @@ use serde_json::{json, Value};
 use tracing::{error, info, warn};
 
 use super::hub::EventHub;
+use super::peer::{self, Access, Decision, PeerCgroup};
 use super::protocol::{ConfineAnswer, ConfineRequest, ContainerInfo, EventFilter, Request};
 
 /// A request line longer than this is refused (requests are small; annotations included).
@@ -35,9 +37,11 @@ const MAX_CONNECTIONS: usize = 64;
 
 /// What the server asks of the daemon. Called from the connection threads, concurrently.
 pub trait Handler: Send + Sync + 'static {
-    /// When process `pid` runs inside a confined container: its cgroup id and the confined root
-    /// cgroup it belongs to (itself or as a descendant). Such a peer is refused whatever its uid.
-    fn peer_confined_root(&self, pid: i32) -> Option<(u64, u64)>;
+    /// The confined root cgroup that cgroup `id` belongs to (itself or as a descendant), if
+    /// any. A peer in such a cgroup is refused whatever its uid.
+    fn confined_root_of(&self, id: u64) -> Option<u64>;
+    /// The cgroup2 mount (to read a peer's cgroup from /proc on kernels without pidfd info).
+    fn cgroup2_mount(&self) -> &Path;
     /// The `status` answer (without `ok`).
     fn status(&self) -> Value;
     /// The confined containers (for `container` look-ups).
@@ -179,9 +183,10 @@ pub fn peer_cred(s: &UnixStream) -> Result<PeerCred> {
 }
 
 fn reply(s: &mut UnixStream, v: &Value) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(v).unwrap_or_default();
-    line.push(b'\n');
-    s.write_all(&line)
+    // Names from annotations travel in these lines: no raw bidi or C1 even in the JSON.
+    let mut line = crate::escape::json_inert(&v.to_string()).into_owned();
+    line.push('\n');
+    s.write_all(line.as_bytes())
 }
 
 fn reply_err(s: &mut UnixStream, msg: &str) -> std::io::Result<()> {
@@ -198,19 +203,18 @@ fn handle<H: Handler>(h: &H, mut s: UnixStream) -> Result<()> {
         )?;
         return Ok(());
     }
-    // A confined workload must never reach the switch of its own policy, even as root.
-    if let Some((id, root)) = h.peer_confined_root(cred.pid) {
-        warn!(
-            peer_pid = cred.pid,
-            cgroup_id = id,
-            confined_root = root,
-            "control socket: refused a peer inside a confined container"
-        );
-        reply_err(
-            &mut s,
-            "permission denied: processes inside a confined container may not use the warden control socket",
-        )?;
-        return Ok(());
+    // A confined workload must never reach the switch of its own policy, even as root; nor may
+    // a peer the daemon cannot place. Refused before its request is read, so that a confined
+    // peer cannot hold one of the MAX_CONNECTIONS for the read timeout; only a peer in a pid
+    // namespace the daemon cannot see into waits for its request (reads are served to it).
+    let found = peer::identify(&s, cred.pid, h.cgroup2_mount());
+    let deferred = found == PeerCgroup::OtherPidNamespace;
+    if !deferred {
+        if let Decision::Refuse { client, log } = peer::decide(&found, Access::Mutating, |id| h.confined_root_of(id)) {
+            warn!(peer_pid = cred.pid, why = %log, "control socket: refused a peer");
+            reply_err(&mut s, &client)?;
+            return Ok(());
+        }
     }
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(10)))?;
@@ -227,6 +231,13 @@ fn handle<H: Handler>(h: &H, mut s: UnixStream) -> Result<()> {
             return Ok(());
         }
     };
+    if deferred {
+        if let Decision::Refuse { client, log } = peer::decide(&found, req.access(), |id| h.confined_root_of(id)) {
+            warn!(peer_pid = cred.pid, op = req.op(), why = %log, "control socket: refused a peer");
+            reply_err(&mut s, &client)?;
+            return Ok(());
+        }
+    }
     match req {
         Request::Status => {
             let mut v = h.status();

@@ -6,7 +6,6 @@ use tracing::{error, info, warn};
 
 use super::confine::{Target, Via};
 use super::{oci, Daemon};
-use crate::cgroup;
 use crate::control::{self, ConfineAnswer, ConfineRequest, ContainerInfo, EventHub, PeerCred};
 use crate::enforcer::{self, Maps};
 use crate::policy;
@@ -52,10 +51,12 @@ impl Daemon {
 }
 
 impl control::Handler for Daemon {
-    fn peer_confined_root(&self, pid: i32) -> Option<(u64, u64)> {
-        let id = cgroup::cgroup_of_pid(&self.cgroup2, pid).and_then(|p| cgroup::cgroup_id(&p)).ok()?;
-        let root = confined_root(self.enforcer.lock().unwrap().maps(), id)?;
-        Some((id, root))
+    fn confined_root_of(&self, id: u64) -> Option<u64> {
+        confined_root(self.enforcer.lock().unwrap().maps(), id)
+    }
+
+    fn cgroup2_mount(&self) -> &std::path::Path {
+        &self.cgroup2
     }
 
     fn status(&self) -> Value {

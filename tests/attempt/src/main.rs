@@ -490,11 +490,65 @@ fn run(args: &[&str]) -> String {
                     )
                 })
             }
+            "set-comm-hex" => {
+                // set-comm-hex HEX: prctl(PR_SET_NAME) with these bytes (newline, ESC, bidi
+                // overrides: a workload forging what warden logs); hex because lines are the protocol.
+                need(2)?;
+                let mut name = unhex(args[1])?;
+                name.truncate(15);
+                name.push(0);
+                result(unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) } as libc::c_long)
+            }
+            "pass-unix" => {
+                // pass-unix SOCKET RELAY: connects to the unix socket SOCKET (warden's control
+                // socket), hands the connected descriptor to whoever listens on RELAY
+                // (SCM_RIGHTS) and closes its own copy: the connection's credentials stay ours.
+                need(3)?;
+                let conn = std::os::unix::net::UnixStream::connect(args[1])
+                    .map_err(|e| format!("connect {}: {}", args[1], errno_name(e.raw_os_error().unwrap_or(0))))?;
+                let relay = std::os::unix::net::UnixStream::connect(args[2])
+                    .map_err(|e| format!("connect {}: {}", args[2], errno_name(e.raw_os_error().unwrap_or(0))))?;
+                send_fd(&relay, std::os::fd::AsRawFd::as_raw_fd(&conn))
+            }
             "pid" => std::process::id().to_string(),
             other => return Err(format!("unknown action {other}")),
         })
     })();
     r.unwrap_or_else(|e| e)
+}
+
+fn unhex(h: &str) -> Result<Vec<u8>, String> {
+    h.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .filter(|p| p.len() == 2)
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| format!("bad hex {h}"))
+        })
+        .collect()
+}
+
+/// Sends descriptor `fd` over the unix stream `via` (one byte of data, SCM_RIGHTS).
+fn send_fd(via: &std::os::unix::net::UnixStream, fd: i32) -> String {
+    unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as usize;
+        let mut cbuf = vec![0u8; space];
+        let mut byte = [b'x'];
+        let mut iov = libc::iovec { iov_base: byte.as_mut_ptr() as *mut _, iov_len: 1 };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr() as *mut _;
+        msg.msg_controllen = space;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, fd);
+        result(libc::sendmsg(std::os::fd::AsRawFd::as_raw_fd(via), &msg, 0) as libc::c_long)
+    }
 }
 
 fn cstr(s: &str) -> std::ffi::CString {

@@ -484,8 +484,23 @@ impl WardenDaemon {
     /// Starts `warden run` and waits until it is registered with the runtime (without NRI:
     /// until its control socket listens).
     pub fn start(&mut self) {
+        self.start_wrapped(&[]);
+    }
+
+    /// [`start`](Self::start) with `warden run` as the command of `wrapper` (e.g. `unshare
+    /// --pid --fork --kill-child`: a daemon in its own pid namespace, as in the DaemonSet).
+    /// [`pid`](Self::pid) is then the wrapper's; it must end the daemon when it is killed.
+    pub fn start_wrapped(&mut self, wrapper: &[&str]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(bin("warden"))
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin("warden"));
+                c
+            }
+            None => Command::new(bin("warden")),
+        };
+        let child = cmd
             .args(["run", "--config", self.config.to_str().unwrap()])
             .env("WARDEN_LOG", "info")
             .stdout(log.try_clone().unwrap())
