@@ -227,7 +227,7 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
                 } else if inet && k.port != 0 && k.proto != 6 && k.proto != 17 {
                     // Seen at socket creation with its resolved protocol (learn records the
                     // protocol truncated to 8 bits: MPTCP, 262, reads as TCP and is not learned;
-                    // refused under the generated profile, Go and curl fall back to TCP).
+                    // refused under the generated profile, Go's listeners fall back to TCP).
                     match protocol_name(k.proto as u32) {
                         Some(name) => {
                             protocols.insert(name.to_string());
