@@ -59,8 +59,28 @@ fn files_policy() -> Option<(u64, u64, CgroupPolicy, bool)> {
     Some((cgid, root, pol, restricts))
 }
 
-/// Judges the path in `s.path` (`n`: its length with the NUL as the kernel returned it, or a
-/// negative error) against the profile: the longest matching rule must grant `need`.
+/// The access bits (warden_common::access) the profile grants the path in `s.path` (`n`: its
+/// length with the NUL as the kernel returned it, or a negative error): the longest matching
+/// rule's, 0 when no rule matches or the path could not be resolved.
+#[inline(always)]
+fn granted(pol: &CgroupPolicy, s: &mut PathScratch, n: i64) -> u8 {
+    if n <= 0 {
+        return 0; // unresolvable path (too long, ...): nothing granted, so fail closed
+    }
+    // A path longer than the key is judged by its first FILE_PATH_MAX bytes: only directory
+    // rules can match those, which is exact (no exact rule is that long).
+    let bytes = if n as usize > FILE_PATH_MAX { FILE_PATH_MAX } else { n as usize };
+    s.prefixlen = 32 + (bytes as u32) * 8;
+    s.profile_id_be = pol.profile_id.to_be_bytes();
+    let key = unsafe { &*(s as *const PathScratch as *const Key<FileKey>) };
+    match WARDEN_FILES.get(key) {
+        Some(a) => *a as u8,
+        None => 0,
+    }
+}
+
+/// Judges the path in `s.path` (`n` as for [`granted`]) against the profile: the longest
+/// matching rule must grant `need`.
 // Inlined into each file hook: the arguments are the hook's own registers, and a struct to
 // carry them would only add stack traffic.
 #[allow(clippy::too_many_arguments)]
@@ -79,22 +99,7 @@ fn judge_path(
     if n <= 0 {
         s.path[0] = 0;
     }
-    let allowed = if !restricts {
-        true
-    } else if n <= 0 {
-        false // unresolvable path (too long, ...): fail closed
-    } else {
-        // A path longer than the key is judged by its first FILE_PATH_MAX bytes: only directory
-        // rules can match those, which is exact (no exact rule is that long).
-        let bytes = if n as usize > FILE_PATH_MAX { FILE_PATH_MAX } else { n as usize };
-        s.prefixlen = 32 + (bytes as u32) * 8;
-        s.profile_id_be = pol.profile_id.to_be_bytes();
-        let key = unsafe { &*(s as *const PathScratch as *const Key<FileKey>) };
-        match WARDEN_FILES.get(key) {
-            Some(a) => (*a as u8) & need == need,
-            None => false,
-        }
-    };
+    let allowed = !restricts || granted(pol, s, n) & need == need;
     let a = Attempt {
         kind: k,
         nr: need as u32,
@@ -135,7 +140,11 @@ pub fn warden_file_open(ctx: LsmContext) -> i32 {
         need |= access::WRITE;
     }
     if need == 0 {
-        return LSM_ALLOW;
+        // Neither read nor write: open(2) with O_ACCMODE == 3 (O_PATH opens never reach this
+        // hook). The fd serves ioctl(2), which can read and change what the file stands for
+        // (a device, a tty), and the kernel's own permission check treats it as read+write
+        // (ACC_MODE in fs/namei.c): so does warden. Before, such opens were allowed on any path.
+        need = access::READ | access::WRITE;
     }
     if on_internal_mount(file) {
         return LSM_ALLOW;
@@ -349,19 +358,28 @@ pub fn warden_path_rename(ctx: LsmContext) -> i32 {
     dir_entry(ctx.arg(2), ctx.arg(3), access::WRITE, file_op::RENAME_TO)
 }
 
-/// The new name needs w; and since files are judged by path, a hard link must not reach more
-/// than its source: the source must grant r (a link is a new way to open it).
+/// The new name needs w, and since files are judged by path, a hard link must not reach more
+/// than its source: the source must grant every access the new name would (and at least r, a
+/// link being a new way to open it). Otherwise `ln /etc/passwd /tmp/p` under `/etc/` r and
+/// `/tmp/` rw gives a writable name for /etc/passwd (same filesystem).
 #[lsm(hook = "path_link")]
 #[inline(always)]
 pub fn warden_path_link(ctx: LsmContext) -> i32 {
     let old_dentry: *const u8 = ctx.arg(0);
     let new_dir: *const u8 = ctx.arg(1);
-    let r = dir_entry(new_dir, ctx.arg(2), access::WRITE, file_op::LINK);
+    let new_dentry: *const u8 = ctx.arg(2);
+    let Some((cgid, root, pol, restricts)) = files_policy() else { return LSM_ALLOW };
+    let Some(s) = scratch() else { return LSM_DENY };
+    // Both names are on new_dir's mount: the kernel refuses cross-mount links before this hook.
+    let Some(mnt) = (unsafe { read::<*const u8>(new_dir, global(&OFF_PATH_MNT)) }) else { return LSM_DENY };
+    let n = build_path(s, mnt, new_dentry);
+    let new_grants = if restricts { granted(&pol, s, n) } else { 0 };
+    let r = judge_path(cgid, root, &pol, restricts, s, n, access::WRITE, file_op::LINK, kind::FILE);
     if r != LSM_ALLOW {
         return r;
     }
-    // Same mount as the new name (the kernel refuses cross-mount links before this hook).
-    dir_entry(new_dir, old_dentry, access::READ, file_op::LINK_SOURCE)
+    let n = build_path(s, mnt, old_dentry);
+    judge_path(cgid, root, &pol, restricts, s, n, new_grants | access::READ, file_op::LINK_SOURCE, kind::FILE)
 }
 
 #[lsm(hook = "path_truncate")]

@@ -11,6 +11,7 @@ use warden_common::{mode, profile_flags, SYSCALL_BITMAP_BITS};
 
 use crate::{
     policy::{policy_for, profile},
+    syscalls::in_compat_syscall,
     verdict::{LSM_ALLOW, LSM_DENY},
 };
 
@@ -45,6 +46,12 @@ fn syscall_gate() -> i32 {
     let Some(hdr) = profile(pol.profile_id) else { return LSM_DENY };
     if hdr.flags & profile_flags::SYSCALLS == 0 || hdr.flags & profile_flags::SYSCALLS_LOG_ONLY != 0 {
         return LSM_ALLOW;
+    }
+    // A 32-bit (int 0x80 / ia32) call's number means another call: judged against the native
+    // table, ia32 `mount` (21) would pass as `access`. A confined process may not use the
+    // compat entry at all (sys_enter kills it), so the gate refuses it too.
+    if in_compat_syscall() {
+        return LSM_DENY;
     }
     let nr = current_syscall();
     let allowed =

@@ -1,15 +1,51 @@
 //! Which policy applies to a cgroup: its own entry in WARDEN_CGROUPS, or the one of the
 //! confined ancestor it inherited from; and the compiled profile that policy names.
+use aya_ebpf::helpers::bpf_get_current_ancestor_cgroup_id;
 use warden_common::{cgroup_flags, CgroupPolicy, ProfileHeader};
 
-use crate::maps::{WARDEN_CGROUPS, WARDEN_PROFILES};
+use crate::maps::{STATE_INHERIT_FAILURES, WARDEN_CGROUPS, WARDEN_PROFILES, WARDEN_STATE};
 
-/// The policy that applies to cgroup `cgid`: its own, or its confined ancestor's.
-/// Returns (root cgroup id, root policy).
+/// Cgroup levels the fallback below looks at (a Kubernetes container is at level 4 or 5; its
+/// own sub-cgroups below that).
+const MAX_ANCESTOR_LEVELS: i32 = 16;
+
+/// The entry of the current task's cgroup `cgid` (with the id it is keyed by).
+///
+/// Normally one lookup. But a sub-cgroup of a confined cgroup gets its inherited entry from
+/// `cgroup_mkdir` (descendants.rs), which cannot refuse the mkdir: when WARDEN_CGROUPS is full
+/// the insert fails and is only counted (STATE_INHERIT_FAILURES). A workload able to make
+/// cgroups could fill the table and move into a fresh, entry-less sub-cgroup. So once that
+/// count is non-zero, a miss looks up the task's ancestors (level 1 down to its parent) and
+/// takes the nearest one with an entry: fail closed, and no cost for anyone until the table
+/// has ever overflowed.
+#[inline(always)]
+pub(crate) fn current_entry(cgid: u64) -> Option<(u64, &'static CgroupPolicy)> {
+    if let Some(p) = unsafe { WARDEN_CGROUPS.get(&cgid) } {
+        return Some((cgid, p));
+    }
+    let failures = WARDEN_STATE.get(STATE_INHERIT_FAILURES).copied().unwrap_or(0);
+    if failures == 0 {
+        return None;
+    }
+    let mut found: Option<(u64, &'static CgroupPolicy)> = None;
+    for level in 1..MAX_ANCESTOR_LEVELS {
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id == 0 || id == cgid {
+            break; // above the task's own level, or the task's own cgroup (already missed)
+        }
+        if let Some(p) = unsafe { WARDEN_CGROUPS.get(&id) } {
+            found = Some((id, p));
+        }
+    }
+    found
+}
+
+/// The policy that applies to the current task, whose cgroup is `cgid`: its own, or its
+/// confined ancestor's. Returns (root cgroup id, root policy).
 #[inline(always)]
 pub(crate) fn policy_for(cgid: u64) -> Option<(u64, CgroupPolicy)> {
-    let p = unsafe { WARDEN_CGROUPS.get(&cgid) }?;
-    resolve_entry(cgid, p)
+    let (id, p) = current_entry(cgid)?;
+    resolve_entry(id, p)
 }
 
 /// The policy an entry stands for: itself, or (inherited) its root's.

@@ -296,6 +296,60 @@ fn int80_getpid() -> String {
     "unsupported".into()
 }
 
+/// mount("none", DIR, "tmpfs", 0, NULL) through the 32-bit entry (int 0x80, ia32 number 21;
+/// native 21 is `access`). The strings go to a page below 4 GiB: ia32 pointers are 32 bits.
+#[cfg(target_arch = "x86_64")]
+fn int80_mount_tmpfs(dir: &str) -> String {
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED {
+        return errno_name(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    let base = page as *mut u8;
+    let put = |off: usize, s: &str| -> u64 {
+        let bytes = s.as_bytes();
+        assert!(off + bytes.len() < 4096, "path too long for the page");
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(off), bytes.len());
+            *base.add(off + bytes.len()) = 0;
+        }
+        base as u64 + off as u64
+    };
+    let (src, fs, dst) = (put(0, "none"), put(16, "tmpfs"), put(32, dir));
+    let ret: i64;
+    unsafe {
+        std::arch::asm!(
+            "push rbx",
+            "mov rbx, {src}",
+            "int 0x80",
+            "pop rbx",
+            src = in(reg) src,
+            inlateout("rax") 21i64 => ret,
+            in("rcx") dst,
+            in("rdx") fs,
+            in("rsi") 0u64,
+            in("rdi") 0u64,
+        )
+    };
+    if ret < 0 {
+        errno_name((-ret) as i32)
+    } else {
+        "ok".into()
+    }
+}
+#[cfg(not(target_arch = "x86_64"))]
+fn int80_mount_tmpfs(_dir: &str) -> String {
+    "unsupported".into()
+}
+
 fn write_file(path: &str, data: &str) -> String {
     match std::fs::write(path, data) {
         Ok(()) => "ok".into(),
@@ -390,6 +444,10 @@ fn run(args: &[&str]) -> String {
             "packet-socket" => socket(libc::AF_PACKET, libc::SOCK_RAW, 0),
             "unix-socket" => socket(libc::AF_UNIX, libc::SOCK_STREAM, 0),
             "int80-getpid" => int80_getpid(),
+            "int80-mount-tmpfs" => {
+                need(2)?;
+                int80_mount_tmpfs(args[1])
+            }
             // Repeat a connect N times; report how each outcome counted.
             "connect-loop" => {
                 need(4)?;
@@ -422,12 +480,14 @@ fn run(args: &[&str]) -> String {
                 }
             }
             // Files (raw syscalls; the path is used as given).
-            "open-r" | "open-w" | "open-rw" | "create" | "open-trunc" => {
+            // open-ioctl: O_ACCMODE == 3, neither read nor write, an fd for ioctl(2) only.
+            "open-r" | "open-w" | "open-rw" | "open-ioctl" | "create" | "open-trunc" => {
                 need(2)?;
                 let flags = match args[0] {
                     "open-r" => libc::O_RDONLY,
                     "open-w" => libc::O_WRONLY,
                     "open-rw" => libc::O_RDWR,
+                    "open-ioctl" => libc::O_ACCMODE,
                     "create" => libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
                     _ => libc::O_WRONLY | libc::O_TRUNC,
                 };

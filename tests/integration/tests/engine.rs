@@ -184,6 +184,84 @@ fn sub_cgroups_are_confined_like_their_parent() {
     assert_eq!(w2.confined(&cg2.path).unwrap()["descendants"], 1);
 }
 
+/// Fills the pinned WARDEN_CGROUPS of `w` with entries no cgroup has (ids from u64::MAX down,
+/// inherited from a root that does not exist, so they match nothing) until the kernel refuses
+/// one; removes them again when dropped, even if the test fails.
+struct FullCgroupTable {
+    map: aya::maps::HashMap<aya::maps::MapData, u64, warden_common::CgroupPolicy>,
+    keys: Vec<u64>,
+}
+
+impl FullCgroupTable {
+    fn fill(w: &Warden) -> FullCgroupTable {
+        let data = aya::maps::MapData::from_pin(w.pin_dir.join("maps/WARDEN_CGROUPS")).expect("pinned WARDEN_CGROUPS");
+        let mut map: aya::maps::HashMap<_, u64, warden_common::CgroupPolicy> =
+            aya::maps::Map::from_map_data(data).unwrap().try_into().unwrap();
+        let fake = warden_common::CgroupPolicy {
+            profile_id: u32::MAX,
+            mode: warden_common::mode::ENFORCE,
+            flags: warden_common::cgroup_flags::INHERITED,
+            _pad: [0; 2],
+            root_cgroup: u64::MAX,
+        };
+        let mut t = FullCgroupTable { map, keys: Vec::new() };
+        for i in 0..200_000u64 {
+            let key = u64::MAX - i;
+            if t.map.insert(key, fake, 0).is_err() {
+                break;
+            }
+            t.keys.push(key);
+        }
+        assert!(t.map.insert(u64::MAX - 300_000, fake, 0).is_err(), "the table is full");
+        t
+    }
+}
+
+impl Drop for FullCgroupTable {
+    fn drop(&mut self) {
+        for k in &self.keys {
+            let _ = self.map.remove(k);
+        }
+    }
+}
+
+/// Issue 15, item 6: a workload that can make cgroups fills the node-wide cgroup table, then
+/// makes a sub-cgroup (whose inherited entry no longer fits) and moves into it. Before the fix
+/// the sub-cgroup was unconfined (the failure was only counted); now a miss after any such
+/// failure is judged under the nearest confined ancestor.
+#[test]
+fn a_full_cgroup_table_does_not_unconfine_a_new_sub_cgroup() {
+    if !skip_unless(KERNEL) {
+        return;
+    }
+    let (_l, port) = listener("127.0.0.1:0");
+    let w = Warden::new();
+    let cg = TestCgroup::new("full-table");
+    let mut p = Attempt::spawn_in(&cg.path);
+    // mkdir stays allowed: the workload makes its sub-cgroup itself.
+    let profile = serde_json::from_str::<serde_json::Value>(&all_syscalls_except("x", &["unshare"])).unwrap();
+    let mut profile_net =
+        serde_json::from_str::<serde_json::Value>(&ProfileBuilder::new("no-unshare-no-net").no_connect().json())
+            .unwrap();
+    profile_net["syscalls"] = profile["syscalls"].clone();
+    w.confine(&cg.path, &profile_net.to_string(), "enforce");
+    assert_eq!(p.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::errno("EPERM"));
+
+    let table = FullCgroupTable::fill(&w);
+    let escape = cg.path.join("escape");
+    assert_eq!(p.attempt(&format!("enter-new-cgroup {}", escape.display())), Outcome::ok());
+    assert!(w.status()["inherit_failures"].as_u64().unwrap() >= 1, "the failed inherit is counted");
+    assert_eq!(w.confined(&cg.path).unwrap()["descendants"], 0, "the sub-cgroup got no entry of its own");
+    // Still confined, by every layer that keys on the cgroup: the network hooks and sys_enter.
+    assert_eq!(p.attempt(&format!("connect 127.0.0.1 {port}")), Outcome::errno("EPERM"), "network, full table");
+    assert_eq!(p.attempt("unshare-uts"), Outcome::Killed(SIGKILL), "syscalls, full table");
+    drop(table);
+    // A process outside any confined cgroup is still not judged (the fallback only looks up
+    // ancestors of the task's own cgroup).
+    let mut u = Attempt::spawn();
+    assert_eq!(u.attempt("unshare-uts"), Outcome::ok());
+}
+
 #[test]
 fn siblings_and_the_test_process_are_unaffected() {
     if !skip_unless(KERNEL) {

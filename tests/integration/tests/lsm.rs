@@ -146,6 +146,15 @@ fn cases() {
     // links: the new name needs w, the source must be readable
     check(&mut a, &format!("link {} {}", t.p("secret/s"), t.p("rw/hard")), eperm());
     check(&mut a, &format!("link {} {}", t.p("rw/c"), t.p("rw/hard2")), ok());
+    // ... and the new name may not grant more than the source: ro/a linked into rw/ would be a
+    // writable name for a read-only file (issue 15, item 4; allowed before the fix).
+    check(&mut a, &format!("link {} {}", t.p("ro/a"), t.p("rw/hard3")), eperm());
+    check(&mut a, &format!("open-w {}", t.p("rw/hard3")), Outcome::errno("ENOENT"));
+    // an ioctl-only open (O_ACCMODE 3) needs r and w, as the kernel's own check has it (issue
+    // 15, item 5; allowed on any path before the fix)
+    check(&mut a, &format!("open-ioctl {}", t.p("secret/s")), eperm());
+    check(&mut a, &format!("open-ioctl {}", t.p("ro/a")), eperm());
+    check(&mut a, &format!("open-ioctl {}", t.p("rw/c")), ok());
     check(&mut a, &format!("symlink x {}", t.p("ro/sl")), eperm());
     check(&mut a, &format!("symlink x {}", t.p("rw/sl")), ok());
     // prefix boundary, symlinks and `..` judged by the resolved path
@@ -234,6 +243,19 @@ fn cases() {
     check(&mut d, &format!("mount-tmpfs {mnt}"), Outcome::Killed(SIGKILL));
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&format!(" {mnt} ")), "the denied mount must not have happened");
+    // the same mount through the 32-bit entry: ia32 `mount` is 21, native `access` (allowed)
+    // is 21 too; judged by the native table the gate let it through (issue 15, item 8)
+    if cfg!(target_arch = "x86_64") {
+        let mut d = Attempt::spawn_in(&cgd.path);
+        check(&mut d, &format!("int80-mount-tmpfs {mnt}"), Outcome::Killed(SIGKILL));
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let leaked = mounts.contains(&format!(" {mnt} "));
+        if leaked {
+            let c = std::ffi::CString::new(mnt.as_str()).unwrap();
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        assert!(!leaked, "the ia32 mount must not have happened");
+    }
     for line in [
         "bpf-map",
         "add-key",
