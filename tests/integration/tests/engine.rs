@@ -195,7 +195,7 @@ struct FullCgroupTable {
 impl FullCgroupTable {
     fn fill(w: &Warden) -> FullCgroupTable {
         let data = aya::maps::MapData::from_pin(w.pin_dir.join("maps/WARDEN_CGROUPS")).expect("pinned WARDEN_CGROUPS");
-        let mut map: aya::maps::HashMap<_, u64, warden_common::CgroupPolicy> =
+        let map: aya::maps::HashMap<_, u64, warden_common::CgroupPolicy> =
             aya::maps::Map::from_map_data(data).unwrap().try_into().unwrap();
         let fake = warden_common::CgroupPolicy {
             profile_id: u32::MAX,
