@@ -184,7 +184,11 @@ pub struct CgroupPolicy {
 pub struct ProfileHeader {
     /// [`profile_flags`].
     pub flags: u32,
-    pub _pad: u32,
+    /// inet/inet6 protocols other than TCP and UDP that sockets may be created with
+    /// ([`protocol_bits`]; only meaningful with `FAMILIES`). This was padding written as zero,
+    /// so a header written before the field existed allows none: the same layout, no layout
+    /// version change, and profiles without `protocols` keep their content hash.
+    pub protocols: u32,
     /// Allowed socket families: bit N set = AF number N allowed (N < 64).
     pub families: u64,
     /// Allowed syscalls: bit N of word N/64 = syscall number N (native arch numbers).
@@ -193,7 +197,39 @@ pub struct ProfileHeader {
 
 impl Default for ProfileHeader {
     fn default() -> Self {
-        Self { flags: 0, _pad: 0, families: 0, syscalls: [0; SYSCALL_BITMAP_WORDS] }
+        Self { flags: 0, protocols: 0, families: 0, syscalls: [0; SYSCALL_BITMAP_WORDS] }
+    }
+}
+
+/// Bits of [`ProfileHeader::protocols`]: inet/inet6 protocols besides TCP and UDP a profile
+/// names (`network.protocols`). Why they must be named: the kernel runs no cgroup connect,
+/// sendmsg or bind hook for several of them (ping sockets send without a sendmsg hook; SCTP
+/// connects without pre_connect; raw and ping sockets bind through their own `bind` before
+/// inet_bind's hook), so the only place warden can stop them is socket creation.
+pub mod protocol_bits {
+    /// IPPROTO_ICMP (1): AF_INET "ping" sockets (SOCK_DGRAM).
+    pub const ICMP: u32 = 1 << 0;
+    /// IPPROTO_ICMPV6 (58): AF_INET6 ping sockets.
+    pub const ICMPV6: u32 = 1 << 1;
+    /// IPPROTO_SCTP (132).
+    pub const SCTP: u32 = 1 << 2;
+    /// IPPROTO_UDPLITE (136).
+    pub const UDPLITE: u32 = 1 << 3;
+    /// IPPROTO_MPTCP (262).
+    pub const MPTCP: u32 = 1 << 4;
+}
+
+/// The [`protocol_bits`] bit of IPPROTO number `p` (0: a protocol no profile can name, so
+/// never allowed). Shared by the eBPF programs and userspace.
+#[inline(always)]
+pub const fn protocol_bit(p: u32) -> u32 {
+    match p {
+        1 => protocol_bits::ICMP,
+        58 => protocol_bits::ICMPV6,
+        132 => protocol_bits::SCTP,
+        136 => protocol_bits::UDPLITE,
+        262 => protocol_bits::MPTCP,
+        _ => 0,
     }
 }
 

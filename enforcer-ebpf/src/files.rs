@@ -100,7 +100,15 @@ fn judge_path(
         s.path[0] = 0;
     }
     let allowed = !restricts || granted(pol, s, n) & need == need;
-    let a = Attempt { kind: k, nr: need as u32, family: 0, port: op, addr: [0; 16], path: s.path.as_ptr() };
+    let a = Attempt {
+        kind: k,
+        nr: need as u32,
+        family: 0,
+        port: op,
+        addr: [0; 16],
+        path: s.path.as_ptr(),
+        from_packet: false,
+    };
     if judge(cgid, root, pol, allowed, &a) {
         LSM_DENY
     } else {

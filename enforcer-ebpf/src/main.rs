@@ -7,7 +7,9 @@
 //!   report / learn. Attached only while some confined cgroup needs it.
 //! - `network`: `warden_connect4/6`, `warden_sendmsg4/6`, `warden_bind4/6` (cgroup sock_addr)
 //!   and `warden_sock_create` (cgroup sock): network allow-lists; denial = EPERM. Attached to
-//!   each confined cgroup, so they only ever run for confined processes.
+//!   each confined cgroup, so they only ever run for confined processes. `warden_ingress`
+//!   (cgroup_skb ingress): connections to listeners on ports the profile may not bind (listen()
+//!   without bind() runs no bind hook) are dropped.
 //! - `descendants`: `warden_cgroup_mkdir` / `warden_cgroup_rmdir` (raw_tp): a cgroup made below
 //!   a confined cgroup inherits its policy before mkdir() returns, so no process can escape by
 //!   moving into a fresh sub-cgroup.

@@ -1,17 +1,19 @@
 //! The network layer (cgroup programs, attached to each confined cgroup, so they only ever run
 //! for confined processes): connect/sendmsg address+port+protocol allow-lists (LPM tries per
-//! profile), bind port allow-lists, and inet/inet6 socket creation (families, SOCK_RAW).
-//! Denial = EPERM.
+//! profile), bind port allow-lists, inet/inet6 socket creation (families, SOCK_RAW, protocols
+//! other than TCP and UDP), and listeners the bind hook never saw (`warden_ingress`).
+//! Denial = EPERM (the listener check drops the connection attempt instead: see there).
 use aya_ebpf::{
-    helpers::bpf_get_current_cgroup_id,
-    macros::{cgroup_sock, cgroup_sock_addr},
+    bindings::bpf_sock,
+    helpers::{bpf_get_current_cgroup_id, bpf_sk_fullsock, bpf_skb_cgroup_id},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr},
     maps::lpm_trie::Key,
-    programs::{SockAddrContext, SockContext},
+    programs::{SkBuffContext, SockAddrContext, SockContext},
 };
-use warden_common::{kind, profile_flags, Net4Key, Net6Key};
+use warden_common::{kind, mode, profile_flags, proto, protocol_bit, LearnKey, Net4Key, Net6Key};
 
 use crate::{
-    maps::{WARDEN_BIND, WARDEN_CONNECT4, WARDEN_CONNECT6},
+    maps::{WARDEN_BIND, WARDEN_CONNECT4, WARDEN_CONNECT6, WARDEN_LEARN_NET},
     policy::{policy_for, profile},
     verdict::{judge, Attempt, ALLOW, DENY},
 };
@@ -19,6 +21,8 @@ use crate::{
 pub(crate) const AF_INET6: u16 = 10;
 pub(crate) const AF_INET: u16 = 2;
 const SOCK_RAW: u32 = 3;
+/// `sk_state` of a listening socket (TCP_LISTEN; SCTP's listening state has the same value).
+const TCP_LISTEN: u32 = 10;
 
 #[inline(always)]
 fn v4_allowed(profile_id: u32, addr: [u8; 4], proto: u8, port: u16) -> bool {
@@ -76,7 +80,8 @@ fn sock_addr(ctx: &SockAddrContext, k: u8, v6: bool) -> i32 {
         b[3] = a[3];
         (AF_INET, b)
     };
-    let attempt = Attempt { kind: k, nr: proto as u32, family, port, addr, path: core::ptr::null() };
+    let attempt =
+        Attempt { kind: k, nr: proto as u32, family, port, addr, path: core::ptr::null(), from_packet: false };
 
     let allowed = match profile(pol.profile_id) {
         None => false, // confined, profile missing: fail closed
@@ -142,7 +147,9 @@ pub fn warden_bind6(ctx: SockAddrContext) -> i32 {
     sock_addr(&ctx, kind::BIND, true)
 }
 
-/// inet/inet6 socket creation: family allow-list and SOCK_RAW.
+/// inet/inet6 socket creation: family allow-list, SOCK_RAW, and protocols other than TCP and
+/// UDP, which need `network.protocols` (see warden_common::protocol_bits for why they cannot be
+/// judged later). `sk.protocol` is the resolved one: socket(AF_INET, SOCK_STREAM, 0) is TCP.
 #[cgroup_sock(sock_create)]
 #[inline(always)]
 pub fn warden_sock_create(ctx: SockContext) -> i32 {
@@ -158,6 +165,7 @@ pub fn warden_sock_create(ctx: SockContext) -> i32 {
         port: ty as u16,
         addr: [0; 16],
         path: core::ptr::null(),
+        from_packet: false,
     };
     let allowed = match profile(pol.profile_id) {
         None => false,
@@ -166,8 +174,100 @@ pub fn warden_sock_create(ctx: SockContext) -> i32 {
                 true
             } else {
                 let fam_ok = family < 64 && (hdr.families >> family) & 1 == 1;
-                let raw_ok = ty != SOCK_RAW || hdr.flags & profile_flags::RAW_SOCKETS != 0;
-                fam_ok && raw_ok
+                let p = sk.protocol;
+                // A raw socket may carry any protocol number; `raw_sockets` allows it whole.
+                let proto_ok = if ty == SOCK_RAW {
+                    hdr.flags & profile_flags::RAW_SOCKETS != 0
+                } else {
+                    p == proto::TCP as u32 || p == proto::UDP as u32 || hdr.protocols & protocol_bit(p) != 0
+                };
+                fam_ok && proto_ok
+            }
+        }
+    };
+    if judge(cgid, root, &pol, allowed, &attempt) {
+        DENY
+    } else {
+        ALLOW
+    }
+}
+
+/// Listeners on ports the profile may not bind: listen() on a socket that was never bound makes
+/// the kernel pick an ephemeral port itself (`inet_csk_listen_start` -> `get_port(sk, 0)`,
+/// net/ipv4/inet_connection_sock.c) and runs neither the bind hook (only `inet_bind_sk`) nor
+/// the post_bind hook (only `__inet_bind`); no cgroup hook sees listen() at all (its only BPF
+/// call is the sock_ops `BPF_SOCK_OPS_TCP_LISTEN_CB` notification, whose result is ignored). So
+/// listen() cannot be refused from a cgroup program, and `sys_enter` could only kill after it
+/// ran. What can be refused is every connection to such a listener: this `cgroup_skb/ingress`
+/// program runs in `sk_filter` for each packet delivered to a socket of the cgroup, with
+/// `skb->sk` the listener for a SYN (tcp_v4_rcv/tcp_v6_rcv call tcp_filter before handing a
+/// SYN to a listener), and drops it unless the profile may bind the listener's port, or port 0
+/// (an unbound listen() is a bind of port 0, the kernel choosing the port). A listener bound
+/// with bind() passed the bind hook already, so it is only judged again here by the same
+/// rules. The first test is the socket state: packets of established connections leave after
+/// one helper call.
+#[cgroup_skb(ingress)]
+#[inline(always)]
+pub fn warden_ingress(ctx: SkBuffContext) -> i32 {
+    let skb = ctx.skb.skb;
+    let sk: *mut bpf_sock = unsafe { (*skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return ALLOW;
+    }
+    let fs = unsafe { bpf_sk_fullsock(sk) };
+    if fs.is_null() {
+        return ALLOW;
+    }
+    // Field by field, 4 bytes each, with volatile reads: bpf_sock allows no wider access, and
+    // LLVM would otherwise be free to merge neighbouring fields into one 8-byte load.
+    let rd = |p: *const u32| unsafe { core::ptr::read_volatile(p) };
+    let s = fs as *const bpf_sock;
+    if rd(unsafe { core::ptr::addr_of!((*s).state) }) != TCP_LISTEN {
+        return ALLOW;
+    }
+    // The cgroup of the socket (skb->sk is the listener here), not of whatever task the
+    // softirq interrupted.
+    let cgid = unsafe { bpf_skb_cgroup_id(skb) };
+    let Some((root, pol)) = policy_for(cgid) else { return ALLOW };
+    let proto = rd(unsafe { core::ptr::addr_of!((*s).protocol) }) as u8;
+    let port = rd(unsafe { core::ptr::addr_of!((*s).src_port) }) as u16; // host byte order
+    let v6 = rd(unsafe { core::ptr::addr_of!((*s).family) }) == AF_INET6 as u32;
+    let addr = if v6 {
+        let a = unsafe { core::ptr::addr_of!((*s).src_ip6) } as *const u32;
+        ip6_bytes([rd(a), rd(a.wrapping_add(1)), rd(a.wrapping_add(2)), rd(a.wrapping_add(3))])
+    } else {
+        let a = rd(unsafe { core::ptr::addr_of!((*s).src_ip4) }).to_ne_bytes();
+        let mut b = [0u8; 16];
+        b[0] = a[0];
+        b[1] = a[1];
+        b[2] = a[2];
+        b[3] = a[3];
+        b
+    };
+    let family = if v6 { AF_INET6 } else { AF_INET };
+    // In softirq: the current task is whoever was interrupted (for loopback, the client), so the
+    // event carries no pid or comm.
+    let mut attempt =
+        Attempt { kind: kind::BIND, nr: proto as u32, family, port, addr, path: core::ptr::null(), from_packet: true };
+    if pol.mode == mode::LEARN {
+        // bind() recorded this port already if the listener was bound; otherwise the kernel
+        // chose it, and what to learn is "bind port 0", not this random port.
+        let key = LearnKey { root_cgroup: root, kind: kind::BIND, proto, family, port, _pad: [0; 2], addr };
+        if unsafe { WARDEN_LEARN_NET.get(&key) }.is_some() {
+            return ALLOW;
+        }
+        attempt.port = 0;
+    }
+    let allowed = match profile(pol.profile_id) {
+        None => false,
+        Some(hdr) => {
+            if hdr.flags & profile_flags::BIND == 0 {
+                true
+            } else {
+                match unsafe { WARDEN_BIND.get(&pol.profile_id) } {
+                    Some(rules) => rules.allows(proto, port) || rules.allows(proto, 0),
+                    None => false,
+                }
             }
         }
     };

@@ -51,7 +51,7 @@ pub(crate) fn report(cgid: u64, root: u64, pol: &CgroupPolicy, verdict: u8, a: &
         }
     }
 
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid_tgid = if a.from_packet { 0 } else { bpf_get_current_pid_tgid() };
     let ev = Event {
         cgroup_id: cgid,
         root_cgroup: root,
@@ -67,7 +67,7 @@ pub(crate) fn report(cgid: u64, root: u64, pol: &CgroupPolicy, verdict: u8, a: &
         family: a.family,
         port: a.port,
         addr: a.addr,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm: if a.from_packet { [0; 16] } else { bpf_get_current_comm().unwrap_or([0; 16]) },
     };
     if a.kind == kind::FILE || a.kind == kind::EXEC {
         let Some(mut entry) = WARDEN_EVENTS.reserve::<FileEvent>(0) else {

@@ -140,6 +140,7 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
                     port: 0,
                     addr: [0; 16],
                     path: core::ptr::null(),
+                    from_packet: false,
                 };
                 let complain = CgroupPolicy { mode: mode::COMPLAIN, ..pol };
                 judge(cgid, root, &complain, false, &a);
@@ -169,6 +170,7 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
                 port: 0,
                 addr: [0; 16],
                 path: core::ptr::null(),
+                from_packet: false,
             };
             if judge(cgid, root, &pol, false, &a) {
                 unsafe { bpf_send_signal(SIGKILL) };
@@ -182,7 +184,7 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
 /// only in complain.
 #[inline(always)]
 fn deny_syscall(cgid: u64, root: u64, pol: &CgroupPolicy, k: u8, nr: u32) {
-    let a = Attempt { kind: k, nr, family: 0, port: 0, addr: [0; 16], path: core::ptr::null() };
+    let a = Attempt { kind: k, nr, family: 0, port: 0, addr: [0; 16], path: core::ptr::null(), from_packet: false };
     if judge(cgid, root, pol, false, &a) {
         unsafe { bpf_send_signal(SIGKILL) };
     }

@@ -29,6 +29,9 @@ pub(crate) struct Attempt {
     pub(crate) addr: [u8; 16],
     /// FILE and EXEC: the resolved path (NUL terminated, in the per-CPU scratch).
     pub(crate) path: *const u8,
+    /// Judged on a packet (softirq), not in the process's own syscall: the current task is not
+    /// the one the attempt is about, so events carry no pid or comm.
+    pub(crate) from_packet: bool,
 }
 
 /// Kinds whose items fit the learn dedupe key (address, port, protocol, family).

@@ -349,9 +349,13 @@ fn show(spec: &str, json: bool, search: &SearchPath) -> Result<()> {
         let _ = writeln!(out, "  network:");
         let _ = writeln!(
             out,
-            "    socket families: {}; raw inet sockets: {}",
+            "    socket families: {}; raw inet sockets: {}; protocols besides tcp and udp: {}",
             c.families().join(", "),
-            if c.restricts(pf::RAW_SOCKETS) { "yes" } else { "no" }
+            if c.restricts(pf::RAW_SOCKETS) { "yes" } else { "no" },
+            match c.protocols().into_iter().filter(|p| *p != "raw").collect::<Vec<_>>() {
+                v if v.is_empty() => "none".to_string(),
+                v => v.join(", "),
+            }
         );
         if c.restricts(pf::CONNECT) {
             let rules = c.connect_rules();

@@ -91,6 +91,9 @@ fn proto_name(p: u32) -> String {
         17 => "udp".into(),
         1 => "icmp".into(),
         58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        136 => "udplite".into(),
+        262 => "mptcp".into(),
         255 => "raw".into(),
         n => format!("proto{n}"),
     }
@@ -150,7 +153,9 @@ pub fn view(ev: &Event, profile: String) -> EventView {
         kind::SOCKET => {
             let fam = family_name(ev.family as u32);
             v.detail = if ev.port != 0 {
-                format!("socket family {fam} type {} protocol {}", ev.port, ev.nr)
+                // Seen at socket creation (cgroup sock_create): type and resolved protocol.
+                v.protocol = Some(proto_name(ev.nr));
+                format!("socket family {fam} type {} protocol {}", ev.port, proto_name(ev.nr))
             } else {
                 format!("socket family {fam} (syscall {})", ev.nr)
             };

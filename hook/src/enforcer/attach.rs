@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use aya::programs::{links::FdLink, CgroupAttachMode, CgroupSock, CgroupSockAddr, Lsm, RawTracePoint};
+use aya::programs::{
+    links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, Lsm, RawTracePoint,
+};
 use tracing::{debug, info, warn};
 use warden_common::{mode, profile_flags};
 
@@ -109,15 +111,18 @@ impl Enforcer {
         Ok(())
     }
 
-    /// Attaches the network programs to cgroup `cgid` (once; pinned per cgroup).
+    /// Attaches the network programs to cgroup `cgid` (once; pinned per cgroup). Only the
+    /// programs without a pin are attached: a cgroup confined by an older warden, which had
+    /// fewer programs, gets the new ones without doubling the old.
     pub(super) fn attach_cgroup(&mut self, path: &Path, cgid: u64) -> Result<()> {
         let dir = self.cgroup_pin_dir(cgid);
-        if CGROUP_PROGRAMS.iter().all(|p| dir.join(p).exists()) {
+        let missing: Vec<&str> = CGROUP_PROGRAMS.iter().copied().filter(|p| !dir.join(p).exists()).collect();
+        if missing.is_empty() {
             return Ok(());
         }
         let cg = File::open(path).with_context(|| format!("opening cgroup {}", path.display()))?;
         let mut links: Vec<(&str, FdLink)> = Vec::new();
-        for name in CGROUP_PROGRAMS {
+        for name in missing {
             let prog = self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing"))?;
             let link: FdLink = match prog {
                 aya::programs::Program::CgroupSockAddr(p) => {
@@ -131,6 +136,13 @@ impl Enforcer {
                     let p: &mut CgroupSock = p;
                     let id = p
                         .attach(&cg, CgroupAttachMode::Single)
+                        .with_context(|| format!("attaching {name} to {}", path.display()))?;
+                    p.take_link(id)?.try_into()?
+                }
+                aya::programs::Program::CgroupSkb(p) => {
+                    let p: &mut CgroupSkb = p;
+                    let id = p
+                        .attach(&cg, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
                         .with_context(|| format!("attaching {name} to {}", path.display()))?;
                     p.take_link(id)?.try_into()?
                 }

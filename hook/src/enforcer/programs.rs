@@ -22,6 +22,8 @@ pub(super) const CGROUP_PROGRAMS: &[&str] = &[
     "warden_sendmsg6",
     "warden_bind4",
     "warden_bind6",
+    // Listeners the bind hook never saw (listen() without bind()): see enforcer-ebpf network.rs.
+    "warden_ingress",
 ];
 
 /// Which group of LSM programs a confined cgroup needs.
@@ -107,6 +109,7 @@ pub(super) fn load_object(pin_dir: &Path) -> Result<Ebpf> {
             aya::programs::Program::RawTracePoint(p) => p.load(),
             aya::programs::Program::CgroupSockAddr(p) => p.load(),
             aya::programs::Program::CgroupSock(p) => p.load(),
+            aya::programs::Program::CgroupSkb(p) => p.load(),
             // BPF-LSM programs: below, only where the layer works (this project's CI kernel
             // refuses every trampoline program with EPERM).
             _ => continue,

@@ -66,9 +66,11 @@ impl Probe {
         let mut m = common.clone();
         check(&mut m, ProgramType::CgroupSockAddr, "cgroup sock_addr programs (CONFIG_CGROUP_BPF=y)");
         check(&mut m, ProgramType::CgroupSock, "cgroup sock programs (CONFIG_CGROUP_BPF=y)");
+        // The listener check (listen() without bind() runs no bind hook): cgroup_skb ingress.
+        check(&mut m, ProgramType::CgroupSkb, "cgroup skb programs (CONFIG_CGROUP_BPF=y)");
         layers.push(Layer {
             name: "network",
-            covers: "connect/sendmsg/bind allow-lists, inet socket families and raw sockets (EPERM)",
+            covers: "connect/sendmsg/bind allow-lists, inet socket families, raw sockets and other protocols (EPERM); connections to listeners on ports the profile may not bind (dropped)",
             available: m.is_empty(),
             missing: m,
         });

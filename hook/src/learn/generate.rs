@@ -10,8 +10,8 @@ use super::record::{item_addr, item_text, proto_of, Learned, AF_INET, AF_INET6, 
 use crate::profile::files::{bits_letters, R, W, X};
 use crate::profile::merge::{canonical, join_ranges};
 use crate::profile::{
-    family_name, family_number, BindRule, ConnectRule, DefaultAction, FileRuleSpec, Network, PortRange, Profile,
-    Protocol, Syscalls, SyscallsSpec,
+    family_name, family_number, protocol_name, BindRule, ConnectRule, DefaultAction, FileRuleSpec, Network, PortRange,
+    Profile, Protocol, Syscalls, SyscallsSpec,
 };
 
 /// Distinct bind ports in 32768-60999 (per protocol) from which they count as ephemeral.
@@ -198,6 +198,7 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
         }
     }
     let mut raw = false;
+    let mut protocols: BTreeSet<String> = BTreeSet::new();
     let mut mapped = 0;
     for k in &l.items {
         match k.kind {
@@ -220,8 +221,22 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
                 } else {
                     notes.push(format!("socket family {} has no profile name: left out (it stays blocked)", k.family));
                 }
-                if k.port == SOCK_RAW && (k.family == AF_INET || k.family == AF_INET6) {
+                let inet = k.family == AF_INET || k.family == AF_INET6;
+                if k.port == SOCK_RAW && inet {
                     raw = true;
+                } else if inet && k.port != 0 && k.proto != 6 && k.proto != 17 {
+                    // Seen at socket creation with its resolved protocol (learn records the
+                    // protocol truncated to 8 bits: MPTCP, 262, reads as TCP and is not learned;
+                    // refused under the generated profile, Go's listeners fall back to TCP).
+                    match protocol_name(k.proto as u32) {
+                        Some(name) => {
+                            protocols.insert(name.to_string());
+                        }
+                        None => notes.push(format!(
+                            "inet protocol {} has no profile name: left out (it stays blocked)",
+                            k.proto
+                        )),
+                    }
                 }
             }
             _ => {}
@@ -334,6 +349,7 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
             bind: Some(bind_rules),
             families: Some(families.into_iter().collect()),
             raw_sockets: raw,
+            protocols: protocols.into_iter().collect(),
         }),
     };
     Generated { profile: canonical(profile), notes, truncated: l.info.truncated + l.info.file_truncated }

@@ -194,3 +194,27 @@ fn container_names() {
     assert_eq!(container_profile_name("NS", "a/b", "c"), "ns_a-b_c");
     assert!(container_profile_name("x", &"p".repeat(100), "c").len() <= 63);
 }
+
+#[test]
+fn protocols_seen_at_socket_creation_are_generated() {
+    // SOCKET items from sock_create: port = socket type, proto = resolved IPPROTO.
+    let items = vec![
+        key(kind::SOCKET, AF_INET, 6, 1, &[]),   // TCP: needs no entry
+        key(kind::SOCKET, AF_INET, 17, 2, &[]),  // UDP: needs no entry
+        key(kind::SOCKET, AF_INET, 1, 2, &[]),   // ICMP ping socket
+        key(kind::SOCKET, AF_INET6, 58, 2, &[]), // ICMPv6 ping socket
+        key(kind::SOCKET, AF_INET, 132, 1, &[]), // SCTP
+        key(kind::SOCKET, AF_INET, 115, 2, &[]), // L2TP: no profile name
+        key(kind::SOCKET, AF_INET, 1, 3, &[]),   // raw ICMP: raw, not icmp
+        key(kind::BIND, AF_INET, 6, 0, &[0; 4]), // a listener on an unbound socket
+    ];
+    let g = generate(&learned(items, &["read"]), &opts());
+    let c = crate::profile::compile(&g.profile).unwrap();
+    let n = g.profile.network.as_ref().unwrap();
+    assert_eq!(n.protocols, vec!["icmp", "icmpv6", "sctp"]);
+    assert!(n.raw_sockets);
+    assert_eq!(c.protocols(), vec!["icmp", "icmpv6", "sctp", "raw"]);
+    assert!(g.notes.iter().any(|l| l.contains("inet protocol 115 has no profile name")), "{:?}", g.notes);
+    let b = n.bind.as_ref().unwrap();
+    assert!(b.iter().any(|r| r.protocol == Protocol::Tcp && r.ports.contains(&PortRange { lo: 0, hi: 0 })), "{b:?}");
+}

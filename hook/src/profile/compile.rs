@@ -8,13 +8,15 @@ use anyhow::{bail, Result};
 use ipnet::IpNet;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
-use warden_common::{profile_flags, proto, PortRule, PortRules, ProfileHeader, MAX_PORT_RULES, SYSCALL_BITMAP_BITS};
+use warden_common::{
+    profile_flags, proto, protocol_bit, PortRule, PortRules, ProfileHeader, MAX_PORT_RULES, SYSCALL_BITMAP_BITS,
+};
 
 use super::files::{self, MAX_FILE_RULES};
 use super::sysnames::{self, Lookup};
 use super::{
-    family_name, family_number, DefaultAction, Diagnostic, Invalid, PortRange, Profile, Protocol, SyscallsSpec,
-    FAMILIES,
+    family_name, family_number, protocol_number, DefaultAction, Diagnostic, Invalid, PortRange, Profile, Protocol,
+    SyscallsSpec, FAMILIES, PROTOCOLS,
 };
 
 /// Access bits of a file rule.
@@ -103,6 +105,21 @@ impl CompiledProfile {
         (0..64).filter(|n| self.header.families >> n & 1 == 1).map(family_name).collect()
     }
 
+    /// `network.protocols` names the compiled profile allows (`raw` for SOCK_RAW).
+    pub fn protocols(&self) -> Vec<&'static str> {
+        PROTOCOLS
+            .iter()
+            .filter(|(name, n)| {
+                if *name == "raw" {
+                    self.restricts(profile_flags::RAW_SOCKETS)
+                } else {
+                    self.header.protocols & protocol_bit(*n) != 0
+                }
+            })
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
     pub fn restricts(&self, flag: u32) -> bool {
         self.header.flags & flag != 0
     }
@@ -140,6 +157,7 @@ impl CompiledProfile {
                 serde_json::json!({
                     "families": self.families(),
                     "raw_sockets": layer(profile_flags::RAW_SOCKETS),
+                    "protocols": self.protocols(),
                     "connect": if layer(profile_flags::CONNECT) {
                         serde_json::Value::from(self.connect_rules().iter().map(|(n, r)| serde_json::json!({"cidr": n.to_string(), "ports": port_rules_json(r)})).collect::<Vec<_>>())
                     } else { serde_json::Value::Null },
@@ -331,6 +349,19 @@ fn build(p: &Profile) -> (CompiledProfile, Vec<Diagnostic>) {
         header.flags |= profile_flags::FAMILIES;
         if net.raw_sockets {
             header.flags |= profile_flags::RAW_SOCKETS;
+        }
+        for (i, name) in net.protocols.iter().enumerate() {
+            match protocol_number(name) {
+                Some(_) if name == "raw" => header.flags |= profile_flags::RAW_SOCKETS,
+                Some(n) => header.protocols |= protocol_bit(n),
+                None => d.push(Diagnostic::error(
+                    format!("network.protocols[{i}]"),
+                    format!(
+                        "unknown protocol `{name}` (known: {}; tcp and udp need no entry)",
+                        PROTOCOLS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    ),
+                )),
+            }
         }
         header.families = match &net.families {
             None => {

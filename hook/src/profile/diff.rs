@@ -60,6 +60,11 @@ pub fn allowed_by_b_not_a(a: &CompiledProfile, b: &CompiledProfile) -> Vec<Strin
             if b.restricts(pf::RAW_SOCKETS) && !a.restricts(pf::RAW_SOCKETS) {
                 out.push("raw inet sockets".to_string());
             }
+            let (pa, pb) = (a.protocols(), b.protocols());
+            let more: Vec<&str> = pb.into_iter().filter(|p| *p != "raw" && !pa.contains(p)).collect();
+            if !more.is_empty() {
+                out.push(format!("protocols: {}", more.join(", ")));
+            }
             match (a.restricts(pf::CONNECT), b.restricts(pf::CONNECT)) {
                 (true, false) => out.push("connect: anywhere (not restricted)".to_string()),
                 (true, true) => {

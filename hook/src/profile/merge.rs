@@ -80,6 +80,7 @@ pub fn canonical(mut p: Profile) -> Profile {
             bind: n.bind.map(canon_bind),
             families: n.families.map(sorted_dedup),
             raw_sockets: n.raw_sockets,
+            protocols: sorted_dedup(n.protocols),
         });
     }
     p
@@ -138,6 +139,8 @@ pub fn union(profiles: &[Profile], name: Option<&str>) -> Result<Profile> {
             bind: union_opt(&nets.iter().map(|n| &n.bind).collect::<Vec<_>>()),
             families: union_opt(&nets.iter().map(|n| &n.families).collect::<Vec<_>>()),
             raw_sockets: nets.iter().any(|n| n.raw_sockets),
+            // Absent means none here (not "unrestricted"): the union is the concatenation.
+            protocols: nets.iter().flat_map(|n| n.protocols.iter().cloned()).collect(),
         })
     } else {
         None

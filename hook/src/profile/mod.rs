@@ -201,9 +201,16 @@ pub struct Network {
     /// every family but `packet` (raw link-layer access is opt-in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub families: Option<Vec<String>>,
-    /// Whether SOCK_RAW inet sockets may be created. Default false.
+    /// Whether SOCK_RAW inet sockets may be created. Default false. Same as `raw` in
+    /// `protocols`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub raw_sockets: bool,
+    /// inet/inet6 protocols besides TCP and UDP that sockets may use ([`PROTOCOLS`]: `icmp`,
+    /// `icmpv6`, `sctp`, `udplite`, `mptcp`, `raw`). Absent or empty: none, because the kernel
+    /// runs no connect, sendmsg or bind hook for several of them, so they could only be allowed
+    /// whole (refused at socket creation otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protocols: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, PartialOrd, Ord)]
@@ -416,6 +423,26 @@ pub const FAMILIES: &[(&str, u32)] = &[
     ("tipc", libc::AF_TIPC as u32),
     ("rds", libc::AF_RDS as u32),
 ];
+
+/// Names of `network.protocols`, with the IPPROTO number each allows (`raw`: SOCK_RAW sockets of
+/// any protocol, the same as `raw_sockets: true`; its number is IPPROTO_RAW's, for display).
+pub const PROTOCOLS: &[(&str, u32)] = &[
+    ("icmp", libc::IPPROTO_ICMP as u32),
+    ("icmpv6", libc::IPPROTO_ICMPV6 as u32),
+    ("sctp", libc::IPPROTO_SCTP as u32),
+    ("udplite", libc::IPPROTO_UDPLITE as u32),
+    ("mptcp", libc::IPPROTO_MPTCP as u32),
+    ("raw", libc::IPPROTO_RAW as u32),
+];
+
+pub fn protocol_number(name: &str) -> Option<u32> {
+    PROTOCOLS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+/// The `network.protocols` name of IPPROTO number `n`, if a profile can name it.
+pub fn protocol_name(n: u32) -> Option<&'static str> {
+    PROTOCOLS.iter().find(|(_, v)| *v == n).map(|(s, _)| *s)
+}
 
 pub fn family_number(name: &str) -> Option<u32> {
     FAMILIES.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)

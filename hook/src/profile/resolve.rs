@@ -228,6 +228,11 @@ pub fn merge(bases: &[&Profile], own: &Profile) -> Profile {
             extend_opt(&mut m.bind, &n.bind);
             extend_opt(&mut m.families, &n.families);
             m.raw_sockets |= n.raw_sockets;
+            for proto in &n.protocols {
+                if !m.protocols.contains(proto) {
+                    m.protocols.push(proto.clone());
+                }
+            }
         }
     }
 

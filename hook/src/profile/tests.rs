@@ -100,6 +100,45 @@ fn unknown_family_is_an_error() {
 }
 
 #[test]
+fn protocols_compile_to_bits_and_raw_to_its_flag() {
+    use warden_common::protocol_bits;
+    let c = compile(&prof(r#"{"name":"t","network":{}}"#)).unwrap();
+    assert_eq!(c.header.protocols, 0, "absent: TCP and UDP only");
+    assert!(c.protocols().is_empty());
+    let c = compile(&prof(r#"{"name":"t","network":{"protocols":["icmp","icmpv6","sctp","raw"]}}"#)).unwrap();
+    assert_eq!(c.header.protocols, protocol_bits::ICMP | protocol_bits::ICMPV6 | protocol_bits::SCTP);
+    assert_ne!(c.header.flags & profile_flags::RAW_SOCKETS, 0, "`raw` is raw_sockets");
+    assert_eq!(c.protocols(), vec!["icmp", "icmpv6", "sctp", "raw"]);
+    let old = compile(&prof(r#"{"name":"t","network":{"raw_sockets":true}}"#)).unwrap();
+    let new = compile(&prof(r#"{"name":"t","network":{"protocols":["raw"]}}"#)).unwrap();
+    assert_eq!(old.hash, new.hash, "two spellings, one kernel state");
+}
+
+#[test]
+fn unknown_protocol_is_an_error_naming_the_field() {
+    let e = compile_err(r#"{"name":"t","network":{"protocols":["icmp","tcp","dccp"]}}"#);
+    assert!(e.contains("network.protocols[1]: unknown protocol `tcp`"), "{e}");
+    assert!(e.contains("network.protocols[2]: unknown protocol `dccp`"), "{e}");
+    assert!(e.contains("known: icmp, icmpv6, sctp, udplite, mptcp, raw"), "{e}");
+}
+
+#[test]
+fn protocols_merge_and_extend_as_a_union() {
+    let a = prof(r#"{"name":"t","network":{"protocols":["sctp","icmp"]}}"#);
+    let b = prof(r#"{"name":"t","network":{"protocols":["icmp","icmpv6"]}}"#);
+    let c = prof(r#"{"name":"t","network":{}}"#);
+    let u = merge::union(&[a.clone(), b, c], None).unwrap();
+    assert_eq!(u.network.unwrap().protocols, vec!["icmp", "icmpv6", "sctp"]);
+    let d = dir_with(&[
+        ("base.json", r#"{"name":"base","network":{"protocols":["sctp"]}}"#),
+        ("app.json", r#"{"name":"app","extends":["base"],"network":{"protocols":["icmp"]}}"#),
+    ]);
+    let p = Profile::from_file(&d.path().join("app.json")).unwrap();
+    let c = compile(&p).unwrap();
+    assert_eq!(c.protocols(), vec!["icmp", "sctp"]);
+}
+
+#[test]
 fn hash_is_deterministic_and_content_sensitive() {
     let a = compile(&prof(r#"{"name":"t","syscalls":{"allow":["read"]}}"#)).unwrap();
     let b = compile(&prof(r#"{"name":"t","syscalls":{"allow":["read"]}}"#)).unwrap();
@@ -504,12 +543,23 @@ fn arb_profile() -> impl Strategy<Value = Profile> {
         0..4,
     ));
     let network = prop::option::of(
-        (connect, bind, families, any::<bool>()).prop_map(|(connect, bind, families, raw_sockets)| Network {
+        (
             connect,
             bind,
             families,
-            raw_sockets,
-        }),
+            any::<bool>(),
+            prop::collection::vec(
+                prop::sample::select(PROTOCOLS.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>()),
+                0..3,
+            ),
+        )
+            .prop_map(|(connect, bind, families, raw_sockets, protocols)| Network {
+                connect,
+                bind,
+                families,
+                raw_sockets,
+                protocols,
+            }),
     );
     (arb_name(), prop::option::of("[ -~]{0,30}"), prop::collection::vec(arb_name(), 0..3), syscalls, files, network)
         .prop_map(|(name, description, extends, syscalls, files, network)| Profile {

@@ -29,6 +29,11 @@ fn errno_name(e: i32) -> String {
         libc::EROFS => "EROFS",
         libc::ENOTEMPTY => "ENOTEMPTY",
         libc::EXDEV => "EXDEV",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
+        libc::ESOCKTNOSUPPORT => "ESOCKTNOSUPPORT",
+        libc::EAGAIN => "EAGAIN",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EINPROGRESS => "EINPROGRESS",
         _ => return format!("errno={e}"),
     };
     format!("errno={name}")
@@ -130,6 +135,147 @@ fn socket(fam: i32, ty: i32, proto: i32) -> String {
         if fd >= 0 {
             libc::close(fd);
         }
+        r
+    }
+}
+
+const IPPROTO_SCTP: i32 = 132;
+const IPPROTO_UDPLITE: i32 = 136;
+const IPPROTO_MPTCP: i32 = 262;
+
+/// Listening sockets kept open by `listen-nobind` and `bind-listen` (serve mode), so that the
+/// test can try to reach them from outside the confined cgroup; closed when the helper exits.
+static LISTENERS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+fn parse_ip(addr: &str) -> Result<IpAddr, String> {
+    addr.parse().map_err(|_| format!("bad address {addr}"))
+}
+
+/// An ICMP echo through an unprivileged "ping" socket (SOCK_DGRAM + IPPROTO_ICMP/ICMPV6; needs
+/// net.ipv4.ping_group_range to include our gid). `ok` only when the echo reply came back;
+/// `errno=...` when the socket could not be made, `send:errno=...` when the send failed,
+/// `no-reply` after 2 s without an answer.
+fn ping(addr: &str) -> Result<String, String> {
+    let ip = parse_ip(addr)?;
+    let sa = SocketAddr::new(ip, 0);
+    let (proto, echo, reply) =
+        if ip.is_ipv4() { (libc::IPPROTO_ICMP, 8u8, 0u8) } else { (libc::IPPROTO_ICMPV6, 128, 129) };
+    unsafe {
+        let fd = libc::socket(family(&sa), libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, proto);
+        if fd < 0 {
+            return Ok(result(-1));
+        }
+        let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+        // type, code, checksum and identifier are filled in by the kernel for ping sockets.
+        let pkt: [u8; 14] = [echo, 0, 0, 0, 0, 0, 0, 1, b'w', b'a', b'r', b'd', b'e', b'n'];
+        let (ss, len) = raw_addr(&sa);
+        let rc =
+            libc::sendto(fd, pkt.as_ptr() as *const _, pkt.len(), 0, &ss as *const _ as *const libc::sockaddr, len);
+        if rc < 0 {
+            let r = format!("send:{}", result(-1));
+            libc::close(fd);
+            return Ok(r);
+        }
+        let mut buf = [0u8; 256];
+        let n = libc::recv(fd, buf.as_mut_ptr() as *mut _, buf.len(), 0);
+        let r = if n < 0 {
+            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if e == libc::EAGAIN {
+                "no-reply".to_string()
+            } else {
+                format!("recv:{}", errno_name(e))
+            }
+        } else if n > 0 && buf[0] == reply {
+            "ok".to_string()
+        } else {
+            format!("unexpected-reply type={}", buf[0])
+        };
+        libc::close(fd);
+        Ok(r)
+    }
+}
+
+/// The local port of socket `fd`.
+fn local_port(fd: i32) -> u16 {
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    unsafe { libc::getsockname(fd, &mut ss as *mut _ as *mut libc::sockaddr, &mut len) };
+    // sin_port and sin6_port are at the same offset.
+    let sin = unsafe { &*(&ss as *const _ as *const libc::sockaddr_in) };
+    u16::from_be(sin.sin_port)
+}
+
+/// TCP listen() on socket `fd`, kept open: `listening PORT`, or `errno=...`.
+fn listen_kept(fd: i32) -> String {
+    let rc = unsafe { libc::listen(fd, 8) };
+    if rc < 0 {
+        let r = result(-1);
+        unsafe { libc::close(fd) };
+        return r;
+    }
+    let port = local_port(fd);
+    LISTENERS.lock().unwrap_or_else(|e| e.into_inner()).push(fd);
+    format!("listening {port}")
+}
+
+/// listen() on a TCP socket that was never bound: the kernel picks an ephemeral port
+/// (inet_csk_listen_start -> get_port(sk, 0)) without running any bind hook.
+fn listen_nobind(v6: bool) -> String {
+    let fam = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    let fd = unsafe { libc::socket(fam, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return result(-1);
+    }
+    listen_kept(fd)
+}
+
+/// bind(ADDR:PORT) then listen(), kept open.
+fn bind_listen(sa: &SocketAddr) -> String {
+    unsafe {
+        let fd = libc::socket(family(sa), libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return result(-1);
+        }
+        let (ss, len) = raw_addr(sa);
+        if libc::bind(fd, &ss as *const _ as *const libc::sockaddr, len) < 0 {
+            let r = format!("bind:{}", result(-1));
+            libc::close(fd);
+            return r;
+        }
+        listen_kept(fd)
+    }
+}
+
+/// A socket of protocol `proto` (not TCP or UDP), then a connect (stream) or a sendto
+/// (datagram) to `sa`. `unsupported:errno=...` when this kernel lacks the protocol, so a
+/// missing module is never mistaken for a denial.
+fn other_proto(sa: &SocketAddr, ty: i32, proto: i32) -> String {
+    unsafe {
+        let fd = libc::socket(family(sa), ty | libc::SOCK_CLOEXEC, proto);
+        if fd < 0 {
+            let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if e == libc::EPROTONOSUPPORT || e == libc::ESOCKTNOSUPPORT {
+                return format!("unsupported:{}", errno_name(e));
+            }
+            return errno_name(e);
+        }
+        let (ss, len) = raw_addr(sa);
+        let rc = if ty == libc::SOCK_DGRAM {
+            let msg = b"warden";
+            libc::sendto(fd, msg.as_ptr() as *const _, msg.len(), 0, &ss as *const _ as *const libc::sockaddr, len)
+                as libc::c_long
+        } else {
+            libc::connect(fd, &ss as *const _ as *const libc::sockaddr, len) as libc::c_long
+        };
+        let r = result(rc);
+        libc::close(fd);
         r
     }
 }
@@ -266,6 +412,35 @@ fn run(args: &[&str]) -> String {
                 bind(&sockaddr(args[1], args[2])?, libc::SOCK_DGRAM)
             }
             "raw-socket" => socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
+            // Escapes through protocols without cgroup hooks (issue 15).
+            "ping4" | "ping6" => {
+                need(2)?;
+                ping(args[1])?
+            }
+            "listen-nobind" => listen_nobind(false),
+            "listen-nobind6" => listen_nobind(true),
+            "bind-listen" => {
+                need(3)?;
+                bind_listen(&sockaddr(args[1], args[2])?)
+            }
+            "close-listeners" => {
+                for fd in LISTENERS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                    unsafe { libc::close(fd) };
+                }
+                "ok".into()
+            }
+            "sctp-connect" => {
+                need(3)?;
+                other_proto(&sockaddr(args[1], args[2])?, libc::SOCK_STREAM, IPPROTO_SCTP)
+            }
+            "udplite-send" => {
+                need(3)?;
+                other_proto(&sockaddr(args[1], args[2])?, libc::SOCK_DGRAM, IPPROTO_UDPLITE)
+            }
+            "mptcp-connect" => {
+                need(3)?;
+                other_proto(&sockaddr(args[1], args[2])?, libc::SOCK_STREAM, IPPROTO_MPTCP)
+            }
             "packet-socket" => socket(libc::AF_PACKET, libc::SOCK_RAW, 0),
             "unix-socket" => socket(libc::AF_UNIX, libc::SOCK_STREAM, 0),
             "int80-getpid" => int80_getpid(),

@@ -24,6 +24,8 @@ pub enum Need {
     Runc,
     /// The static `warden-attempt` (built by scripts/test.sh) to mount into containers.
     StaticAttempt,
+    /// The kernel has SCTP (CONFIG_IP_SCTP, built in or loadable: `modprobe sctp` is tried).
+    Sctp,
 }
 
 /// What every kernel test needs: root, cgroup2, bpffs and the built binaries.
@@ -57,6 +59,7 @@ impl Need {
             }
             Need::Runc => Path::new(RUNC).is_file(),
             Need::StaticAttempt => static_attempt().is_file(),
+            Need::Sctp => sctp_available(),
         };
         if ok {
             return None;
@@ -68,6 +71,9 @@ impl Need {
             Need::Containerd => "neither apt-get nor a cached containerd (scripts/containerd.sh)".into(),
             Need::Runc => format!("{RUNC} missing (apt-get install runc)"),
             Need::StaticAttempt => "static warden-attempt missing (scripts/test.sh builds it)".into(),
+            Need::Sctp => {
+                "this kernel has no SCTP: socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP) fails with EPROTONOSUPPORT after `modprobe sctp` (CONFIG_IP_SCTP not set, or the module cannot be loaded)".into()
+            }
             Need::Binaries => unreachable!("returned above"),
         })
     }
@@ -97,6 +103,18 @@ pub fn skip(why: &str) -> bool {
     }
     eprintln!("SKIPPED {test} (not in CI): {why}");
     false
+}
+
+/// Whether an SCTP socket can be made here, after trying to load the module.
+fn sctp_available() -> bool {
+    let _ = Command::new("modprobe").arg("sctp").output();
+    let fd = unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_STREAM, 132 /* IPPROTO_SCTP */)
+    };
+    if fd >= 0 {
+        unsafe { libc::close(fd) };
+    }
+    fd >= 0
 }
 
 fn is_bpffs(p: &str) -> bool {

@@ -317,6 +317,40 @@ impl Drop for TestCgroup {
     }
 }
 
+// ---- sysctls ----------------------------------------------------------------------------------
+
+/// `net.ipv4.ping_group_range` opened to every group for as long as the guard lives (containerd
+/// 2.x opens it in every pod; Debian keeps it closed, `1 0`), restored on drop, also after a
+/// failed assertion. Tests that open it are serialised by the guard (a second one waits), so
+/// that two of them cannot save each other's value and leave it open.
+pub struct PingGroupRange {
+    saved: String,
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+
+static PING_RANGE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+const PING_GROUP_RANGE: &str = "/proc/sys/net/ipv4/ping_group_range";
+
+impl PingGroupRange {
+    pub fn open() -> PingGroupRange {
+        let lock = PING_RANGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let saved = std::fs::read_to_string(PING_GROUP_RANGE)
+            .unwrap_or_else(|e| panic!("reading {PING_GROUP_RANGE}: {e}"))
+            .trim()
+            .to_string();
+        std::fs::write(PING_GROUP_RANGE, "0 2147483647").unwrap_or_else(|e| panic!("opening {PING_GROUP_RANGE}: {e}"));
+        PingGroupRange { saved, _lock: lock }
+    }
+}
+
+impl Drop for PingGroupRange {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(PING_GROUP_RANGE, &self.saved) {
+            eprintln!("restoring {PING_GROUP_RANGE} to `{}`: {e}", self.saved);
+        }
+    }
+}
+
 // ---- the attempt helper ----------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Eq)]

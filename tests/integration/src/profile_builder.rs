@@ -64,6 +64,12 @@ impl ProfileBuilder {
         self
     }
 
+    /// `network.protocols`: inet protocols other than TCP and UDP (`icmp`, `sctp`, ...).
+    pub fn protocols(mut self, protocols: &[&str]) -> ProfileBuilder {
+        self.network().insert("protocols".into(), json!(protocols));
+        self
+    }
+
     pub fn value(self) -> Value {
         Value::Object(self.0)
     }

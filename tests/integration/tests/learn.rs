@@ -317,3 +317,38 @@ fn complain_report_lists_what_enforce_would_deny() {
     // Wait for nothing: the report does not depend on events.
     std::thread::sleep(Duration::from_millis(10));
 }
+
+#[test]
+fn learned_protocols_and_unbound_listeners_reach_the_generated_profile() {
+    if !skip_unless(KERNEL) {
+        return;
+    }
+    let _range = PingGroupRange::open();
+    let w = Warden::new();
+    let cg = TestCgroup::new("learn-proto");
+    let mut p = Attempt::spawn_in(&cg.path);
+    w.confine(&cg.path, LEARNING, "learn");
+    let workload = |p: &mut Attempt| {
+        assert_eq!(p.attempt("ping4 127.0.0.2"), Outcome::ok());
+        assert_eq!(p.attempt("ping6 ::1"), Outcome::ok());
+        let Outcome::Reply(r) = p.attempt("listen-nobind") else { panic!("listen-nobind") };
+        let port: u16 = r.strip_prefix("listening ").expect("listening PORT").parse().unwrap();
+        let sa: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(2)).is_ok()
+    };
+    assert!(workload(&mut p), "learn mode lets everything through");
+    let (file, v, _) = generate(&w, &cg.path, "learned-proto");
+    assert_eq!(v["network"]["protocols"], serde_json::json!(["icmp", "icmpv6"]), "{v}");
+    let bind = v["network"]["bind"].as_array().expect("bind rules");
+    assert!(
+        bind.iter().any(|r| r["protocol"] == "tcp" && r["ports"].as_array().unwrap().contains(&serde_json::json!(0))),
+        "an unbound listener is learned as bind port 0, not its random port: {v}"
+    );
+    drop(p);
+
+    // Enforced, the learned profile allows the same workload.
+    let cg2 = TestCgroup::new("learn-proto-enforce");
+    let mut q = Attempt::spawn_in(&cg2.path);
+    w.confine(&cg2.path, &std::fs::read_to_string(&file).unwrap(), "enforce");
+    assert!(workload(&mut q), "the learned profile allows the listener");
+}
