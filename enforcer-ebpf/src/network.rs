@@ -14,7 +14,7 @@ use warden_common::{kind, mode, profile_flags, proto, protocol_bit, LearnKey, Ne
 
 use crate::{
     maps::{WARDEN_BIND, WARDEN_CONNECT4, WARDEN_CONNECT6, WARDEN_LEARN_NET},
-    policy::{policy_for, profile},
+    policy::{policy_for, policy_for_skb, profile},
     verdict::{judge, Attempt, ALLOW, DENY},
 };
 
@@ -228,7 +228,7 @@ pub fn warden_ingress(ctx: SkBuffContext) -> i32 {
     // The cgroup of the socket (skb->sk is the listener here), not of whatever task the
     // softirq interrupted.
     let cgid = unsafe { bpf_skb_cgroup_id(skb) };
-    let Some((root, pol)) = policy_for(cgid) else { return ALLOW };
+    let Some((root, pol)) = policy_for_skb(skb, cgid) else { return ALLOW };
     let proto = rd(unsafe { core::ptr::addr_of!((*s).protocol) }) as u8;
     let port = rd(unsafe { core::ptr::addr_of!((*s).src_port) }) as u16; // host byte order
     let v6 = rd(unsafe { core::ptr::addr_of!((*s).family) }) == AF_INET6 as u32;

@@ -1,6 +1,9 @@
 //! Which policy applies to a cgroup: its own entry in WARDEN_CGROUPS, or the one of the
 //! confined ancestor it inherited from; and the compiled profile that policy names.
-use aya_ebpf::helpers::bpf_get_current_ancestor_cgroup_id;
+use aya_ebpf::{
+    bindings::__sk_buff,
+    helpers::{bpf_get_current_ancestor_cgroup_id, bpf_skb_ancestor_cgroup_id},
+};
 use warden_common::{cgroup_flags, CgroupPolicy, ProfileHeader};
 
 use crate::maps::{STATE_INHERIT_FAILURES, WARDEN_CGROUPS, WARDEN_PROFILES, WARDEN_STATE};
@@ -20,6 +23,15 @@ const MAX_ANCESTOR_LEVELS: i32 = 16;
 /// has ever overflowed.
 #[inline(always)]
 pub(crate) fn current_entry(cgid: u64) -> Option<(u64, &'static CgroupPolicy)> {
+    entry_or_ancestor(cgid, |level| unsafe { bpf_get_current_ancestor_cgroup_id(level) })
+}
+
+/// [`current_entry`] with the ancestors given by `ancestor(level)` (0 above the cgroup's own
+/// level): the current task's for task-context programs; the socket's for `cgroup_skb`, which
+/// runs in softirq where "current" is whoever was interrupted, and where 6.1 has no
+/// bpf_get_current_ancestor_cgroup_id.
+#[inline(always)]
+fn entry_or_ancestor(cgid: u64, ancestor: impl Fn(i32) -> u64) -> Option<(u64, &'static CgroupPolicy)> {
     if let Some(p) = unsafe { WARDEN_CGROUPS.get(&cgid) } {
         return Some((cgid, p));
     }
@@ -29,15 +41,23 @@ pub(crate) fn current_entry(cgid: u64) -> Option<(u64, &'static CgroupPolicy)> {
     }
     let mut found: Option<(u64, &'static CgroupPolicy)> = None;
     for level in 1..MAX_ANCESTOR_LEVELS {
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        let id = ancestor(level);
         if id == 0 || id == cgid {
-            break; // above the task's own level, or the task's own cgroup (already missed)
+            break; // above the cgroup's own level, or the cgroup itself (already missed)
         }
         if let Some(p) = unsafe { WARDEN_CGROUPS.get(&id) } {
             found = Some((id, p));
         }
     }
     found
+}
+
+/// The policy that applies to the socket of `skb` (a `cgroup_skb` program), whose cgroup is
+/// `cgid`: as [`policy_for`], with the socket's ancestors.
+#[inline(always)]
+pub(crate) fn policy_for_skb(skb: *mut __sk_buff, cgid: u64) -> Option<(u64, CgroupPolicy)> {
+    let (id, p) = entry_or_ancestor(cgid, |level| unsafe { bpf_skb_ancestor_cgroup_id(skb, level) })?;
+    resolve_entry(id, p)
 }
 
 /// The policy that applies to the current task, whose cgroup is `cgid`: its own, or its
