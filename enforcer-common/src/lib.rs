@@ -36,6 +36,10 @@ pub mod cgroup_flags {
     /// the one of `root_cgroup`'s entry (looked up at every decision, so profile swaps and
     /// releases of the root apply to descendants at once).
     pub const INHERITED: u8 = 1;
+    /// Learn mode inside a baseline (an operator's rule, issue 16): everything is recorded as
+    /// in learn mode, and what `profile_id` (the baseline) does not allow is still denied as
+    /// in enforce mode. Only on root entries (descendants read their root's).
+    pub const FLOOR: u8 = 2;
 }
 
 /// Flags of a [`ProfileHeader`]: which layers the profile restricts. An absent section in the

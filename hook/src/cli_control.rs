@@ -103,8 +103,8 @@ fn print_daemon_status(v: &Value) {
         if v["sys_enter_attached"] == Value::Bool(true) { "attached" } else { "not attached (no syscall policy)" }
     );
     println!(
-        "{:<14} {:<30} {:<16} {:<20} {:<13} {:<9} {:>10} {:<8}  denials",
-        "CONTAINER-ID", "NAMESPACE/POD", "CONTAINER", "PROFILE", "VERSION", "MODE", "CGROUP-ID", "VIA"
+        "{:<14} {:<30} {:<16} {:<20} {:<13} {:<9} {:>10} {:<8} {:<12}  denials",
+        "CONTAINER-ID", "NAMESPACE/POD", "CONTAINER", "PROFILE", "VERSION", "MODE", "CGROUP-ID", "VIA", "RULE"
     );
     let containers = v["containers"].as_array().cloned().unwrap_or_default();
     for c in &containers {
@@ -114,7 +114,7 @@ fn print_daemon_status(v: &Value) {
         let viol: Vec<String> =
             c["violations"].as_object().into_iter().flatten().map(|(k, n)| format!("{k}={n}")).collect();
         println!(
-            "{:<14} {:<30} {:<16} {:<20} {:<13} {:<9} {:>10} {:<8}  {}",
+            "{:<14} {:<30} {:<16} {:<20} {:<13} {:<9} {:>10} {:<8} {:<12}  {}",
             id.chars().take(13).collect::<String>(),
             pod,
             e(&c["container"]).to_string(),
@@ -123,6 +123,7 @@ fn print_daemon_status(v: &Value) {
             s(&c["mode"]),
             c["cgroup_id"],
             s(&c["via"]),
+            if s(&c["rule"]).is_empty() { "-".to_string() } else { e(&c["rule"]).to_string() },
             if viol.is_empty() { "-".to_string() } else { viol.join(" ") }
         );
     }

@@ -120,9 +120,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
-        if let Some(p) = &self.policy.default_profile {
-            crate::policy::valid_profile_name(p).map_err(|e| anyhow::anyhow!("policy.default_profile: {e}"))?;
-        }
+        self.policy.validate().map_err(|e| anyhow::anyhow!(e))?;
         let idx = &self.nri.plugin_index;
         if idx.len() != 2 || !idx.bytes().all(|b| b.is_ascii_digit()) {
             anyhow::bail!("nri.plugin_index: {idx:?} must be two digits (00-99)");

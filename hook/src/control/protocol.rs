@@ -133,6 +133,12 @@ pub struct ContainerInfo {
     pub cgroup_path: PathBuf,
     /// `nri` or `oci-hook`.
     pub via: String,
+    /// The operator's rule that decided the policy (`[[policy.rules]]` name, or `default`).
+    #[serde(default)]
+    pub rule: String,
+    /// That rule's baseline, in force as well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
     /// Denials (enforce) or would-be denials (complain) per kind, from the kernel's counters.
     pub violations: BTreeMap<String, u64>,
     pub events_sent: u64,

@@ -10,9 +10,10 @@ use super::oci::{self, OciRecord};
 use super::{ConfinedContainer, Daemon};
 use crate::cgroup;
 use crate::control::ConfineRequest;
+use crate::enforcer::Mode;
 use crate::nri::{Container, PodSandbox};
 use crate::policy::{self, Pod, Selection};
-use crate::profile::{self, Profile};
+use crate::profile::{self, CompiledProfile, Profile};
 
 /// Who asks for a container's confinement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,23 +111,22 @@ impl Daemon {
     /// Errors name what was wrong; logging, metrics of the request and fail-open are the
     /// caller's (they differ: a refused start, a running container, a hook's answer).
     pub fn confine(&self, t: &Target, via: Via) -> Result<Option<ConfinedContainer>> {
-        let (profile, mode, source) = match policy::select(&self.cfg.policy, &t.pod, &t.container)? {
+        let (profile, mode, source, rule, baseline) = match policy::select(&self.cfg.policy, &t.pod, &t.container)? {
             Selection::Unconfined(why) => {
                 debug!(namespace = %t.pod.namespace, pod = %t.pod.name, container = %t.container, container_id = %t.id,
                        via = via.as_str(), why, "not confined");
                 return Ok(None);
             }
-            Selection::Confine { profile, mode, source } => (profile, mode, source),
+            Selection::Confine { profile, mode, source, rule, baseline } => (profile, mode, source, rule, baseline),
         };
         let _gate = self.ops.profiles_read();
-        let compiled = match &profile {
-            Some(name) => self
-                .load_profile(name)
-                .inspect_err(|_| self.ops.metrics.profile_error("start"))
-                .with_context(|| format!("annotation {source}"))?,
-            // Learn mode without a profile: an empty one; learn allows and records everything.
-            None => profile::compile(&Profile::from_json(r#"{"name":"learning"}"#)?)?,
-        };
+        let compiled = self
+            .compile_policy(profile.as_deref(), baseline.as_deref(), mode)
+            .inspect_err(|_| self.ops.metrics.profile_error("start"))
+            .with_context(|| format!("{source}, rule {rule:?}"))?;
+        // Learning inside a baseline: the kernel records everything and still enforces the
+        // baseline (cgroup_flags::FLOOR).
+        let floor = baseline.is_some() && mode == Mode::Learn;
         let dir = self.locate(&t.cgroup)?;
         let mut registry = self.registry.lock();
         // A runtime's live container ids are unique: a second createRuntime for a confined id is
@@ -134,7 +134,7 @@ impl Daemon {
         if via == Via::OciHook && registry.contains_key(&t.id) {
             bail!("container id {} is already confined", t.id);
         }
-        let cgroup_id = self.enforcer.lock().unwrap().apply(&dir, &compiled, mode)?;
+        let cgroup_id = self.enforcer.lock().unwrap().apply_policy(&dir, &compiled, mode, floor)?;
         let rec = ConfinedContainer {
             cgroup_id,
             namespace: t.pod.namespace.clone(),
@@ -144,6 +144,8 @@ impl Daemon {
             mode,
             cgroup_path: dir,
             via,
+            rule,
+            baseline,
         };
         if via == Via::OciHook {
             // Without the record a restarted daemon could not release this container at
@@ -155,6 +157,23 @@ impl Daemon {
         }
         registry.insert(t.id.clone(), rec.clone());
         Ok(Some(rec))
+    }
+
+    /// The kernel form of a selection: the pod's profile, intersected with the rule's baseline
+    /// in enforce; the baseline alone (kept enforced while the kernel records) in learn.
+    pub fn compile_policy(&self, profile: Option<&str>, baseline: Option<&str>, mode: Mode) -> Result<CompiledProfile> {
+        match (profile, baseline, mode) {
+            (_, Some(b), Mode::Learn) => self.load_profile(b).with_context(|| format!("baseline {b}")),
+            (_, Some(b), Mode::Complain) => {
+                bail!("complain cannot be combined with baseline {b} (refused by config check; the kernel judges one profile per container)")
+            }
+            (Some(p), Some(b), Mode::Enforce) => self.load_profile(&format!("{p}&{b}")),
+            (None, Some(b), Mode::Enforce) => self.load_profile(b).with_context(|| format!("baseline {b}")),
+            (Some(p), None, _) => self.load_profile(p),
+            // Learn mode without a profile: an empty one; learn allows and records everything.
+            (None, None, Mode::Learn) => profile::compile(&Profile::from_json(r#"{"name":"learning"}"#)?),
+            (None, None, m) => bail!("mode {} needs a profile", m.as_str()),
+        }
     }
 
     /// The cgroup2 directory of a container, checked.

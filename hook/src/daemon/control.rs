@@ -35,6 +35,8 @@ impl Daemon {
                     cgroup_id: r.cgroup_id,
                     cgroup_path: r.cgroup_path,
                     via: r.via.as_str().into(),
+                    rule: r.rule,
+                    baseline: r.baseline,
                     violations: p
                         .map(|p| p.violations.iter().map(|(k, v)| (k.to_string(), *v)).collect())
                         .unwrap_or_default(),

@@ -64,6 +64,11 @@ pub(crate) struct OciRecord {
     mode: crate::enforcer::Mode,
     cgroup_id: u64,
     cgroup_path: PathBuf,
+    /// Records of an older daemon have none.
+    #[serde(default)]
+    rule: String,
+    #[serde(default)]
+    baseline: Option<String>,
 }
 
 impl OciRecord {
@@ -77,6 +82,8 @@ impl OciRecord {
             mode: c.mode,
             cgroup_id: c.cgroup_id,
             cgroup_path: c.cgroup_path.clone(),
+            rule: c.rule.clone(),
+            baseline: c.baseline.clone(),
         }
     }
 }
@@ -137,6 +144,8 @@ impl Daemon {
                         mode: rec.mode,
                         cgroup_path: rec.cgroup_path,
                         via: Via::OciHook,
+                        rule: rec.rule,
+                        baseline: rec.baseline,
                     },
                 );
                 continue;

@@ -23,6 +23,10 @@ pub struct ConfinedContainer {
     pub cgroup_path: PathBuf,
     /// How the container reached warden.
     pub via: Via,
+    /// The operator's rule that decided its policy (policy::NamespaceRule::name).
+    pub rule: String,
+    /// That rule's baseline, in force as well.
+    pub baseline: Option<String>,
 }
 
 impl ConfinedContainer {
@@ -35,6 +39,7 @@ impl ConfinedContainer {
             container: &self.container,
             profile: &self.profile,
             mode: self.mode,
+            rule: &self.rule,
         }
     }
 

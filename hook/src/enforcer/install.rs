@@ -41,10 +41,17 @@ impl Enforcer {
     /// Confines the cgroup at `path` to `profile` in `mode`. All or nothing: on error no
     /// entry, link or profile of this call is left behind.
     pub fn apply(&mut self, path: &Path, profile: &CompiledProfile, mode: Mode) -> Result<u64> {
+        self.apply_policy(path, profile, mode, false)
+    }
+
+    /// [`apply`](Self::apply); with `floor` in learn mode, `profile` stays enforced while
+    /// everything is recorded (an operator rule's baseline: cgroup_flags::FLOOR).
+    pub fn apply_policy(&mut self, path: &Path, profile: &CompiledProfile, mode: Mode, floor: bool) -> Result<u64> {
         let cgid = cgroup::cgroup_id(path)?;
         self.check_layers(profile)?;
         let profile_id = self.install_profile(profile)?;
-        let r = self.apply_installed(path, cgid, profile_id, profile, mode);
+        let floor = floor && mode == Mode::Learn;
+        let r = self.apply_installed(path, cgid, profile_id, profile, mode, floor);
         if r.is_err() {
             // Drop what this call added (the profile if unreferenced, the sys_enter hook if
             // unneeded); links were already unwound by attach_cgroup.
@@ -62,6 +69,7 @@ impl Enforcer {
         profile_id: u32,
         profile: &CompiledProfile,
         mode: Mode,
+        floor: bool,
     ) -> Result<()> {
         if needs_sys_enter(profile.header.flags, mode.raw()) {
             self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
@@ -94,7 +102,8 @@ impl Enforcer {
         }
         // One map update switches the cgroup (and every descendant, which reads this entry) to
         // the new policy: no moment with half a profile.
-        let entry = CgroupPolicy { profile_id, mode: mode.raw(), flags: 0, _pad: [0; 2], root_cgroup: cgid };
+        let flags = if floor { cgroup_flags::FLOOR } else { 0 };
+        let entry = CgroupPolicy { profile_id, mode: mode.raw(), flags, _pad: [0; 2], root_cgroup: cgid };
         self.maps.cgroups.insert(cgid, entry, 0).context("writing the cgroup's policy entry")?;
         // Sub-cgroups that exist already (new ones are caught by the cgroup_mkdir program).
         for d in cgroup::descendants(path) {

@@ -24,6 +24,8 @@ pub struct Labels<'a> {
     pub container: &'a str,
     pub profile: &'a str,
     pub mode: Mode,
+    /// The operator's rule that decided the policy.
+    pub rule: &'a str,
 }
 
 /// The daemon's operational state beside the enforcement state.

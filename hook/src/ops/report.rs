@@ -19,6 +19,8 @@ pub struct Who {
     pub pod: String,
     pub container: String,
     pub profile: String,
+    /// The operator's rule that decided the container's policy.
+    pub rule: String,
 }
 
 #[derive(Debug)]
@@ -120,6 +122,7 @@ impl Reporter {
                 pod: r.pod.to_string(),
                 container: r.container.to_string(),
                 profile: ev.profile.clone(),
+                rule: r.rule.to_string(),
             })
             .unwrap_or_else(|| Who { profile: ev.profile.clone(), ..Who::default() });
         let (log, ended) = self.limiter.lock().unwrap().admit(ev.root_cgroup, &who, Instant::now());
@@ -142,7 +145,7 @@ impl Reporter {
 
 fn summary(s: &Suppressed) {
     warn!(target: "warden::event", namespace = %s.who.namespace, pod = %s.who.pod, container = %s.who.container,
-          profile = %s.who.profile, cgroup_id = s.key, suppressed = s.count,
+          profile = %s.who.profile, rule = %s.who.rule, cgroup_id = s.key, suppressed = s.count,
           "{} event line(s) of this container suppressed by log_rate_limit (the kernel's counters and /metrics still count them)", s.count);
 }
 
@@ -151,7 +154,7 @@ fn line(ev: &EventView, who: &Who) {
     macro_rules! emit {
         ($lvl:ident) => {
             $lvl!(target: "warden::event", namespace = %who.namespace, pod = %who.pod, container = %who.container,
-                  profile = %ev.profile, mode = %ev.mode, kind = ev.kind, verdict = ev.verdict,
+                  profile = %ev.profile, rule = %who.rule, mode = %ev.mode, kind = ev.kind, verdict = ev.verdict,
                   syscall = ev.syscall.as_deref(), path = ev.path.as_deref(), access = ev.access.as_deref(), op = ev.op,
                   address = ev.address.as_deref(), port = ev.port, protocol = ev.protocol.as_deref(), family = ev.family.as_deref(),
                   pid = ev.pid, comm = %ev.comm, cgroup_id = ev.root_cgroup, "{}", ev.detail)

@@ -460,7 +460,7 @@ fn covers_all(ports: &[PortRange]) -> bool {
 /// SHA-256 over the kernel form. Every part is fixed-size or terminated, so distinct contents
 /// cannot collide by concatenation; a profile without `files` hashes as before that layer
 /// existed, so existing versions keep their identity.
-fn content_hash(
+pub(super) fn content_hash(
     name: &str,
     header: &ProfileHeader,
     connect4: &[(u8, [u8; 4], PortRules)],

@@ -12,10 +12,12 @@
 //! - [`resolve`]: the profile search path, `extends` and merging;
 //! - [`compile`]: validation, warnings, limits and the kernel form with its hash;
 //! - [`diff`]: what one compiled profile allows that another does not;
+//! - [`intersect`]: the intersection of two compiled profiles (a baseline and a pod's profile);
 //! - [`merge`]: the union of profiles (`warden profile merge`) and their canonical form.
 pub mod compile;
 pub mod diff;
 pub mod files;
+pub mod intersect;
 pub mod merge;
 pub mod resolve;
 pub mod seccomp;
