@@ -256,3 +256,22 @@ fn is_ebusy(e: &aya::programs::ProgramError) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsm_groups_follow_the_profile_and_mode() {
+        use profile_flags::*;
+        // [files, gate, net]
+        assert_eq!(lsm_groups_needed(0, mode::ENFORCE), [false, false, false]);
+        assert_eq!(lsm_groups_needed(0, mode::LEARN), [true, false, true], "learn records paths and ping sends");
+        assert_eq!(lsm_groups_needed(CONNECT, mode::ENFORCE), [false, false, true]);
+        assert_eq!(lsm_groups_needed(BIND, mode::COMPLAIN), [false, false, true]);
+        assert_eq!(lsm_groups_needed(FAMILIES | CONNECT | BIND, mode::ENFORCE), [false, true, true]);
+        assert_eq!(lsm_groups_needed(FAMILIES, mode::COMPLAIN), [false, false, false]);
+        assert_eq!(lsm_groups_needed(SYSCALLS | SYSCALLS_LOG_ONLY, mode::ENFORCE), [false, false, false]);
+        assert_eq!(lsm_groups_needed(FILES | SYSCALLS, mode::ENFORCE), [true, true, false]);
+    }
+}
