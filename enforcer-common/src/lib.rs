@@ -537,6 +537,31 @@ pub mod globals {
     /// `struct task_struct` -> `fs`; `struct fs_struct` -> `root` (struct path).
     pub const TASK_FS: &str = "OFF_TASK_FS";
     pub const FS_ROOT: &str = "OFF_FS_ROOT";
+    /// Network LSM programs (net_lsm.rs). 1 when every offset below was found in the
+    /// kernel's BTF; 0 (then those programs judge nothing) otherwise.
+    pub const NET_OFFSETS_OK: &str = "NET_OFFSETS_OK";
+    /// `struct socket` -> `sk` (struct sock *).
+    pub const SOCKET_SK: &str = "OFF_SOCKET_SK";
+    /// `struct sock` -> `__sk_common.skc_family` (unsigned short), `skc_state` (u8),
+    /// `skc_num` (u16, the local port in host order; 0 = not bound), `skc_daddr`,
+    /// `skc_rcv_saddr` (__be32), `skc_v6_daddr`, `skc_v6_rcv_saddr` (struct in6_addr),
+    /// `skc_prot` (struct proto *); `sk_type`, `sk_protocol` (u16).
+    pub const SOCK_FAMILY: &str = "OFF_SOCK_FAMILY";
+    pub const SOCK_STATE: &str = "OFF_SOCK_STATE";
+    pub const SOCK_NUM: &str = "OFF_SOCK_NUM";
+    pub const SOCK_DADDR: &str = "OFF_SOCK_DADDR";
+    pub const SOCK_RCV_SADDR: &str = "OFF_SOCK_RCV_SADDR";
+    pub const SOCK_V6_DADDR: &str = "OFF_SOCK_V6_DADDR";
+    pub const SOCK_V6_RCV_SADDR: &str = "OFF_SOCK_V6_RCV_SADDR";
+    pub const SOCK_PROT: &str = "OFF_SOCK_PROT";
+    pub const SOCK_TYPE: &str = "OFF_SOCK_TYPE";
+    pub const SOCK_PROTOCOL: &str = "OFF_SOCK_PROTOCOL";
+    /// `struct proto` -> `bind`: non-NULL for protocols that bind without inet_bind's cgroup
+    /// hook (raw, ping, SCTP).
+    pub const PROTO_BIND: &str = "OFF_PROTO_BIND";
+    /// `struct msghdr` -> `msg_name` (kernel copy of the destination), `msg_namelen` (int).
+    pub const MSGHDR_NAME: &str = "OFF_MSGHDR_NAME";
+    pub const MSGHDR_NAMELEN: &str = "OFF_MSGHDR_NAMELEN";
     /// Events per second per confined cgroup before events are dropped (counted).
     pub const EVENT_RATE_LIMIT: &str = "EVENT_RATE_LIMIT";
 }

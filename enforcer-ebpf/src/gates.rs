@@ -1,18 +1,19 @@
 //! Pre-execution gates (BPF-LSM): dangerous syscalls outside a confined process's syscall
 //! allow-list (mount, ptrace, bpf, perf_event_open, module loading, user namespaces, io_uring,
 //! keys) fail with EPERM before they do anything, and so do socket families outside its
-//! profile; the sys_enter kill follows. Enforce mode only.
+//! profile; the sys_enter kill follows. Inet protocols the profile does not name fail at
+//! socket_create too (with an event: no kill follows those). Enforce mode only.
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_probe_read_kernel},
     macros::lsm,
     programs::LsmContext,
 };
-use warden_common::{mode, profile_flags, SYSCALL_BITMAP_BITS};
+use warden_common::{kind, mode, profile_flags, proto, protocol_bit, SYSCALL_BITMAP_BITS};
 
 use crate::{
     policy::{policy_for, profile},
     syscalls::in_compat_syscall,
-    verdict::{LSM_ALLOW, LSM_DENY},
+    verdict::{judge, Attempt, LSM_ALLOW, LSM_DENY},
 };
 
 #[cfg(bpf_target_arch = "x86_64")]
@@ -133,6 +134,12 @@ pub fn warden_key_alloc(_ctx: LsmContext) -> i32 {
 
 /// Socket families outside the profile's list fail with EPERM (sys_enter's kill follows for
 /// socket()/socketpair()); kernel-internal sockets are not judged.
+///
+/// inet/inet6 sockets of a protocol the profile does not name (`network.protocols`; SOCK_RAW
+/// needs `raw_sockets`) fail here too, with a `socket` event: the same rule as the cgroup
+/// sock_create program, but before inet_create looks the protocol up, which may autoload its
+/// module (`net-pf-2-proto-132` for SCTP). Enforce mode only: in complain and learn mode the
+/// cgroup program reports and records the socket.
 #[lsm(hook = "socket_create")]
 #[inline(always)]
 pub fn warden_socket_create(ctx: LsmContext) -> i32 {
@@ -141,7 +148,7 @@ pub fn warden_socket_create(ctx: LsmContext) -> i32 {
         return LSM_ALLOW;
     }
     let cgid = unsafe { bpf_get_current_cgroup_id() };
-    let Some((_, pol)) = policy_for(cgid) else { return LSM_ALLOW };
+    let Some((root, pol)) = policy_for(cgid) else { return LSM_ALLOW };
     if pol.mode != mode::ENFORCE {
         return LSM_ALLOW;
     }
@@ -150,9 +157,52 @@ pub fn warden_socket_create(ctx: LsmContext) -> i32 {
         return LSM_ALLOW;
     }
     let family: i32 = ctx.arg(0);
-    if (0..64).contains(&family) && (hdr.families >> family) & 1 == 1 {
-        LSM_ALLOW
+    if !((0..64).contains(&family) && (hdr.families >> family) & 1 == 1) {
+        return LSM_DENY;
+    }
+    if family != AF_INET && family != AF_INET6 {
+        return LSM_ALLOW;
+    }
+    // The type without SOCK_NONBLOCK/SOCK_CLOEXEC (socket() strips them before this hook).
+    let ty: i32 = ctx.arg::<i32>(1) & 0xf;
+    let asked: i32 = ctx.arg(2);
+    // Protocol 0 is the type's default (what inet_create would pick): TCP for SOCK_STREAM,
+    // UDP for SOCK_DGRAM, SCTP for SOCK_SEQPACKET; for any other type none a profile can name.
+    let p = if asked != 0 {
+        asked
     } else {
+        match ty {
+            SOCK_STREAM => proto::TCP as i32,
+            SOCK_DGRAM => proto::UDP as i32,
+            SOCK_SEQPACKET => IPPROTO_SCTP,
+            _ => 0,
+        }
+    };
+    let allowed = if ty == SOCK_RAW {
+        hdr.flags & profile_flags::RAW_SOCKETS != 0
+    } else {
+        p == proto::TCP as i32 || p == proto::UDP as i32 || (p > 0 && hdr.protocols & protocol_bit(p as u32) != 0)
+    };
+    let a = Attempt {
+        kind: kind::SOCKET,
+        nr: p as u32,
+        family: family as u16,
+        port: ty as u16,
+        addr: [0; 16],
+        path: core::ptr::null(),
+        from_packet: false,
+    };
+    if judge(cgid, root, &pol, allowed, &a) {
         LSM_DENY
+    } else {
+        LSM_ALLOW
     }
 }
+
+const AF_INET: i32 = 2;
+const AF_INET6: i32 = 10;
+const SOCK_STREAM: i32 = 1;
+const SOCK_DGRAM: i32 = 2;
+const SOCK_RAW: i32 = 3;
+const SOCK_SEQPACKET: i32 = 5;
+const IPPROTO_SCTP: i32 = 132;

@@ -48,6 +48,36 @@ pub(crate) static OFF_TASK_FS: u64 = 0;
 #[no_mangle]
 pub(crate) static OFF_FS_ROOT: u64 = 0;
 #[no_mangle]
+pub(crate) static NET_OFFSETS_OK: u64 = 0;
+#[no_mangle]
+pub(crate) static OFF_SOCKET_SK: u64 = 0;
+#[no_mangle]
+pub(crate) static OFF_SOCK_FAMILY: u64 = 0;
+#[no_mangle]
+pub(crate) static OFF_SOCK_STATE: u64 = 0;
+#[no_mangle]
+pub(crate) static OFF_SOCK_NUM: u64 = 0;
+#[no_mangle]
+pub(crate) static OFF_SOCK_DADDR: u64 = 0;
+#[no_mangle]
+pub(crate) static OFF_SOCK_RCV_SADDR: u64 = 0;
+#[no_mangle]
+pub(crate) static OFF_SOCK_V6_DADDR: u64 = 0;
+#[no_mangle]
+pub(crate) static OFF_SOCK_V6_RCV_SADDR: u64 = 0;
+#[no_mangle]
+pub(crate) static OFF_SOCK_PROT: u64 = 0;
+#[no_mangle]
+pub(crate) static OFF_SOCK_TYPE: u64 = 0;
+#[no_mangle]
+pub(crate) static OFF_SOCK_PROTOCOL: u64 = 0;
+#[no_mangle]
+pub(crate) static OFF_PROTO_BIND: u64 = 0;
+#[no_mangle]
+pub(crate) static OFF_MSGHDR_NAME: u64 = 0;
+#[no_mangle]
+pub(crate) static OFF_MSGHDR_NAMELEN: u64 = 0;
+#[no_mangle]
 pub(crate) static EVENT_RATE_LIMIT: u64 = 1000;
 
 #[inline(always)]

@@ -17,7 +17,11 @@
 //!   (BPF-LSM): the files allow-list (r/w/x by path, an LPM trie per profile); denial = EPERM.
 //! - `gates`: `warden_sb_mount`, `warden_ptrace`, `warden_bpf`, ... (BPF-LSM): dangerous
 //!   syscalls outside the syscall allow-list fail with EPERM before they do anything (the
-//!   sys_enter kill follows).
+//!   sys_enter kill follows); `warden_socket_create` also refuses inet protocols the profile
+//!   does not name before the kernel looks the protocol up (or autoloads its module).
+//! - `net_lsm`: `warden_socket_bind`, `warden_socket_listen`, `warden_socket_sendmsg`
+//!   (BPF-LSM): listen() on an unbound socket, binds and sends of raw and ping sockets, which
+//!   no cgroup hook can refuse, judged by the bind and connect rules; denial = EPERM.
 //!
 //! What they share: `maps` (all maps), `globals` (read-only kernel offsets and settings),
 //! `policy` (which policy applies to a cgroup), `verdict` (the mode logic: deny, report or
@@ -48,6 +52,7 @@ mod gates;
 mod globals;
 mod learn;
 mod maps;
+mod net_lsm;
 mod network;
 mod policy;
 mod report;

@@ -25,7 +25,7 @@ const SOCK_RAW: u32 = 3;
 const TCP_LISTEN: u32 = 10;
 
 #[inline(always)]
-fn v4_allowed(profile_id: u32, addr: [u8; 4], proto: u8, port: u16) -> bool {
+pub(crate) fn v4_allowed(profile_id: u32, addr: [u8; 4], proto: u8, port: u16) -> bool {
     let key = Key::new(64, Net4Key { profile_id_be: profile_id.to_be_bytes(), addr });
     match WARDEN_CONNECT4.get(&key) {
         Some(rules) => rules.allows(proto, port),
@@ -34,7 +34,7 @@ fn v4_allowed(profile_id: u32, addr: [u8; 4], proto: u8, port: u16) -> bool {
 }
 
 #[inline(always)]
-fn v6_allowed(profile_id: u32, addr: [u8; 16], proto: u8, port: u16) -> bool {
+pub(crate) fn v6_allowed(profile_id: u32, addr: [u8; 16], proto: u8, port: u16) -> bool {
     // An IPv4-mapped address (::ffff:a.b.c.d) reaches an IPv4 host: judge it by the v4 rules.
     if addr[..10] == [0u8; 10] && addr[10] == 0xff && addr[11] == 0xff {
         return v4_allowed(profile_id, [addr[12], addr[13], addr[14], addr[15]], proto, port);

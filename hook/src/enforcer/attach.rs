@@ -15,13 +15,25 @@ use warden_common::{mode, profile_flags};
 use super::programs::{LsmGroup, CGROUP_PROGRAMS, LSM_PROGRAMS};
 use super::Enforcer;
 
-pub(super) fn lsm_groups_needed(flags: u32, mode: u8) -> (bool, bool) {
+/// Which LSM groups a confined cgroup with profile `flags` in `mode` needs, in the order of
+/// [`LSM_GROUPS`].
+pub(super) fn lsm_groups_needed(flags: u32, mode: u8) -> [bool; 3] {
     let files = mode == mode::LEARN || flags & profile_flags::FILES != 0;
     let gate = mode == mode::ENFORCE
         && ((flags & profile_flags::SYSCALLS != 0 && flags & profile_flags::SYSCALLS_LOG_ONLY == 0)
             || flags & profile_flags::FAMILIES != 0);
-    (files, gate)
+    // Ping and raw sends, binds without the cgroup hook, listen(): judged by the connect and
+    // bind rules, and learned (a generated profile needs the ping destinations).
+    let net = mode == mode::LEARN || flags & (profile_flags::CONNECT | profile_flags::BIND) != 0;
+    [files, gate, net]
 }
+
+/// The LSM groups with the shared hook that tracks each one's idle time.
+pub(super) const LSM_GROUPS: [(LsmGroup, SharedHook); 3] = [
+    (LsmGroup::Files, SharedHook::LsmFiles),
+    (LsmGroup::Gate, SharedHook::LsmGate),
+    (LsmGroup::Net, SharedHook::LsmNet),
+];
 
 /// The hooks shared by every confined cgroup, attached while some cgroup needs them.
 ///
@@ -38,6 +50,7 @@ pub(super) enum SharedHook {
     SysEnter = 0,
     LsmFiles = 1,
     LsmGate = 2,
+    LsmNet = 3,
 }
 
 impl Enforcer {
@@ -242,4 +255,23 @@ fn is_ebusy(e: &aya::programs::ProgramError) -> bool {
         src = s.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsm_groups_follow_the_profile_and_mode() {
+        use profile_flags::*;
+        // [files, gate, net]
+        assert_eq!(lsm_groups_needed(0, mode::ENFORCE), [false, false, false]);
+        assert_eq!(lsm_groups_needed(0, mode::LEARN), [true, false, true], "learn records paths and ping sends");
+        assert_eq!(lsm_groups_needed(CONNECT, mode::ENFORCE), [false, false, true]);
+        assert_eq!(lsm_groups_needed(BIND, mode::COMPLAIN), [false, false, true]);
+        assert_eq!(lsm_groups_needed(FAMILIES | CONNECT | BIND, mode::ENFORCE), [false, true, true]);
+        assert_eq!(lsm_groups_needed(FAMILIES, mode::COMPLAIN), [false, false, false]);
+        assert_eq!(lsm_groups_needed(SYSCALLS | SYSCALLS_LOG_ONLY, mode::ENFORCE), [false, false, false]);
+        assert_eq!(lsm_groups_needed(FILES | SYSCALLS, mode::ENFORCE), [true, true, false]);
+    }
 }

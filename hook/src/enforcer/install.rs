@@ -8,8 +8,7 @@ use aya::maps::lpm_trie::Key;
 use tracing::{debug, info, warn};
 use warden_common::{cgroup_flags, profile_flags, CgroupPolicy, LearnInfo, Net4Key, Net6Key, ProfileMeta, SyscallSet};
 
-use super::attach::{lsm_groups_needed, SharedHook};
-use super::programs::LsmGroup;
+use super::attach::{lsm_groups_needed, SharedHook, LSM_GROUPS};
 use super::{files, maps, needs_sys_enter, Enforcer, Mode};
 use crate::{cgroup, profile::CompiledProfile};
 
@@ -75,12 +74,11 @@ impl Enforcer {
             self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
         }
         // LSM programs before the entry: the policy must be complete when it takes effect.
-        let (files, gate) = lsm_groups_needed(kernel_header(profile).flags, mode.raw());
-        if files {
-            self.set_lsm_group(LsmGroup::Files, true)?;
-        }
-        if gate {
-            self.set_lsm_group(LsmGroup::Gate, true)?;
+        let needed = lsm_groups_needed(kernel_header(profile).flags, mode.raw());
+        for ((group, _), need) in LSM_GROUPS.iter().zip(needed) {
+            if need {
+                self.set_lsm_group(*group, true)?;
+            }
         }
         self.attach_cgroup(path, cgid)?;
         // Learn and complain record into the learn maps (learned items; would-deny items).
@@ -170,12 +168,11 @@ impl Enforcer {
                 if needs_sys_enter(profile.header.flags, pol.mode) {
                     self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
                 }
-                let (files, gate) = lsm_groups_needed(kernel_header(profile).flags, pol.mode);
-                if files {
-                    self.set_lsm_group(LsmGroup::Files, true)?;
-                }
-                if gate {
-                    self.set_lsm_group(LsmGroup::Gate, true)?;
+                let needed = lsm_groups_needed(kernel_header(profile).flags, pol.mode);
+                for ((group, _), need) in LSM_GROUPS.iter().zip(needed) {
+                    if need {
+                        self.set_lsm_group(*group, true)?;
+                    }
                 }
                 self.maps.cgroups.insert(cgid, CgroupPolicy { profile_id: new_id, ..pol }, 0)?;
                 n += 1;
@@ -271,17 +268,17 @@ impl Enforcer {
             let flags = self.maps.profiles.get(&p.profile_id, 0).map(|h| h.flags).unwrap_or(0);
             needs_sys_enter(flags, p.mode)
         });
-        let (mut files, mut gate) = (false, false);
+        let mut needed = [false; LSM_GROUPS.len()];
         for (_, p) in &roots {
             let flags = self.maps.profiles.get(&p.profile_id, 0).map(|h| h.flags).unwrap_or(0);
-            let (f, g) = lsm_groups_needed(flags, p.mode);
-            files |= f;
-            gate |= g;
+            for (n, g) in needed.iter_mut().zip(lsm_groups_needed(flags, p.mode)) {
+                *n |= g;
+            }
         }
-        let files = self.keep_while_idle(SharedHook::LsmFiles, files, self.lsm_group_attached(LsmGroup::Files));
-        self.set_lsm_group(LsmGroup::Files, files)?;
-        let gate = self.keep_while_idle(SharedHook::LsmGate, gate, self.lsm_group_attached(LsmGroup::Gate));
-        self.set_lsm_group(LsmGroup::Gate, gate)?;
+        for ((group, hook), need) in LSM_GROUPS.iter().zip(needed) {
+            let keep = self.keep_while_idle(*hook, need, self.lsm_group_attached(*group));
+            self.set_lsm_group(*group, keep)?;
+        }
         let pin = self.link_pin("sys_enter");
         let need = self.keep_while_idle(SharedHook::SysEnter, need, pin.exists());
         if need && !pin.exists() {

@@ -108,7 +108,7 @@ pub struct Enforcer {
     /// cgroup that needed it went away; zero detaches at once. See `SharedHook`.
     idle_grace: Duration,
     /// When each shared hook (indexed by `SharedHook`) became unneeded while still attached.
-    idle_since: [Option<Instant>; 3],
+    idle_since: [Option<Instant>; 4],
     _lock: File,
 }
 
@@ -150,7 +150,7 @@ impl Enforcer {
             lsm,
             btf: None,
             idle_grace: Duration::ZERO,
-            idle_since: [None; 3],
+            idle_since: [None; 4],
             _lock: lock,
         };
         e.ensure_raw_tp("warden_cgroup_mkdir", "cgroup_mkdir")?;

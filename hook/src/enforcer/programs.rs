@@ -33,6 +33,9 @@ pub(super) enum LsmGroup {
     Files,
     /// Dangerous syscalls refused before they run: a killing syscall policy or a family list.
     Gate,
+    /// The network calls no cgroup hook can refuse (listen(), ping and raw sockets' bind and
+    /// send): connect or bind rules, or learn mode.
+    Net,
 }
 
 /// BPF-LSM programs: (program, LSM hook, group, required). A required program that does not
@@ -63,6 +66,9 @@ pub(super) const LSM_PROGRAMS: &[(&str, &str, LsmGroup, bool)] = &[
     ("warden_key_alloc", "key_alloc", LsmGroup::Gate, false),
     ("warden_anon_inode", "inode_init_security_anon", LsmGroup::Gate, false),
     ("warden_socket_create", "socket_create", LsmGroup::Gate, false),
+    ("warden_socket_bind", "socket_bind", LsmGroup::Net, false),
+    ("warden_socket_listen", "socket_listen", LsmGroup::Net, false),
+    ("warden_socket_sendmsg", "socket_sendmsg", LsmGroup::Net, false),
 ];
 
 /// Loads the eBPF object (maps reuse their pins under `pin_dir`) and every program but the
@@ -74,6 +80,8 @@ pub(super) fn load_object(pin_dir: &Path) -> Result<Ebpf> {
     let off = KernelOffsets::from_running_kernel()?;
     debug!(?off, "kernel offsets from BTF");
     let rate_limit: u64 = std::env::var("WARDEN_EVENT_RATE_LIMIT").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let net_ok: u64 = off.net.is_some() as u64;
+    let net = off.net.unwrap_or_default();
     let maps_dir = maps::maps_dir(pin_dir);
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps_dir)
@@ -100,6 +108,21 @@ pub(super) fn load_object(pin_dir: &Path) -> Result<Ebpf> {
         .override_global(globals::MOUNT_NS, &off.files.mount_ns, true)
         .override_global(globals::TASK_FS, &off.files.task_fs, true)
         .override_global(globals::FS_ROOT, &off.files.fs_root, true)
+        .override_global(globals::NET_OFFSETS_OK, &net_ok, true)
+        .override_global(globals::SOCKET_SK, &net.socket_sk, true)
+        .override_global(globals::SOCK_FAMILY, &net.sock_family, true)
+        .override_global(globals::SOCK_STATE, &net.sock_state, true)
+        .override_global(globals::SOCK_NUM, &net.sock_num, true)
+        .override_global(globals::SOCK_DADDR, &net.sock_daddr, true)
+        .override_global(globals::SOCK_RCV_SADDR, &net.sock_rcv_saddr, true)
+        .override_global(globals::SOCK_V6_DADDR, &net.sock_v6_daddr, true)
+        .override_global(globals::SOCK_V6_RCV_SADDR, &net.sock_v6_rcv_saddr, true)
+        .override_global(globals::SOCK_PROT, &net.sock_prot, true)
+        .override_global(globals::SOCK_TYPE, &net.sock_type, true)
+        .override_global(globals::SOCK_PROTOCOL, &net.sock_protocol, true)
+        .override_global(globals::PROTO_BIND, &net.proto_bind, true)
+        .override_global(globals::MSGHDR_NAME, &net.msghdr_name, true)
+        .override_global(globals::MSGHDR_NAMELEN, &net.msghdr_namelen, true)
         .override_global(globals::EVENT_RATE_LIMIT, &rate_limit, true)
         .load(EBPF_OBJECT)
         .context("loading warden's eBPF object")?;

@@ -18,6 +18,50 @@ pub struct KernelOffsets {
     pub task_ti_status: u64,
     /// Files and execs (BPF-LSM programs).
     pub files: FileOffsets,
+    /// The network BPF-LSM programs; None when this kernel's BTF lacks one of them (those
+    /// programs then judge nothing, and the loader says so).
+    pub net: Option<NetOffsets>,
+}
+
+/// Offsets the network LSM programs need (struct socket, sock, proto, msghdr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct NetOffsets {
+    pub socket_sk: u64,
+    pub sock_family: u64,
+    pub sock_state: u64,
+    pub sock_num: u64,
+    pub sock_daddr: u64,
+    pub sock_rcv_saddr: u64,
+    pub sock_v6_daddr: u64,
+    pub sock_v6_rcv_saddr: u64,
+    pub sock_prot: u64,
+    pub sock_type: u64,
+    pub sock_protocol: u64,
+    pub proto_bind: u64,
+    pub msghdr_name: u64,
+    pub msghdr_namelen: u64,
+}
+
+impl NetOffsets {
+    pub fn from_btf(btf: &Btf) -> Result<Self> {
+        let common = |m: &str| member_offset(btf, "sock", &["__sk_common", m]);
+        Ok(Self {
+            socket_sk: member_offset(btf, "socket", &["sk"])?,
+            sock_family: common("skc_family")?,
+            sock_state: common("skc_state")?,
+            sock_num: common("skc_num")?,
+            sock_daddr: common("skc_daddr")?,
+            sock_rcv_saddr: common("skc_rcv_saddr")?,
+            sock_v6_daddr: common("skc_v6_daddr")?,
+            sock_v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
+            sock_prot: common("skc_prot")?,
+            sock_type: member_offset(btf, "sock", &["sk_type"])?,
+            sock_protocol: member_offset(btf, "sock", &["sk_protocol"])?,
+            proto_bind: member_offset(btf, "proto", &["bind"])?,
+            msghdr_name: member_offset(btf, "msghdr", &["msg_name"])?,
+            msghdr_namelen: member_offset(btf, "msghdr", &["msg_namelen"])?,
+        })
+    }
 }
 
 /// Offsets the file and exec programs need (struct file, linux_binprm, path, dentry, mount,
@@ -100,6 +144,13 @@ impl KernelOffsets {
                 0
             },
             files: FileOffsets::from_btf(&btf).context("offsets for the file and exec programs")?,
+            net: match NetOffsets::from_btf(&btf) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::warn!("network BPF-LSM programs disabled: {e:#}");
+                    None
+                }
+            },
         })
     }
 }
@@ -187,5 +238,12 @@ mod tests {
         assert_eq!(o.files.dentry_name, o.files.dentry_name_len + 4);
         assert_eq!(o.files.path_dentry, o.files.path_mnt + 8);
         assert!(o.files.file_f_path > 0);
+        let n = o.net.expect("the network offsets");
+        // sock_common: skc_daddr then skc_rcv_saddr (one __addrpair); skc_dport then skc_num.
+        assert_eq!(n.sock_rcv_saddr, n.sock_daddr + 4);
+        assert!(n.sock_num > 0 && n.sock_v6_rcv_saddr > n.sock_num);
+        // Two neighbouring u16 (sk_protocol comes first on 6.18; the order is not fixed).
+        assert_eq!(n.sock_protocol.abs_diff(n.sock_type), 2);
+        assert_eq!(n.msghdr_namelen, n.msghdr_name + 8);
     }
 }

@@ -253,6 +253,21 @@ fn bind_listen(sa: &SocketAddr) -> String {
     }
 }
 
+/// bind() of an ICMP/ICMPv6 socket of type `ty` (SOCK_RAW or SOCK_DGRAM, a ping socket).
+fn bind_other(sa: &SocketAddr, ty: i32) -> String {
+    let proto = if sa.is_ipv4() { libc::IPPROTO_ICMP } else { libc::IPPROTO_ICMPV6 };
+    unsafe {
+        let fd = libc::socket(family(sa), ty | libc::SOCK_CLOEXEC, proto);
+        if fd < 0 {
+            return format!("socket:{}", result(-1));
+        }
+        let (ss, len) = raw_addr(sa);
+        let r = result(libc::bind(fd, &ss as *const _ as *const libc::sockaddr, len) as libc::c_long);
+        libc::close(fd);
+        r
+    }
+}
+
 /// A socket of protocol `proto` (not TCP or UDP), then a connect (stream) or a sendto
 /// (datagram) to `sa`. `unsupported:errno=...` when this kernel lacks the protocol, so a
 /// missing module is never mistaken for a denial.
@@ -416,6 +431,17 @@ fn run(args: &[&str]) -> String {
             "ping4" | "ping6" => {
                 need(2)?;
                 ping(args[1])?
+            }
+            // bind() of sockets whose protocol has its own bind (no cgroup bind hook runs):
+            // a raw ICMP socket to ADDR, a ping socket to ADDR and identifier PORT.
+            // `socket:errno=...` when the socket itself is refused.
+            "raw-bind" => {
+                need(2)?;
+                bind_other(&sockaddr(args[1], "0")?, libc::SOCK_RAW)
+            }
+            "ping-bind" => {
+                need(3)?;
+                bind_other(&sockaddr(args[1], args[2])?, libc::SOCK_DGRAM)
             }
             "listen-nobind" => listen_nobind(false),
             "listen-nobind6" => listen_nobind(true),

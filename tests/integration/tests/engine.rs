@@ -570,13 +570,18 @@ fn escape_ping_sockets_need_the_protocol_in_the_profile() {
     assert_eq!(p.attempt("connect 127.0.0.3 8080"), Outcome::errno("EPERM"));
     assert_eq!(p.attempt("udp-send 127.0.0.1 9"), Outcome::errno("EPERM"));
 
-    // A profile that names the protocols allows ping (to anywhere: the kernel has no connect or
-    // sendmsg hook for ping sockets), and still no raw sockets.
+    // A profile that names the protocols allows ping (to anywhere where BPF-LSM does not run:
+    // the kernel has no cgroup connect or sendmsg hook for ping sockets), and still no raw
+    // sockets. Where BPF-LSM runs, socket_sendmsg holds the pings to the connect rules, which
+    // allow neither address here (lsm.rs tests that layer in the VMs).
     let cg2 = TestCgroup::new("ping-allowed");
     let mut q = Attempt::spawn_in(&cg2.path);
     w.confine(&cg2.path, &client_profile("client-ping").protocols(&["icmp", "icmpv6"]).json(), "enforce");
-    assert_eq!(q.attempt("ping4 127.0.0.2"), Outcome::ok());
-    assert_eq!(q.attempt("ping6 ::1"), Outcome::ok());
+    let probe: serde_json::Value = serde_json::from_str(&w.ok(&["probe", "--json"])).unwrap();
+    let lsm = probe["layers"].as_array().unwrap().iter().any(|l| l["name"] == "bpf-lsm" && l["available"] == true);
+    let named = if lsm { Outcome::Reply("send:errno=EPERM".into()) } else { Outcome::ok() };
+    assert_eq!(q.attempt("ping4 127.0.0.2"), named);
+    assert_eq!(q.attempt("ping6 ::1"), named);
     assert_eq!(q.attempt("raw-socket"), Outcome::errno("EPERM"), "icmp is not raw");
     assert_eq!(q.attempt("connect 127.0.0.3 8080"), Outcome::errno("EPERM"));
 }
