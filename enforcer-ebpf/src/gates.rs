@@ -8,10 +8,10 @@ use aya_ebpf::{
     macros::lsm,
     programs::LsmContext,
 };
-use warden_common::{kind, mode, profile_flags, proto, protocol_bit, SYSCALL_BITMAP_BITS};
+use warden_common::{kind, profile_flags, proto, protocol_bit, SYSCALL_BITMAP_BITS};
 
 use crate::{
-    policy::{policy_for, profile},
+    policy::{enforces, policy_for, profile},
     syscalls::in_compat_syscall,
     verdict::{judge, Attempt, LSM_ALLOW, LSM_DENY},
 };
@@ -41,7 +41,7 @@ fn current_syscall() -> i64 {
 fn syscall_gate() -> i32 {
     let cgid = unsafe { bpf_get_current_cgroup_id() };
     let Some((_, pol)) = policy_for(cgid) else { return LSM_ALLOW };
-    if pol.mode != mode::ENFORCE {
+    if !enforces(&pol) {
         return LSM_ALLOW;
     }
     let Some(hdr) = profile(pol.profile_id) else { return LSM_DENY };
@@ -149,7 +149,7 @@ pub fn warden_socket_create(ctx: LsmContext) -> i32 {
     }
     let cgid = unsafe { bpf_get_current_cgroup_id() };
     let Some((root, pol)) = policy_for(cgid) else { return LSM_ALLOW };
-    if pol.mode != mode::ENFORCE {
+    if !enforces(&pol) {
         return LSM_ALLOW;
     }
     let Some(hdr) = profile(pol.profile_id) else { return LSM_DENY };

@@ -20,7 +20,7 @@ use aya_ebpf::{
     macros::lsm,
     programs::LsmContext,
 };
-use warden_common::{kind, mode, profile_flags, proto, CgroupPolicy, ProfileHeader};
+use warden_common::{kind, profile_flags, proto, CgroupPolicy, ProfileHeader};
 
 use crate::{
     globals::{
@@ -30,7 +30,7 @@ use crate::{
     },
     maps::WARDEN_BIND,
     network::{v4_allowed, v6_allowed, AF_INET, AF_INET6},
-    policy::{policy_for, profile},
+    policy::{enforces, policy_for, profile},
     verdict::{judge, Attempt, LSM_ALLOW, LSM_DENY},
 };
 
@@ -190,7 +190,7 @@ pub fn warden_socket_bind(ctx: LsmContext) -> i32 {
     let cgid = unsafe { bpf_get_current_cgroup_id() };
     let Some((root, pol)) = policy_for(cgid) else { return LSM_ALLOW };
     let Some(s) = inet_sock(ctx.arg(0)) else { return LSM_ALLOW };
-    if pol.mode != mode::ENFORCE {
+    if !enforces(&pol) {
         // A failed read counts as "own bind": judged rather than skipped.
         let prot: Option<*const u8> = unsafe { read(s.sk, global(&OFF_SOCK_PROT)) };
         let own_bind = match prot {
@@ -231,7 +231,7 @@ pub fn warden_socket_listen(ctx: LsmContext) -> i32 {
         return LSM_ALLOW; // no listen() for other types (EOPNOTSUPP)
     }
     let num: u16 = unsafe { read(s.sk, global(&OFF_SOCK_NUM)) }.unwrap_or(0);
-    if num != 0 && pol.mode != mode::ENFORCE {
+    if num != 0 && !enforces(&pol) {
         return LSM_ALLOW;
     }
     let addr = sock_addr(&s, global(&OFF_SOCK_RCV_SADDR), global(&OFF_SOCK_V6_RCV_SADDR));

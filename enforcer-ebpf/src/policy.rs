@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::__sk_buff,
     helpers::{bpf_get_current_ancestor_cgroup_id, bpf_skb_ancestor_cgroup_id},
 };
-use warden_common::{cgroup_flags, CgroupPolicy, ProfileHeader};
+use warden_common::{cgroup_flags, mode, CgroupPolicy, ProfileHeader};
 
 use crate::maps::{STATE_INHERIT_FAILURES, WARDEN_CGROUPS, WARDEN_PROFILES, WARDEN_STATE};
 
@@ -39,17 +39,25 @@ fn entry_or_ancestor(cgid: u64, ancestor: impl Fn(i32) -> u64) -> Option<(u64, &
     if failures == 0 {
         return None;
     }
-    let mut found: Option<(u64, &'static CgroupPolicy)> = None;
+    // Plain id and pointer, not an Option: a `None` carries an undefined payload, which LLVM
+    // may copy between registers, and the verifier refuses any read of an unset register
+    // (warden_sock_create failed to load on 6.18 once judge() grew).
+    let mut found_id: u64 = 0;
+    let mut found: *const CgroupPolicy = core::ptr::null();
     for level in 1..MAX_ANCESTOR_LEVELS {
         let id = ancestor(level);
         if id == 0 || id == cgid {
             break; // above the cgroup's own level, or the cgroup itself (already missed)
         }
         if let Some(p) = unsafe { WARDEN_CGROUPS.get(&id) } {
-            found = Some((id, p));
+            found_id = id;
+            found = p;
         }
     }
-    found
+    if found.is_null() {
+        return None;
+    }
+    Some((found_id, unsafe { &*found }))
 }
 
 /// The policy that applies to the socket of `skb` (a `cgroup_skb` program), whose cgroup is
@@ -86,4 +94,11 @@ pub(crate) fn resolve_entry(cgid: u64, p: &CgroupPolicy) -> Option<(u64, CgroupP
 #[inline(always)]
 pub(crate) fn profile(id: u32) -> Option<&'static ProfileHeader> {
     unsafe { WARDEN_PROFILES.get(&id) }
+}
+
+/// Whether what the profile does not allow is refused: enforce mode, or learn mode inside an
+/// operator's baseline (cgroup_flags::FLOOR), where the profile is the baseline.
+#[inline(always)]
+pub(crate) fn enforces(pol: &CgroupPolicy) -> bool {
+    pol.mode == mode::ENFORCE || (pol.mode == mode::LEARN && pol.flags & cgroup_flags::FLOOR != 0)
 }

@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use warden_common::{kind, mode, profile_flags, CgroupPolicy, SYSCALL_BITMAP_BITS};
+use warden_common::{cgroup_flags, kind, mode, profile_flags, CgroupPolicy, SYSCALL_BITMAP_BITS};
 
 use crate::{
     globals::{global, OFF_TASK_TI_STATUS},
@@ -104,6 +104,10 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
                 }
             }
         }
+        // Learning inside a baseline (cgroup_flags::FLOOR): its syscall list still kills.
+        if pol.flags & cgroup_flags::FLOOR != 0 {
+            floor_syscall(cgid, root, &pol, nr);
+        }
         return;
     }
 
@@ -176,6 +180,31 @@ fn on_syscall(ctx: &RawTracePointContext, cgid: u64, entry: &CgroupPolicy) {
                 unsafe { bpf_send_signal(SIGKILL) };
             }
         }
+    }
+}
+
+/// Learn mode inside a baseline: the baseline's syscall list (the profile) is enforced as in
+/// enforce mode. Only the list: falling through to the whole enforce path after the learn
+/// record took sys_enter over the BPF stack limit, and socket families are judged by the
+/// BPF-LSM socket gate (which enforces under a floor) where it runs.
+#[inline(always)]
+fn floor_syscall(cgid: u64, root: u64, pol: &CgroupPolicy, nr: u64) {
+    let Some(hdr) = profile(pol.profile_id) else {
+        deny_syscall(cgid, root, pol, kind::SYSCALL, nr as u32);
+        return;
+    };
+    if hdr.flags & profile_flags::SYSCALLS == 0 || hdr.flags & profile_flags::SYSCALLS_LOG_ONLY != 0 {
+        return;
+    }
+    if in_compat_syscall() {
+        deny_syscall(cgid, root, pol, kind::COMPAT_SYSCALL, nr as u32);
+        return;
+    }
+    // Masked and combined with `&` for the verifier, as in on_syscall.
+    let word = hdr.syscalls[((nr >> 6) & 7) as usize];
+    let allowed = (nr < SYSCALL_BITMAP_BITS as u64) & ((word >> (nr & 63)) & 1 == 1);
+    if !allowed {
+        deny_syscall(cgid, root, pol, kind::SYSCALL, nr as u32);
     }
 }
 

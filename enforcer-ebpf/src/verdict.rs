@@ -1,6 +1,6 @@
 //! The verdict every layer shares: an [`Attempt`] and the mode logic that turns "allowed by
 //! the profile or not" into deny, report, or record (`judge`), and what programs return for it.
-use warden_common::{kind, mode, verdict, CgroupPolicy, SYSCALL_BITMAP_BITS};
+use warden_common::{cgroup_flags, kind, mode, verdict, CgroupPolicy, SYSCALL_BITMAP_BITS};
 
 use crate::{
     learn::{record, record_file},
@@ -50,21 +50,24 @@ fn is_file(k: u8) -> bool {
 #[inline(always)]
 pub(crate) fn judge(cgid: u64, root: u64, pol: &CgroupPolicy, allowed: bool, a: &Attempt) -> bool {
     if pol.mode == mode::LEARN {
-        // Learn: everything goes through. Network, file and exec items are recorded in the
-        // kernel (deduped, bounded); only a new item sends an event, and the record does not
-        // depend on it (events may be dropped; records are not).
-        if is_network(a.kind) {
-            if record(root, a) {
-                report(cgid, root, pol, verdict::LEARNED, a);
-            }
+        // Learn: everything goes through, except what an operator's baseline forbids when
+        // learning inside one (cgroup_flags::FLOOR: the profile is the baseline). Network,
+        // file and exec items are recorded in the kernel (deduped, bounded) either way; only
+        // a new item sends an event, and the record does not depend on it (events may be
+        // dropped; records are not). One report call site: a second one made LLVM emit code
+        // the verifier refused (a read of an unset register in warden_sock_create).
+        let new = if is_network(a.kind) {
+            record(root, a)
         } else if is_file(a.kind) {
-            if record_file(root, a) {
-                report(cgid, root, pol, verdict::LEARNED, a);
-            }
-        } else if a.kind != kind::SYSCALL {
-            report(cgid, root, pol, verdict::LEARNED, a);
+            record_file(root, a)
+        } else {
+            a.kind != kind::SYSCALL
+        };
+        let deny = pol.flags & cgroup_flags::FLOOR != 0 && !allowed;
+        if new || deny {
+            report(cgid, root, pol, if deny { verdict::DENIED } else { verdict::LEARNED }, a);
         }
-        return false;
+        return deny;
     }
     if allowed {
         return false;

@@ -2,6 +2,7 @@
 //! are public so the integration tests drive the same code the daemon runs.
 pub mod cgroup;
 pub mod config;
+pub mod config_check;
 pub mod control;
 pub mod daemon;
 pub mod enforcer;

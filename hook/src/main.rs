@@ -47,6 +47,10 @@ enum Cmd {
         #[arg(long)]
         release_on_exit: bool,
     },
+    /// Check a daemon config (like `nginx -t`): keys, rules, every profile it can reach, and
+    /// which namespaces get what. Exit 1 on any problem.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Report which enforcement layers this kernel supports, and what is missing.
     Probe {
         #[arg(long)]
@@ -146,6 +150,16 @@ enum Cmd {
     Manpage,
 }
 
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Parse FILE, compile every profile it reaches, resolve each rule, print what each
+    /// namespace gets. The daemon runs the same check at start and on reload.
+    Check {
+        #[arg(default_value = warden::config::DEFAULT_CONFIG)]
+        file: PathBuf,
+    },
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Cmd::Run { config, release_on_exit } = &cli.cmd {
@@ -211,6 +225,7 @@ fn run(cli: Cli) -> Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "warden", &mut std::io::stdout())
         }
         Cmd::Manpage => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?,
+        Cmd::Config(ConfigCmd::Check { file }) => warden::config_check::run(&file)?,
         Cmd::Probe { json } => {
             let p = Probe::run();
             if json {

@@ -121,7 +121,8 @@ fn create(opts: &Options, state: &State) -> Result<()> {
             }
             Ok(())
         }
-        Err(e) if opts.fail_open => {
+        // --fail-open is for a daemon that cannot answer, never for the operator's rules.
+        Err(e) if opts.fail_open && !e.downcast_ref::<crate::control::Refusal>().is_some_and(|r| r.violation) => {
             eprintln!("warden oci-hook: WARNING: container {id} starts UNCONFINED because of --fail-open: {e:#}");
             Ok(())
         }

@@ -113,7 +113,7 @@ impl NamespaceRule {
 }
 
 /// Shell-style glob match of a whole name (`*`, `?`, `[...]`); names here have no `/`.
-fn glob_match(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     glob::Pattern::new(pattern).map(|p| p.matches(name)).unwrap_or(false)
 }
 
@@ -224,6 +224,11 @@ pub struct PolicyError {
     /// A violation of the operator's rules (never subject to `fail_open`), not a malformed
     /// annotation.
     pub violation: bool,
+}
+
+/// Whether `e` is a violation of the operator's rules (never subject to `fail_open`).
+pub fn is_violation(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<PolicyError>().is_some_and(|pe| pe.violation)
 }
 
 /// Profile names: `[a-z0-9][a-z0-9._-]{0,62}`, and never `..` inside (no path tricks even if a

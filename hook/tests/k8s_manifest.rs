@@ -185,9 +185,17 @@ fn configmap_profiles_compile() {
 
 #[test]
 fn packaged_config_and_containerd_snippets_match_defaults() {
-    // /etc/warden/config.toml of the packages: every line commented, so the defaults.
+    // /etc/warden/config.toml of the packages: every line commented, so the defaults, except
+    // the one rule: annotations may not switch enforcement off (issue 16, secure by default).
     let text = std::fs::read_to_string(repo().join("packaging/config.toml")).unwrap();
-    assert_eq!(Config::from_toml(&text).unwrap(), Config::default());
+    let packaged = Config::from_toml(&text).unwrap();
+    let rules = &packaged.policy.rules;
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].namespaces, ["*"]);
+    assert_eq!(rules[0].modes, [warden::enforcer::Mode::Enforce]);
+    let mut without_rules = packaged.clone();
+    without_rules.policy.rules.clear();
+    assert_eq!(without_rules, Config::default());
     // ...and uncommented it is still valid and still the defaults (except the documented
     // default_profile and metrics_address examples).
     let setting = |l: &str| {
@@ -198,7 +206,7 @@ fn packaged_config_and_containerd_snippets_match_defaults() {
         text.lines().map(|l| l.strip_prefix("# ").filter(|l| setting(l)).unwrap_or(l)).collect();
     let uncommented = uncommented.join("\n");
     let mut c = Config::from_toml(&uncommented).expect("uncommented packaged config");
-    c.policy.default_profile = None;
+    c.policy.rules.clear();
     c.metrics_address = None; // documented example; off by default
     assert_eq!(c, Config::default());
 

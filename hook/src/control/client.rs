@@ -49,7 +49,11 @@ impl Client {
             (Err(e), Ok(())) => return Err(e),
         };
         if v["ok"] != json!(true) {
-            bail!("{}", v["error"].as_str().unwrap_or("the daemon refused the request"));
+            return Err(super::protocol::Refusal {
+                message: v["error"].as_str().unwrap_or("the daemon refused the request").to_string(),
+                violation: v["violation"] == json!(true),
+            }
+            .into());
         }
         Ok(v)
     }

@@ -24,7 +24,7 @@ pub mod status;
 pub use client::{call, container_cgroup, Client};
 pub use hub::{EventHub, Subscription};
 pub use protocol::{
-    ConfineAnswer, ConfineRequest, ContainerEvent, ContainerInfo, ContainerNames, EventFilter, Request,
+    ConfineAnswer, ConfineRequest, ContainerEvent, ContainerInfo, ContainerNames, EventFilter, Refusal, Request,
 };
 pub use server::{peer_cred, prepare, serve, Handler, PeerCred, Prepared, Server, SUBSCRIBER_QUEUE};
 pub use status::pin_status;

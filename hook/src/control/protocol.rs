@@ -98,6 +98,16 @@ pub enum ConfineAnswer {
     FailOpen(String),
 }
 
+/// A refused request: the daemon's message, and whether it is a violation of the operator's
+/// rules, which no fail-open (the daemon's or the hook's `--fail-open`) may turn into an
+/// unconfined start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub message: String,
+    pub violation: bool,
+}
+
 /// Names of the container an event belongs to (empty for a cgroup confined by hand).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerNames {

@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 use super::hub::EventHub;
 use super::peer::{self, Access, Decision, PeerCgroup};
-use super::protocol::{ConfineAnswer, ConfineRequest, ContainerInfo, EventFilter, Request};
+use super::protocol::{ConfineAnswer, ConfineRequest, ContainerInfo, EventFilter, Refusal, Request};
 
 /// A request line longer than this is refused (requests are small; annotations included).
 const MAX_REQUEST: u64 = 256 * 1024;
@@ -49,7 +49,7 @@ pub trait Handler: Send + Sync + 'static {
     /// Where `events --follow` subscribes.
     fn hub(&self) -> &EventHub;
     /// `confine` from `warden oci-hook` at createRuntime; `Err` refuses the start with that message.
-    fn on_confine(&self, req: &ConfineRequest, peer: PeerCred) -> Result<ConfineAnswer, String>;
+    fn on_confine(&self, req: &ConfineRequest, peer: PeerCred) -> Result<ConfineAnswer, Refusal>;
     /// `release` from `warden oci-hook` at poststop; false when `id` was not confined.
     fn on_release(&self, id: &str, peer: PeerCred) -> bool;
 }
@@ -256,7 +256,7 @@ fn handle<H: Handler>(h: &H, mut s: UnixStream) -> Result<()> {
                 }
                 Ok(ConfineAnswer::NotConfined) => json!({"ok": true, "confined": false}),
                 Ok(ConfineAnswer::FailOpen(msg)) => json!({"ok": true, "confined": false, "fail_open": msg}),
-                Err(msg) => json!({"ok": false, "error": msg}),
+                Err(r) => json!({"ok": false, "error": r.message, "violation": r.violation}),
             };
             reply(&mut s, &v)?;
         }

@@ -6,7 +6,7 @@ use tracing::{error, info, warn};
 
 use super::confine::{Target, Via};
 use super::{oci, Daemon};
-use crate::control::{self, ConfineAnswer, ConfineRequest, ContainerInfo, EventHub, PeerCred};
+use crate::control::{self, ConfineAnswer, ConfineRequest, ContainerInfo, EventHub, PeerCred, Refusal};
 use crate::enforcer::{self, Maps};
 use crate::policy;
 
@@ -86,7 +86,7 @@ impl control::Handler for Daemon {
         &self.hub
     }
 
-    fn on_confine(&self, r: &ConfineRequest, peer: PeerCred) -> Result<ConfineAnswer, String> {
+    fn on_confine(&self, r: &ConfineRequest, peer: PeerCred) -> Result<ConfineAnswer, Refusal> {
         let t = Instant::now();
         let confined = Target::oci(r).and_then(|target| match target {
             Some(target) => self.confine(&target, Via::OciHook),
@@ -104,12 +104,12 @@ impl control::Handler for Daemon {
                     Some(pe) => format!("warden: {pe}"),
                     None => format!("warden: container {}: {e:#}", r.id),
                 };
-                if self.cfg.fail_open {
+                if self.cfg.fail_open && !policy::is_violation(&e) {
                     warn!(container_id = %r.id, error = %msg, "FAIL-OPEN: policy refused but the container starts UNCONFINED (fail_open = true)");
                     Ok(ConfineAnswer::FailOpen(msg))
                 } else {
                     error!(container_id = %r.id, error = %msg, "container start refused (oci-hook)");
-                    Err(msg)
+                    Err(Refusal { message: msg, violation: policy::is_violation(&e) })
                 }
             }
         }

@@ -21,7 +21,6 @@ use crate::{
     events,
     kernel::probe::Probe,
     ops::Ops,
-    policy,
     profile::{self, CompiledProfile},
 };
 
@@ -91,25 +90,10 @@ impl Daemon {
     /// same folders, and compiles it. `PROFILE&BASELINE` is the intersection of the two (the
     /// name reload finds it by again).
     pub fn load_profile(&self, name: &str) -> Result<CompiledProfile> {
-        let c = match name.split_once('&') {
-            Some((p, b)) => {
-                let (cp, cb) = (self.compile_file(p)?, self.compile_file(b).with_context(|| format!("baseline {b}"))?);
-                profile::intersect::intersect(&profile::intersect::combined_name(p, b), &cp, &cb)
-                    .with_context(|| format!("profile {p} within baseline {b}"))?
-            }
-            None => self.compile_file(name)?,
-        };
+        let c = crate::config_check::compile_named(&self.cfg.profile_dirs, name)?;
         self.probe.check_profile(&c)?;
         self.ops.note_profile(name, &c.name);
         Ok(c)
-    }
-
-    fn compile_file(&self, name: &str) -> Result<CompiledProfile> {
-        policy::valid_profile_name(name).map_err(|e| anyhow!(e))?;
-        let search = profile::resolve::SearchPath { dirs: self.cfg.profile_dirs.clone() };
-        let path = search.find(name).map_err(|e| anyhow!("unknown profile: {e}"))?;
-        let p = profile::resolve::load_file(&path, &search)?.into_profile()?;
-        profile::compile(&p).with_context(|| format!("profile {name} ({})", path.display()))
     }
 
     /// Writes the profile learned for `rec` into `learn_dir` (learn mode only).

@@ -26,7 +26,7 @@ impl Daemon {
         match self.confine(&Target::nri(pod, c), Via::Nri) {
             Ok(Some(r)) => {
                 info!(namespace = %r.namespace, pod = %r.pod, container = %r.container, container_id = %c.id,
-                      profile = %r.profile, mode = r.mode.as_str(), cgroup_id = r.cgroup_id,
+                      profile = %r.profile, mode = r.mode.as_str(), rule = %r.rule, baseline = r.baseline.as_deref(), cgroup_id = r.cgroup_id,
                       micros = t.elapsed().as_micros() as u64, "confined");
                 Ok(())
             }
@@ -37,7 +37,9 @@ impl Daemon {
                     Some(pe) => format!("warden: {pe}"),
                     None => format!("warden: pod {}/{}, container {}: {e:#}", pod.namespace, pod.name, c.name),
                 };
-                if self.cfg.fail_open {
+                // fail_open never covers a violation of the operator's rules: that would hand
+                // the opt-out back to the pod author.
+                if self.cfg.fail_open && !policy::is_violation(&e) {
                     warn!(namespace = %pod.namespace, pod = %pod.name, container = %c.name, error = %format!("{e:#}"),
                           "FAIL-OPEN: policy refused but the container starts UNCONFINED (fail_open = true)");
                     Ok(())

@@ -23,6 +23,11 @@ impl Daemon {
         // No confine may be between compiling a profile and recording its container while the
         // reload swaps versions (see `confine`).
         let _gate = self.ops.profiles_write();
+        // The same check as at start: a rule's profile that stopped compiling is reported
+        // now, not at the next pod (its running containers keep their version below).
+        for e in crate::config_check::check(&self.cfg).rule_errors {
+            error!(error = %e, why, "config check after reload: a rule's profile does not compile");
+        }
         let in_use = self.registry.profiles_in_use();
         let mut out = Reloaded::default();
         for compiled_name in in_use {

@@ -21,6 +21,15 @@ pub fn run(cfg: Config) -> Result<()> {
     let opts = nri::PluginOptions::from_env_or(&cfg.nri.plugin_name, &cfg.nri.plugin_index)?;
     let nri_enabled = cfg.nri.enabled;
     ops::privs::check_start()?;
+    // `warden config check` at start: a rule whose default profile or baseline does not
+    // compile would refuse every pod it covers; refuse to start instead, saying why.
+    let checked = crate::config_check::check(&cfg);
+    for e in &checked.profile_errors {
+        warn!(error = %e, "profile does not compile: pods naming it will be refused");
+    }
+    if !checked.rule_errors.is_empty() {
+        anyhow::bail!("config check failed: {}", checked.rule_errors.join("; "));
+    }
     let metrics = cfg.metrics_address.as_deref().map(ops::metrics::bind).transpose()?;
     let watcher = if cfg.watch_profiles { ops::reload::watch(&cfg.profile_dirs)? } else { None };
     let drop_caps = cfg.drop_capabilities;

@@ -17,9 +17,10 @@ use super::Enforcer;
 
 /// Which LSM groups a confined cgroup with profile `flags` in `mode` needs, in the order of
 /// [`LSM_GROUPS`].
-pub(super) fn lsm_groups_needed(flags: u32, mode: u8) -> [bool; 3] {
+/// `floor`: learn mode inside a baseline, which enforces like enforce mode (cgroup_flags::FLOOR).
+pub(super) fn lsm_groups_needed(flags: u32, mode: u8, floor: bool) -> [bool; 3] {
     let files = mode == mode::LEARN || flags & profile_flags::FILES != 0;
-    let gate = mode == mode::ENFORCE
+    let gate = (mode == mode::ENFORCE || floor)
         && ((flags & profile_flags::SYSCALLS != 0 && flags & profile_flags::SYSCALLS_LOG_ONLY == 0)
             || flags & profile_flags::FAMILIES != 0);
     // Ping and raw sends, binds without the cgroup hook, listen(): judged by the connect and
@@ -265,12 +266,12 @@ mod tests {
     fn lsm_groups_follow_the_profile_and_mode() {
         use profile_flags::*;
         // [files, gate, net]
-        assert_eq!(lsm_groups_needed(0, mode::ENFORCE), [false, false, false]);
-        assert_eq!(lsm_groups_needed(0, mode::LEARN), [true, false, true], "learn records paths and ping sends");
-        assert_eq!(lsm_groups_needed(CONNECT, mode::ENFORCE), [false, false, true]);
-        assert_eq!(lsm_groups_needed(BIND, mode::COMPLAIN), [false, false, true]);
+        assert_eq!(lsm_groups_needed(0, mode::ENFORCE, false), [false, false, false]);
+        assert_eq!(lsm_groups_needed(0, mode::LEARN, false), [true, false, true], "learn records paths and ping sends");
+        assert_eq!(lsm_groups_needed(CONNECT, mode::ENFORCE, false), [false, false, true]);
+        assert_eq!(lsm_groups_needed(BIND, mode::COMPLAIN, false), [false, false, true]);
         assert_eq!(lsm_groups_needed(FAMILIES | CONNECT | BIND, mode::ENFORCE), [false, true, true]);
-        assert_eq!(lsm_groups_needed(FAMILIES, mode::COMPLAIN), [false, false, false]);
+        assert_eq!(lsm_groups_needed(FAMILIES, mode::COMPLAIN, false), [false, false, false]);
         assert_eq!(lsm_groups_needed(SYSCALLS | SYSCALLS_LOG_ONLY, mode::ENFORCE), [false, false, false]);
         assert_eq!(lsm_groups_needed(FILES | SYSCALLS, mode::ENFORCE), [true, true, false]);
     }

@@ -74,7 +74,7 @@ impl Enforcer {
             self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
         }
         // LSM programs before the entry: the policy must be complete when it takes effect.
-        let needed = lsm_groups_needed(kernel_header(profile).flags, mode.raw());
+        let needed = lsm_groups_needed(kernel_header(profile).flags, mode.raw(), floor);
         for ((group, _), need) in LSM_GROUPS.iter().zip(needed) {
             if need {
                 self.set_lsm_group(*group, true)?;
@@ -168,7 +168,8 @@ impl Enforcer {
                 if needs_sys_enter(profile.header.flags, pol.mode) {
                     self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
                 }
-                let needed = lsm_groups_needed(kernel_header(profile).flags, pol.mode);
+                let needed =
+                    lsm_groups_needed(kernel_header(profile).flags, pol.mode, pol.flags & cgroup_flags::FLOOR != 0);
                 for ((group, _), need) in LSM_GROUPS.iter().zip(needed) {
                     if need {
                         self.set_lsm_group(*group, true)?;
@@ -271,7 +272,7 @@ impl Enforcer {
         let mut needed = [false; LSM_GROUPS.len()];
         for (_, p) in &roots {
             let flags = self.maps.profiles.get(&p.profile_id, 0).map(|h| h.flags).unwrap_or(0);
-            for (n, g) in needed.iter_mut().zip(lsm_groups_needed(flags, p.mode)) {
+            for (n, g) in needed.iter_mut().zip(lsm_groups_needed(flags, p.mode, p.flags & cgroup_flags::FLOOR != 0)) {
                 *n |= g;
             }
         }

@@ -227,6 +227,44 @@ fn unknown_profile_or_no_daemon_does_not_start() {
     assert!(out.status.success() && text(&out).contains("getpid => ok"), "{}", text(&out));
 }
 
+#[test]
+fn the_operators_rules_bind_the_oci_hook_too() {
+    if !skip_unless(OCI) {
+        return;
+    }
+    let (_l, port) = listener();
+    let rules = "[[policy.rules]]\nname = \"strict\"\nnamespaces = [\"*\"]\nprofiles = [\"web\"]\n";
+    let mut w = WardenDaemon::configure_without_nri(
+        &[("web", net_profile("web", port)), ("wide", r#"{"name":"wide"}"#.into())],
+        rules,
+    );
+    w.start();
+    let socket = w.warden.socket();
+    // Even the hook's --fail-open (meant for a daemon that cannot answer) does not start a
+    // container whose annotations break the operator's rules.
+    for (tag, ann, why) in [
+        ("optout", vec![("warden.io/profile", "web"), ("warden.io/mode", "learn")], "mode learn is not allowed"),
+        ("weak", vec![("warden.io/profile", "wide")], "profile wide is not allowed"),
+    ] {
+        let b =
+            Bundle::new(tag, Hook { socket: Some(&socket), extra_args: &["--fail-open"] }, &ann, &["getpid".into()]);
+        let out = b.run();
+        let t = text(&out);
+        assert!(!out.status.success(), "{tag}: {t}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("getpid =>"), "{tag}: the entrypoint ran: {t}");
+        assert!(t.contains(why) && t.contains("rule \"strict\""), "{tag}: {t}");
+    }
+    // What the rule allows starts, confined.
+    let b = Bundle::new(
+        "allowed",
+        Hook { socket: Some(&socket), ..Default::default() },
+        &[("warden.io/profile", "web")],
+        &[format!("connect 127.0.0.1 {port}")],
+    );
+    let out = b.run();
+    assert!(out.status.success() && text(&out).contains("=> ok"), "{}", text(&out));
+}
+
 /// What a CRI-O container carries: pod annotations and the kubernetes names.
 fn pod_annotations<'a>(pod: &'a str, profile: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
