@@ -279,6 +279,9 @@ pub fn per_container_keys<'a>(cfg: &PolicyConfig, pod: &'a Pod) -> Vec<(&'a str,
 }
 
 /// Selects the policy of container `container` of `pod`.
+// A refusal carries every name an operator needs (namespace, pod, container, annotation,
+// reason): large, but made once per refused start, never on a hot path.
+#[allow(clippy::result_large_err)]
 pub fn select(cfg: &PolicyConfig, pod: &Pod, container: &str) -> Result<Selection, PolicyError> {
     if pod.namespace == cfg.own_namespace {
         return Ok(Selection::Unconfined(format!("namespace {} is warden's own", pod.namespace)));

@@ -111,6 +111,7 @@ impl Daemon {
     /// Errors name what was wrong; logging, metrics of the request and fail-open are the
     /// caller's (they differ: a refused start, a running container, a hook's answer).
     pub fn confine(&self, t: &Target, via: Via) -> Result<Option<ConfinedContainer>> {
+        self.pod_keys.started(&self.cfg.policy, &t.pod, &t.container);
         let (profile, mode, source, rule, baseline) = match policy::select(&self.cfg.policy, &t.pod, &t.container)? {
             Selection::Unconfined(why) => {
                 debug!(namespace = %t.pod.namespace, pod = %t.pod.name, container = %t.container, container_id = %t.id,

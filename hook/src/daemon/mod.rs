@@ -28,6 +28,7 @@ pub mod confine;
 pub mod control;
 pub mod nri;
 pub mod oci;
+pub mod pod_keys;
 pub mod registry;
 pub mod reload;
 pub mod run;
@@ -51,6 +52,8 @@ pub struct Daemon {
     pub(crate) hub: EventHub,
     /// Denial logs, metrics, the reload gate (hook/src/ops).
     pub ops: Ops,
+    /// Per-container annotation keys waiting for their container (pod_keys.rs).
+    pub(crate) pod_keys: pod_keys::PodKeys,
 }
 
 impl Daemon {
@@ -78,6 +81,7 @@ impl Daemon {
             registry: Registry::default(),
             hub: Default::default(),
             ops,
+            pod_keys: Default::default(),
         })
     }
 
@@ -167,6 +171,13 @@ impl Daemon {
                 }
             }
             let _ = enf.release(rec.cgroup_id);
+        }
+    }
+
+    /// Reports per-container keys that named no container (once per pod; see pod_keys.rs).
+    pub fn check_pod_keys(&self, removed_pod: Option<&str>) {
+        for _ in self.pod_keys.check(std::time::Instant::now(), removed_pod) {
+            self.ops.metrics.unmatched_container_key();
         }
     }
 

@@ -115,4 +115,8 @@ impl nri::Handler for Daemon {
         self.release_id(&c.id);
         Ok(())
     }
+    fn on_remove_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), String> {
+        self.check_pod_keys(Some(&pod.uid));
+        Ok(())
+    }
 }

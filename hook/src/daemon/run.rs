@@ -118,6 +118,7 @@ fn spawn_tasks(daemon: &Arc<Daemon>, mut hup: tokio::signal::unix::Signal, metri
         loop {
             tick.tick().await;
             d.ops.report.flush();
+            d.check_pod_keys(None);
             n += 1;
             if n.is_multiple_of(10) {
                 // Node-wide hooks idle past hook_idle_detach_seconds are detached (off the

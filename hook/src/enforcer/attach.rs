@@ -270,9 +270,15 @@ mod tests {
         assert_eq!(lsm_groups_needed(0, mode::LEARN, false), [true, false, true], "learn records paths and ping sends");
         assert_eq!(lsm_groups_needed(CONNECT, mode::ENFORCE, false), [false, false, true]);
         assert_eq!(lsm_groups_needed(BIND, mode::COMPLAIN, false), [false, false, true]);
-        assert_eq!(lsm_groups_needed(FAMILIES | CONNECT | BIND, mode::ENFORCE), [false, true, true]);
+        assert_eq!(lsm_groups_needed(FAMILIES | CONNECT | BIND, mode::ENFORCE, false), [false, true, true]);
         assert_eq!(lsm_groups_needed(FAMILIES, mode::COMPLAIN, false), [false, false, false]);
-        assert_eq!(lsm_groups_needed(SYSCALLS | SYSCALLS_LOG_ONLY, mode::ENFORCE), [false, false, false]);
-        assert_eq!(lsm_groups_needed(FILES | SYSCALLS, mode::ENFORCE), [true, true, false]);
+        assert_eq!(lsm_groups_needed(SYSCALLS | SYSCALLS_LOG_ONLY, mode::ENFORCE, false), [false, false, false]);
+        assert_eq!(lsm_groups_needed(FILES | SYSCALLS, mode::ENFORCE, false), [true, true, false]);
+        assert_eq!(lsm_groups_needed(SYSCALLS, mode::LEARN, false), [true, false, true]);
+        assert_eq!(
+            lsm_groups_needed(SYSCALLS, mode::LEARN, true),
+            [true, true, true],
+            "learning inside a baseline gates"
+        );
     }
 }

@@ -64,6 +64,7 @@ pub struct Metrics {
     profile_errors: Family<StageLabels, Counter>,
     nri_latency: Family<RequestLabels, Histogram>,
     layers: Family<LayerLabels, Gauge>,
+    unmatched_keys: Counter,
     seen: Mutex<HashMap<u64, Seen>>,
 }
 
@@ -111,6 +112,12 @@ impl Metrics {
             "Enforcement layers this kernel supports (1) or not (0)",
             layers.clone(),
         );
+        let unmatched_keys = Counter::default();
+        registry.register(
+            "unmatched_container_keys",
+            "Per-container annotation keys (warden.io/profile.NAME, mode.NAME) that named no container of their pod once its containers had started",
+            unmatched_keys.clone(),
+        );
         Metrics {
             registry,
             denials,
@@ -119,8 +126,13 @@ impl Metrics {
             profile_errors,
             nri_latency,
             layers,
+            unmatched_keys,
             seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn unmatched_container_key(&self) {
+        self.unmatched_keys.inc();
     }
 
     pub fn profile_error(&self, stage: &str) {
