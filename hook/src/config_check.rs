@@ -187,3 +187,58 @@ pub fn run(path: &std::path::Path) -> Result<()> {
     println!("{}: ok", path.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(profiles: &[(&str, &str)], rules: &str) -> (tempfile::TempDir, Config) {
+        let d = tempfile::tempdir().unwrap();
+        for (n, j) in profiles {
+            std::fs::write(d.path().join(format!("{n}.json")), j).unwrap();
+        }
+        let cfg =
+            Config::from_toml(&format!("profile_dirs = [{:?}]\n{rules}", d.path().display().to_string())).unwrap();
+        (d, cfg)
+    }
+
+    const RULES: &str = "[[policy.rules]]\nname = \"lab\"\nnamespaces = [\"lab-*\"]\nmodes = [\"enforce\", \"learn\"]\nbaseline = \"floor\"\n[[policy.rules]]\nname = \"rest\"\nnamespaces = [\"*\"]\n";
+
+    #[test]
+    fn a_good_config_says_what_each_namespace_gets() {
+        let (_d, cfg) = setup(
+            &[
+                ("floor", r#"{"name":"floor","network":{"connect":[]}}"#),
+                ("web", r#"{"name":"web","syscalls":{"allow":["read"]}}"#),
+            ],
+            RULES,
+        );
+        let c = check(&cfg);
+        assert!(c.ok(), "{:?} {:?}", c.rule_errors, c.profile_errors);
+        assert!(c.report.contains("rule \"lab\": namespaces lab-*"), "{}", c.report);
+        assert!(c.report.contains("modes enforce, learn"), "{}", c.report);
+        assert!(c.report.contains("the baseline floor alone in enforce"), "{}", c.report);
+        assert!(
+            c.report.contains("rule \"rest\": namespaces *") && c.report.contains("nothing: UNCONFINED"),
+            "{}",
+            c.report
+        );
+    }
+
+    #[test]
+    fn a_rule_whose_baseline_is_missing_or_broken_is_an_error() {
+        let (_d, cfg) = setup(&[("web", r#"{"name":"web","syscalls":{"allow":["opnat"]}}"#)], RULES);
+        let c = check(&cfg);
+        assert!(
+            c.rule_errors.iter().any(|e| e.contains("rule \"lab\": baseline floor") && e.contains("unknown profile")),
+            "{:?}",
+            c.rule_errors
+        );
+        assert!(
+            c.profile_errors.iter().any(|e| e.contains("profile web") && e.contains("opnat")),
+            "{:?}",
+            c.profile_errors
+        );
+        assert!(!c.ok());
+    }
+}

@@ -132,4 +132,19 @@ profiles = ["web"]
         c.container_log("ok", "app"),
         format!("connect 127.0.0.1 {allowed} => ok\nconnect 127.0.0.1 {other} => ok")
     );
+
+    // A per-container key naming no container (`sidecra`): reported when the pod goes (or a
+    // minute after its first start), with the containers that did start.
+    let pod =
+        c.run_pod("typo", "shop", &[("warden.io/profile", "web"), ("warden.io/profile.sidecra", "web")]).await.unwrap();
+    let id = run_attempts(&c, &pod, "sidecar", &["getpid".into()]).await.unwrap();
+    assert_eq!(exit_code(&c, &id).await, 0);
+    assert!(!w.log_text().contains("names no container"), "not before the pod's containers had their chance");
+    c.remove_pod(&pod.id).await.unwrap();
+    eventually(std::time::Duration::from_secs(10), "the unmatched key reported", || {
+        let l = w.log_text();
+        l.lines()
+            .any(|x| x.contains("warden.io/profile.sidecra names no container") && x.contains("containers=sidecar"))
+            .then_some(())
+    });
 }
