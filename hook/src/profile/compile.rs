@@ -19,6 +19,30 @@ use super::{
     SyscallsSpec, FAMILIES, PROTOCOLS,
 };
 
+/// Most `network.connect` rules one profile (after `extends`) may have. Each distinct CIDR
+/// becomes one entry of the kernel's `WARDEN_CONNECT4` or `WARDEN_CONNECT6` LPM trie, which
+/// hold 65,536 entries each for every loaded profile version together
+/// (enforcer-ebpf/src/maps.rs). 1,024 per profile, the same share as files rules
+/// ([`MAX_FILE_RULES`] against the 65,536-entry `WARDEN_FILES`), lets 64 versions at the limit
+/// be loaded at once (a hot update holds the old and the new version for a moment); learn mode
+/// records at most `LEARN_ITEMS_PER_CGROUP` = 1,024 network items per container, so a generated
+/// profile stays within it.
+pub const MAX_CONNECT_RULES: usize = 1024;
+/// Most `network.bind` rules: they all end in one table of [`MAX_PORT_RULES`] ranges.
+pub const MAX_BIND_RULES: usize = 1024;
+/// Most `ports` entries over all `network.connect` rules (and, separately, over all
+/// `network.bind` rules): every connect rule at the limit may list a full kernel table
+/// ([`MAX_CONNECT_RULES`] x [`MAX_PORT_RULES`] = 32,768 ranges), twice over for lists whose
+/// entries repeat or join. Bounds the port merging of [`build`].
+pub const MAX_PORT_ENTRIES: usize = 2 * MAX_CONNECT_RULES * MAX_PORT_RULES;
+/// Most syscall names a profile may list (`syscalls.allow`, or the names of all rules of a
+/// seccomp profile): the x86_64 and aarch64 tables have some 500 names together and Docker's
+/// default seccomp profile lists 425 in 31 rules; the kernel bitmap holds
+/// [`SYSCALL_BITMAP_BITS`] numbers. 4,096 leaves room for repeats.
+pub const MAX_SYSCALL_NAMES: usize = 4096;
+/// Most rules of a seccomp profile used as the `syscalls` section.
+pub const MAX_SECCOMP_RULES: usize = 4096;
+
 /// Access bits of a file rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Access(pub u8);
@@ -269,6 +293,23 @@ fn build(p: &Profile) -> (CompiledProfile, Vec<Diagnostic>) {
         }
     }
 
+    // Counts first: an oversize profile is refused before any per-rule work.
+    let over = limit_errors(p);
+    if !over.is_empty() {
+        d.extend(over);
+        let hash = content_hash(&p.name, &header, &[], &[], None, None);
+        let compiled = CompiledProfile {
+            name: p.name.clone(),
+            header,
+            connect4: Vec::new(),
+            connect6: Vec::new(),
+            bind: None,
+            files: None,
+            hash,
+        };
+        return (compiled, d);
+    }
+
     if let Some(spec) = &p.syscalls {
         header.flags |= profile_flags::SYSCALLS;
         let (sc, report) = spec.to_allow();
@@ -320,9 +361,6 @@ fn build(p: &Profile) -> (CompiledProfile, Vec<Diagnostic>) {
     }
 
     let files = p.files.as_ref().map(|rules| {
-        if rules.len() > MAX_FILE_RULES {
-            d.push(Diagnostic::error("files", format!("{} rules; the limit is {MAX_FILE_RULES}", rules.len())));
-        }
         let mut merged: BTreeMap<&str, Access> = BTreeMap::new();
         for (i, r) in rules.iter().enumerate() {
             let path_ok =
@@ -389,8 +427,7 @@ fn build(p: &Profile) -> (CompiledProfile, Vec<Diagnostic>) {
         if let Some(rules) = &net.connect {
             header.flags |= profile_flags::CONNECT;
             for (i, r) in rules.iter().enumerate() {
-                let all_ports = r.ports.as_ref().is_none_or(|ps| covers_all(ps));
-                if r.cidr.prefix_len() == 0 && all_ports {
+                if r.cidr.prefix_len() == 0 && r.ports.as_ref().is_none_or(|ps| covers_all(ps)) {
                     d.push(Diagnostic::warning(
                         format!("network.connect[{i}]"),
                         format!("allows connecting to every address ({}) on every port", r.cidr),
@@ -408,19 +445,8 @@ fn build(p: &Profile) -> (CompiledProfile, Vec<Diagnostic>) {
                     ));
                 }
             }
-            let flat: Vec<(IpNet, Protocol, Vec<PortRange>)> = rules
-                .iter()
-                .map(|r| (r.cidr.trunc(), r.protocol, r.ports.clone().unwrap_or(vec![PortRange::ALL])))
-                .collect();
-            let nets: BTreeSet<IpNet> = flat.iter().map(|(n, _, _)| *n).collect();
-            for net in nets {
-                let mut ranges = Vec::new();
-                for (other, proto, ports) in &flat {
-                    if other.contains(&net) {
-                        ranges.extend(ports.iter().map(|p| (*proto, *p)));
-                    }
-                }
-                match port_rules(&ranges) {
+            for (net, pr) in connect_entries(rules) {
+                match pr {
                     Ok(pr) => match net {
                         IpNet::V4(n) => connect4.push((n.prefix_len(), n.network().octets(), pr)),
                         IpNet::V6(n) => connect6.push((n.prefix_len(), n.network().octets(), pr)),
@@ -497,28 +523,142 @@ pub(super) fn content_hash(
     h.finalize().into()
 }
 
-/// Merges port ranges per protocol (sorted, overlapping and adjacent ranges joined) into the
-/// kernel's fixed-size table.
-fn port_rules(ranges: &[(Protocol, PortRange)]) -> Result<PortRules> {
-    let mut merged: Vec<(u8, u16, u16)> = Vec::new();
-    let mut sorted: Vec<(u8, u16, u16)> = ranges
-        .iter()
-        .map(|(p, r)| {
-            let p = match p {
-                Protocol::Tcp => proto::TCP,
-                Protocol::Udp => proto::UDP,
-                Protocol::Any => proto::ANY,
-            };
-            (p, r.lo, r.hi)
-        })
-        .collect();
-    sorted.sort();
+/// Every limit a profile's size is subject to, on the counts as written: one error per count
+/// over its limit, naming the field, the count and the limit. Costs one pass over the rule
+/// lists at most (the port and name totals are only summed once their rule count is within
+/// its limit), so an oversize profile is refused at once.
+fn limit_errors(p: &Profile) -> Vec<Diagnostic> {
+    let mut d = Vec::new();
+    let mut over = |path: &str, n: usize, what: &str, limit: usize| {
+        if n > limit {
+            d.push(Diagnostic::error(path, format!("{n} {what}; the limit is {limit}")));
+            false
+        } else {
+            true
+        }
+    };
+    match &p.syscalls {
+        Some(SyscallsSpec::Allow(s)) => {
+            over("syscalls.allow", s.allow.len(), "names", MAX_SYSCALL_NAMES);
+        }
+        Some(SyscallsSpec::Seccomp(sp)) => {
+            if over("syscalls.syscalls", sp.syscalls.len(), "rules", MAX_SECCOMP_RULES) {
+                let names: usize = sp.syscalls.iter().map(|r| r.names.len() + r.name.is_some() as usize).sum();
+                over("syscalls.syscalls", names, "syscall names", MAX_SYSCALL_NAMES);
+            }
+        }
+        None => {}
+    }
+    if let Some(rules) = &p.files {
+        over("files", rules.len(), "rules", MAX_FILE_RULES);
+    }
+    if let Some(net) = &p.network {
+        if let Some(rules) = &net.connect {
+            if over("network.connect", rules.len(), "rules", MAX_CONNECT_RULES) {
+                let ports: usize = rules.iter().map(|r| r.ports.as_ref().map_or(1, Vec::len)).sum();
+                over("network.connect", ports, "port entries", MAX_PORT_ENTRIES);
+            }
+        }
+        if let Some(rules) = &net.bind {
+            if over("network.bind", rules.len(), "rules", MAX_BIND_RULES) {
+                let ports: usize = rules.iter().map(|r| r.ports.len()).sum();
+                over("network.bind", ports, "port entries", MAX_PORT_ENTRIES);
+            }
+        }
+    }
+    d
+}
+
+/// A port range in kernel terms: (protocol number, lo, hi).
+type Range = (u8, u16, u16);
+
+fn proto_number(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => proto::TCP,
+        Protocol::Udp => proto::UDP,
+        Protocol::Any => proto::ANY,
+    }
+}
+
+/// Joins ranges sorted by (protocol, lo, hi): overlapping and adjacent ranges of one protocol
+/// become one. The result is the canonical form of their union (sorted, disjoint, not
+/// adjacent), whatever the input's repeats and splits.
+fn join_sorted(sorted: impl IntoIterator<Item = Range>) -> Vec<Range> {
+    let mut merged: Vec<Range> = Vec::new();
     for (p, lo, hi) in sorted {
         match merged.last_mut() {
             Some((lp, _, lhi)) if *lp == p && (lo as u32) <= *lhi as u32 + 1 => *lhi = (*lhi).max(hi),
             _ => merged.push((p, lo, hi)),
         }
     }
+    merged
+}
+
+/// Canonical form of the union of two canonical lists, in linear time.
+fn union_sorted(a: &[Range], b: &[Range]) -> Vec<Range> {
+    let (mut i, mut j) = (0, 0);
+    let mut both = Vec::with_capacity(a.len() + b.len());
+    while i < a.len() && j < b.len() {
+        if a[i] <= b[j] {
+            both.push(a[i]);
+            i += 1;
+        } else {
+            both.push(b[j]);
+            j += 1;
+        }
+    }
+    both.extend_from_slice(&a[i..]);
+    both.extend_from_slice(&b[j..]);
+    join_sorted(both)
+}
+
+/// The LPM entries of `network.connect`: one per distinct CIDR (truncated to its prefix), in
+/// ascending order, holding the ports of every rule whose CIDR contains it, or the error of a
+/// table too small for them.
+///
+/// Near-linear: rules are grouped by CIDR and each group's ports joined once; the CIDRs are
+/// then walked in order (address, then prefix length), where every CIDR is directly followed
+/// by the CIDRs it contains, so a stack holds the chain of containing CIDRs (at most 33 or 129
+/// deep) with their joined ports, and each entry is its own ports joined with its nearest
+/// container's, which already include every wider one.
+pub(super) fn connect_entries(rules: &[super::ConnectRule]) -> Vec<(IpNet, Result<PortRules>)> {
+    let mut own: BTreeMap<IpNet, Vec<Range>> = BTreeMap::new();
+    for r in rules {
+        let p = proto_number(r.protocol);
+        let v = own.entry(r.cidr.trunc()).or_default();
+        match &r.ports {
+            Some(ports) => v.extend(ports.iter().map(|x| (p, x.lo, x.hi))),
+            None => v.push((p, PortRange::ALL.lo, PortRange::ALL.hi)),
+        }
+    }
+    let mut out = Vec::with_capacity(own.len());
+    let mut stack: Vec<(IpNet, Vec<Range>)> = Vec::new();
+    for (net, mut ranges) in own {
+        while stack.last().is_some_and(|(top, _)| !top.contains(&net)) {
+            stack.pop();
+        }
+        ranges.sort_unstable();
+        let joined = join_sorted(ranges);
+        let all = match stack.last() {
+            Some((_, wider)) => union_sorted(wider, &joined),
+            None => joined,
+        };
+        out.push((net, table(&all)));
+        stack.push((net, all));
+    }
+    out
+}
+
+/// Merges port ranges per protocol (sorted, overlapping and adjacent ranges joined) into the
+/// kernel's fixed-size table.
+fn port_rules(ranges: &[(Protocol, PortRange)]) -> Result<PortRules> {
+    let mut sorted: Vec<Range> = ranges.iter().map(|(p, r)| (proto_number(*p), r.lo, r.hi)).collect();
+    sorted.sort_unstable();
+    table(&join_sorted(sorted))
+}
+
+/// Joined ranges into the kernel's fixed-size table.
+fn table(merged: &[Range]) -> Result<PortRules> {
     if merged.len() > MAX_PORT_RULES {
         bail!(
             "{} distinct port ranges (counting those of wider CIDRs containing it); the kernel table holds {MAX_PORT_RULES}: join ports into ranges",

@@ -183,7 +183,7 @@ impl From<SyscallsSpec> for RawSyscalls {
 /// A `files` rule as written: `path` is an exact file, or a directory prefix when it ends with
 /// `/`; `access` is any of `r`, `w`, `x`. Both are kept as strings so that every bad rule is
 /// reported at once (see [`files`]) instead of stopping at the first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRuleSpec {
     pub path: String,
@@ -215,7 +215,7 @@ pub struct Network {
     pub protocols: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -225,7 +225,7 @@ pub enum Protocol {
 }
 
 /// A port or an inclusive range, written `443` or `"8000-8080"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortRange {
     pub lo: u16,
     pub hi: u16,
@@ -278,7 +278,7 @@ impl<'de> Deserialize<'de> for PortRange {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectRule {
     pub cidr: ipnet::IpNet,
@@ -289,7 +289,7 @@ pub struct ConnectRule {
     pub protocol: Protocol,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BindRule {
     pub ports: Vec<PortRange>,

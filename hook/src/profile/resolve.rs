@@ -8,12 +8,18 @@
 //! it, and its rules are the union of theirs. `syscalls.default` and `description` are the
 //! extending profile's own when it states them (for `default`: when it has a `syscalls`
 //! section), else the last base's that does.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::Hash;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
 use super::{check, compile::check_name, Diagnostic, Invalid, Network, Profile, Syscalls, SyscallsSpec};
+
+/// Most levels of `extends` below a profile (a extends b extends c: 2). Deeper chains are
+/// refused before their next file is read: each level is a file to read and a recursion step,
+/// and no sensible set of profiles stacks anywhere near this many.
+pub const MAX_EXTENDS_DEPTH: usize = 32;
 
 /// Directories searched for profile names, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +163,16 @@ impl Resolver<'_> {
             if self.done.contains_key(name) || check_name(name).is_err() {
                 continue; // already merged (diamond), or reported by check()
             }
+            // `stack` holds the profile being loaded and the bases above it: `name` is level
+            // stack.len() below the top one.
+            if stack.len() > MAX_EXTENDS_DEPTH {
+                self.diagnostics.push(at(format!(
+                    "`{}` -> ... -> `{name}`: {} levels of extends; the limit is {MAX_EXTENDS_DEPTH}",
+                    stack[0],
+                    stack.len()
+                )));
+                continue;
+            }
             let path = match self.search.find(name) {
                 Ok(f) => f,
                 Err(e) => {
@@ -209,14 +225,11 @@ pub fn merge(bases: &[&Profile], own: &Profile) -> Profile {
     }
 
     let mut files: Option<Vec<super::FileRuleSpec>> = None;
+    let mut seen = HashSet::new();
     for p in &all {
         if let Some(f) = &p.files {
             let v = files.get_or_insert_with(Vec::new);
-            for r in f {
-                if !v.contains(r) {
-                    v.push(r.clone());
-                }
-            }
+            v.extend(f.iter().filter(|r| seen.insert(*r)).cloned());
         }
     }
 
@@ -246,14 +259,14 @@ pub fn merge(bases: &[&Profile], own: &Profile) -> Profile {
     }
 }
 
-/// Union of two optional lists: Some if either is (a present list restricts), no duplicates.
-fn extend_opt<T: Clone + PartialEq>(into: &mut Option<Vec<T>>, from: &Option<Vec<T>>) {
+/// Union of two optional lists: Some if either is (a present list restricts), no duplicates,
+/// first occurrences in order. Linear (a set of what `into` holds), so a list far over a limit
+/// costs no more than reading it.
+fn extend_opt<T: Clone + Eq + Hash>(into: &mut Option<Vec<T>>, from: &Option<Vec<T>>) {
     if let Some(from) = from {
         let v = into.get_or_insert_with(Vec::new);
-        for x in from {
-            if !v.contains(x) {
-                v.push(x.clone());
-            }
-        }
+        let mut seen: HashSet<&T> = v.iter().collect();
+        let new: Vec<T> = from.iter().filter(|x| seen.insert(*x)).cloned().collect();
+        v.extend(new);
     }
 }

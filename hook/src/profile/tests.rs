@@ -612,3 +612,331 @@ proptest! {
         let _ = Profile::from_json(&s);
     }
 }
+
+// ---- limits and the near-linear algorithms ----
+
+/// A profile with `n` file rules and `n` connect rules (distinct /32s).
+fn oversize(n: usize) -> Profile {
+    Profile {
+        name: "big".into(),
+        description: None,
+        extends: Vec::new(),
+        syscalls: None,
+        files: Some((0..n).map(|i| FileRuleSpec { path: format!("/data/f{i}"), access: "r".into() }).collect()),
+        network: Some(Network {
+            connect: Some(
+                (0..n)
+                    .map(|i| ConnectRule {
+                        cidr: format!("10.{}.{}.{}/32", i >> 16, (i >> 8) & 255, i & 255).parse().unwrap(),
+                        ports: Some(vec![PortRange { lo: 443, hi: 443 }]),
+                        protocol: Protocol::Tcp,
+                    })
+                    .collect(),
+            ),
+            ..Network::default()
+        }),
+    }
+}
+
+#[test]
+fn oversize_profiles_are_refused_with_the_limit_only() {
+    let p = oversize(200_000);
+    let errors: Vec<String> = check(&p).iter().filter(|d| d.is_error()).map(|d| d.to_string()).collect();
+    // The counts, nothing per rule: no rule was looked at.
+    assert_eq!(
+        errors,
+        ["files: 200000 rules; the limit is 1024", "network.connect: 200000 rules; the limit is 1024"],
+        "{errors:?}"
+    );
+    let e = compile(&p).unwrap_err().to_string();
+    assert!(e.contains("files: 200000 rules; the limit is 1024"), "{e}");
+    assert!(e.contains("network.connect: 200000 rules; the limit is 1024"), "{e}");
+    // Through resolution too (merging a list is linear, then the same refusal).
+    let l = resolve::resolve(p, None, &SearchPath::new(vec![PathBuf::from("/nonexistent")]));
+    assert_eq!(l.errors().count(), 2);
+    assert_eq!(l.profile.files.as_ref().map(Vec::len), Some(200_000));
+    // Each limit on its own, one past it.
+    let one_over = |f: &dyn Fn(&mut Profile)| {
+        let mut p = prof(r#"{"name":"t"}"#);
+        f(&mut p);
+        compile(&p).unwrap_err().to_string()
+    };
+    let e = one_over(&|p| p.files = oversize(compile::MAX_CONNECT_RULES + 1).files);
+    assert!(e.contains("files: 1025 rules; the limit is 1024"), "{e}");
+    let e = one_over(&|p| p.network = oversize(compile::MAX_CONNECT_RULES + 1).network);
+    assert!(e.contains("network.connect: 1025 rules; the limit is 1024"), "{e}");
+    let e = one_over(&|p| {
+        let every: Vec<PortRange> = (0..65).map(|i| PortRange { lo: i * 2, hi: i * 2 }).collect();
+        let rules = (0..1024)
+            .map(|i| ConnectRule {
+                cidr: format!("10.0.{}.{}/32", i >> 8, i & 255).parse().unwrap(),
+                ports: Some(every.clone()),
+                protocol: Protocol::Any,
+            })
+            .collect();
+        p.network = Some(Network { connect: Some(rules), ..Network::default() });
+    });
+    assert!(e.contains("network.connect: 66560 port entries; the limit is 65536"), "{e}");
+    let e = one_over(&|p| {
+        let rules = (0..1025).map(|_| BindRule { ports: vec![PortRange::ALL], protocol: Protocol::Tcp }).collect();
+        p.network = Some(Network { bind: Some(rules), ..Network::default() });
+    });
+    assert!(e.contains("network.bind: 1025 rules; the limit is 1024"), "{e}");
+    let e = one_over(&|p| {
+        let rules = vec![BindRule { ports: vec![PortRange::ALL; 65537], protocol: Protocol::Tcp }];
+        p.network = Some(Network { bind: Some(rules), ..Network::default() });
+    });
+    assert!(e.contains("network.bind: 65537 port entries; the limit is 65536"), "{e}");
+    let e = one_over(&|p| {
+        p.syscalls =
+            Some(SyscallsSpec::Allow(Syscalls { default: DefaultAction::Kill, allow: vec!["read".into(); 4097] }))
+    });
+    assert!(e.contains("syscalls.allow: 4097 names; the limit is 4096"), "{e}");
+    let rule = |names: Vec<String>| seccomp::Rule {
+        names,
+        name: None,
+        action: seccomp::Action::Allow,
+        errno_ret: None,
+        args: Vec::new(),
+        comment: None,
+        includes: None,
+        excludes: None,
+    };
+    let sp = |rules: Vec<seccomp::Rule>| seccomp::SeccompProfile {
+        default_action: seccomp::Action::Errno,
+        default_errno_ret: None,
+        architectures: None,
+        arch_map: None,
+        flags: None,
+        listener_path: None,
+        listener_metadata: None,
+        syscalls: rules,
+        extra: Default::default(),
+    };
+    let e = one_over(&|p| p.syscalls = Some(SyscallsSpec::Seccomp(sp(vec![rule(vec!["read".into()]); 4097]))));
+    assert!(e.contains("syscalls.syscalls: 4097 rules; the limit is 4096"), "{e}");
+    let e = one_over(&|p| p.syscalls = Some(SyscallsSpec::Seccomp(sp(vec![rule(vec!["read".into(); 3000]); 2]))));
+    assert!(e.contains("syscalls.syscalls: 6000 syscall names; the limit is 4096"), "{e}");
+}
+
+#[test]
+fn a_profile_at_every_limit_compiles() {
+    let ports: Vec<PortRange> = (0..32).map(|k| PortRange { lo: 1000 + 3 * k, hi: 1001 + 3 * k }).collect();
+    let mut p = oversize(0);
+    p.files = Some(
+        (0..1024)
+            .map(|i| match i % 4 {
+                0 => FileRuleSpec { path: format!("/srv/d{}/", i / 4), access: "r".into() },
+                _ => FileRuleSpec { path: format!("/srv/d{}/f{i}", i / 4), access: "rw".into() },
+            })
+            .collect(),
+    );
+    let connect = (0..1024)
+        .map(|i| ConnectRule {
+            cidr: if i % 2 == 0 { format!("10.{}.{}.0/24", i >> 8, i & 255) } else { format!("fd00:{i:x}::/64") }
+                .parse()
+                .unwrap(),
+            ports: Some(ports.clone()),
+            protocol: Protocol::Tcp,
+        })
+        .collect();
+    p.network = Some(Network {
+        connect: Some(connect),
+        bind: Some(vec![BindRule { ports: ports.clone(), protocol: Protocol::Tcp }]),
+        ..Network::default()
+    });
+    p.syscalls = Some(SyscallsSpec::Allow(Syscalls {
+        default: DefaultAction::Kill,
+        allow: sysnames::names_on(sysnames::HOST_ARCH).into_iter().map(String::from).collect(),
+    }));
+    let c = compile(&p).unwrap();
+    assert_eq!(c.connect4.len() + c.connect6.len(), 1024);
+    assert!(c.connect4.iter().all(|(_, _, r)| r.count == 32));
+    assert_eq!(c.files.as_ref().map(Vec::len), Some(1024));
+}
+
+/// Small deterministic generator (xorshift64*) for the comparisons below.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The connect compilation before it was made near-linear (O(rules x CIDRs)), kept verbatim as
+/// the reference.
+fn connect_entries_reference(rules: &[ConnectRule]) -> Vec<(ipnet::IpNet, Result<warden_common::PortRules, String>)> {
+    use std::collections::BTreeSet;
+    fn port_rules(ranges: &[(Protocol, PortRange)]) -> Result<warden_common::PortRules, String> {
+        use warden_common::{PortRule, PortRules, MAX_PORT_RULES};
+        let mut merged: Vec<(u8, u16, u16)> = Vec::new();
+        let mut sorted: Vec<(u8, u16, u16)> = ranges
+            .iter()
+            .map(|(p, r)| {
+                let p = match p {
+                    Protocol::Tcp => proto::TCP,
+                    Protocol::Udp => proto::UDP,
+                    Protocol::Any => proto::ANY,
+                };
+                (p, r.lo, r.hi)
+            })
+            .collect();
+        sorted.sort();
+        for (p, lo, hi) in sorted {
+            match merged.last_mut() {
+                Some((lp, _, lhi)) if *lp == p && (lo as u32) <= *lhi as u32 + 1 => *lhi = (*lhi).max(hi),
+                _ => merged.push((p, lo, hi)),
+            }
+        }
+        if merged.len() > MAX_PORT_RULES {
+            return Err(format!(
+                "{} distinct port ranges (counting those of wider CIDRs containing it); the kernel table holds {MAX_PORT_RULES}: join ports into ranges",
+                merged.len()
+            ));
+        }
+        let mut out = PortRules::default();
+        for (i, (p, lo, hi)) in merged.iter().enumerate() {
+            out.rules[i] = PortRule { lo: *lo, hi: *hi, proto: *p, _pad: [0; 3] };
+        }
+        out.count = merged.len() as u32;
+        Ok(out)
+    }
+    let flat: Vec<(ipnet::IpNet, Protocol, Vec<PortRange>)> =
+        rules.iter().map(|r| (r.cidr.trunc(), r.protocol, r.ports.clone().unwrap_or(vec![PortRange::ALL]))).collect();
+    let nets: BTreeSet<ipnet::IpNet> = flat.iter().map(|(n, _, _)| *n).collect();
+    let mut out = Vec::new();
+    for net in nets {
+        let mut ranges = Vec::new();
+        for (other, proto, ports) in &flat {
+            if other.contains(&net) {
+                ranges.extend(ports.iter().map(|p| (*proto, *p)));
+            }
+        }
+        out.push((net, port_rules(&ranges)));
+    }
+    out
+}
+
+fn random_connect_rules(rng: &mut Rng) -> Vec<ConnectRule> {
+    // Few base addresses and all prefix lengths: many nested, equal and disjoint CIDRs.
+    let bases4: [[u8; 4]; 3] = [[10, 1, 2, 3], [10, 1, 200, 7], [192, 168, 0, 1]];
+    let bases6: [u128; 2] = [0xfd00_0000_0000_0000_0000_0000_0000_0001, 0xfd00_0000_0000_8000_0000_0000_0000_0001];
+    let n = rng.below(40) as usize;
+    (0..n)
+        .map(|_| {
+            let cidr = if rng.below(4) == 0 {
+                let a = bases6[rng.below(2) as usize];
+                ipnet::IpNet::V6(ipnet::Ipv6Net::new(a.into(), rng.below(129) as u8).unwrap())
+            } else {
+                let a = bases4[rng.below(3) as usize];
+                ipnet::IpNet::V4(
+                    ipnet::Ipv4Net::new(a.into(), [0, 8, 16, 17, 24, 31, 32][rng.below(7) as usize]).unwrap(),
+                )
+            };
+            let ports = (rng.below(5) != 0).then(|| {
+                (0..1 + rng.below(12))
+                    .map(|_| {
+                        let lo = if rng.below(3) == 0 { rng.below(65536) as u16 } else { 1000 + rng.below(60) as u16 };
+                        PortRange { lo, hi: lo.saturating_add(rng.below(4) as u16) }
+                    })
+                    .collect()
+            });
+            let protocol = [Protocol::Tcp, Protocol::Udp, Protocol::Any][rng.below(3) as usize];
+            ConnectRule { cidr, ports, protocol }
+        })
+        .collect()
+}
+
+#[test]
+fn connect_entries_match_the_quadratic_reference() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut errors, mut entries) = (0, 0);
+    for _ in 0..3000 {
+        let rules = random_connect_rules(&mut rng);
+        let new: Vec<(ipnet::IpNet, Result<warden_common::PortRules, String>)> =
+            compile::connect_entries(&rules).into_iter().map(|(n, r)| (n, r.map_err(|e| e.to_string()))).collect();
+        let old = connect_entries_reference(&rules);
+        assert_eq!(new, old, "{rules:?}");
+        errors += old.iter().filter(|(_, r)| r.is_err()).count();
+        entries += old.len();
+    }
+    // The inputs exercised both outcomes.
+    assert!(errors > 100 && entries > 10 * errors, "{errors} errors in {entries} entries");
+}
+
+/// `resolve::merge` before it used sets: first occurrences kept, in order.
+#[test]
+fn merge_keeps_first_occurrences_in_order() {
+    let mut rng = Rng(7);
+    for _ in 0..300 {
+        let mut profiles = Vec::new();
+        for k in 0..3 {
+            let mut p = oversize(0);
+            p.name = format!("p{k}");
+            p.files = (rng.below(4) != 0).then(|| {
+                (0..rng.below(30))
+                    .map(|_| FileRuleSpec {
+                        path: format!("/d{}/", rng.below(8)),
+                        access: ["r", "w", "rw"][rng.below(3) as usize].into(),
+                    })
+                    .collect()
+            });
+            let rules = random_connect_rules(&mut rng).into_iter().map(|mut r| {
+                r.cidr = r.cidr.trunc();
+                r
+            });
+            p.network = Some(Network { connect: Some(rules.collect()), ..Network::default() });
+            profiles.push(p);
+        }
+        let bases: Vec<&Profile> = profiles[..2].iter().collect();
+        let m = resolve::merge(&bases, &profiles[2]);
+        let mut files: Option<Vec<FileRuleSpec>> = None;
+        let mut connect: Option<Vec<ConnectRule>> = None;
+        for p in &profiles {
+            if let Some(f) = &p.files {
+                let v = files.get_or_insert_with(Vec::new);
+                for r in f {
+                    if !v.contains(r) {
+                        v.push(r.clone());
+                    }
+                }
+            }
+            let v = connect.get_or_insert_with(Vec::new);
+            for r in p.network.as_ref().unwrap().connect.as_ref().unwrap() {
+                if !v.contains(r) {
+                    v.push(r.clone());
+                }
+            }
+        }
+        assert_eq!(m.files, files);
+        assert_eq!(m.network.unwrap().connect, connect);
+    }
+}
+
+#[test]
+fn extends_depth_is_limited() {
+    let depth = resolve::MAX_EXTENDS_DEPTH + 1;
+    let files: Vec<(String, String)> = (0..=depth)
+        .map(|i| {
+            let ext = if i < depth { format!(r#","extends":["p{}"]"#, i + 1) } else { String::new() };
+            (format!("p{i}.json"), format!(r#"{{"name":"p{i}"{ext}}}"#))
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let dir = dir_with(&refs);
+    let search = SearchPath::new(vec![dir.path().to_path_buf()]);
+    let l = resolve::load_spec("p0", &search).unwrap();
+    let errors: Vec<String> = l.errors().map(|d| d.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("`p0` -> ... -> `p33`: 33 levels of extends; the limit is 32"), "{errors:?}");
+    // At the limit: fine.
+    let l = resolve::load_spec("p1", &search).unwrap();
+    assert_eq!(l.errors().count(), 0);
+    assert_eq!(l.chain.len(), 32);
+}
