@@ -8,9 +8,9 @@ use anyhow::{bail, Result};
 use ipnet::IpNet;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
-use warden_common::{
-    profile_flags, proto, protocol_bit, PortRule, PortRules, ProfileHeader, MAX_PORT_RULES, SYSCALL_BITMAP_BITS,
-};
+/// Port ranges one kernel port table holds (per connect CIDR, and for bind), after joining.
+pub use warden_common::MAX_PORT_RULES;
+use warden_common::{profile_flags, proto, protocol_bit, PortRule, PortRules, ProfileHeader, SYSCALL_BITMAP_BITS};
 
 use super::files::{self, MAX_FILE_RULES};
 use super::sysnames::{self, Lookup};
@@ -523,6 +523,11 @@ pub(super) fn content_hash(
     h.finalize().into()
 }
 
+/// Whether `p` is over one of the size limits (the errors are [`check`]'s).
+pub fn exceeds_limits(p: &Profile) -> bool {
+    !limit_errors(p).is_empty()
+}
+
 /// Every limit a profile's size is subject to, on the counts as written: one error per count
 /// over its limit, naming the field, the count and the limit. Costs one pass over the rule
 /// lists at most (the port and name totals are only summed once their rule count is within
@@ -537,17 +542,14 @@ fn limit_errors(p: &Profile) -> Vec<Diagnostic> {
             true
         }
     };
-    match &p.syscalls {
-        Some(SyscallsSpec::Allow(s)) => {
-            over("syscalls.allow", s.allow.len(), "names", MAX_SYSCALL_NAMES);
+    if let Some(SyscallsSpec::Allow(s)) = &p.syscalls {
+        over("syscalls.allow", s.allow.len(), "names", MAX_SYSCALL_NAMES);
+    }
+    if let Some(SyscallsSpec::Seccomp(sp)) = &p.syscalls {
+        if over("syscalls.syscalls", sp.syscalls.len(), "rules", MAX_SECCOMP_RULES) {
+            let names: usize = sp.syscalls.iter().map(|r| r.names.len() + r.name.is_some() as usize).sum();
+            over("syscalls.syscalls", names, "syscall names", MAX_SYSCALL_NAMES);
         }
-        Some(SyscallsSpec::Seccomp(sp)) => {
-            if over("syscalls.syscalls", sp.syscalls.len(), "rules", MAX_SECCOMP_RULES) {
-                let names: usize = sp.syscalls.iter().map(|r| r.names.len() + r.name.is_some() as usize).sum();
-                over("syscalls.syscalls", names, "syscall names", MAX_SYSCALL_NAMES);
-            }
-        }
-        None => {}
     }
     if let Some(rules) = &p.files {
         over("files", rules.len(), "rules", MAX_FILE_RULES);

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::{check, compile::check_name, Diagnostic, Invalid, Network, Profile, Syscalls, SyscallsSpec};
+use super::{
+    check, compile::check_name, compile::exceeds_limits, Diagnostic, Invalid, Network, Profile, Syscalls, SyscallsSpec,
+};
 
 /// Most levels of `extends` below a profile (a extends b extends c: 2). Deeper chains are
 /// refused before their next file is read: each level is a file to read and a recursion step,
@@ -129,6 +131,17 @@ pub fn load_spec(spec: &str, search: &SearchPath) -> Result<Loaded> {
 pub fn resolve(own: Profile, file: Option<&Path>, search: &SearchPath) -> Loaded {
     let mut r = Resolver { search, done: BTreeMap::new(), chain: Vec::new(), diagnostics: Vec::new() };
     r.diagnostics.extend(check(&own).into_iter().map(|d| d.in_file(file)));
+    if exceeds_limits(&own) {
+        // Refused on its size (check() said which limit): its bases are neither read nor
+        // merged, which is work for nothing; `profile` is the own rules, `extends` dropped.
+        return Loaded {
+            profile: Profile { extends: Vec::new(), ..own.clone() },
+            chain: Vec::new(),
+            own,
+            file: file.map(Path::to_path_buf),
+            diagnostics: r.diagnostics,
+        };
+    }
     let mut stack = vec![own.name.clone()];
     r.visit_extends(&own, file, &mut stack);
     let bases: Vec<&Profile> = r.chain.iter().map(|(n, _)| &r.done[n].0).collect();
