@@ -67,16 +67,31 @@ pub fn lookup(name: &str) -> Lookup {
     Lookup::Unknown(suggestions(name))
 }
 
+/// Every name of the host's and [`ARCHES`]' tables, sorted, once, with its length in chars.
+fn all_names() -> &'static [(&'static str, usize)] {
+    static ALL: std::sync::OnceLock<Vec<(&'static str, usize)>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all: Vec<&'static str> = names_on(HOST_ARCH);
+        for a in ARCHES {
+            all.extend(names_on(a));
+        }
+        all.sort_unstable();
+        all.dedup();
+        all.into_iter().map(|s| (s, s.chars().count())).collect()
+    })
+}
+
 /// Up to three known names within edit distance 2 of `name`.
 pub fn suggestions(name: &str) -> Vec<&'static str> {
-    let mut all: Vec<&'static str> = names_on(HOST_ARCH);
-    for a in ARCHES {
-        all.extend(names_on(a));
-    }
-    all.sort_unstable();
-    all.dedup();
-    let mut close: Vec<(usize, &'static str)> =
-        all.into_iter().map(|s| (strsim::levenshtein(name, s), s)).filter(|(d, _)| *d <= 2).collect();
+    let len = name.chars().count();
+    // The edit distance is at least the difference in length: only names within 2 of it can
+    // be close, and the distance is computed for those only.
+    let mut close: Vec<(usize, &'static str)> = all_names()
+        .iter()
+        .filter(|(_, l)| l.abs_diff(len) <= 2)
+        .map(|(s, _)| (strsim::levenshtein(name, s), *s))
+        .filter(|(d, _)| *d <= 2)
+        .collect();
     close.sort();
     close.into_iter().take(3).map(|(_, s)| s).collect()
 }
@@ -101,6 +116,42 @@ mod tests {
         assert!(number_on("aarch64", "open").is_none());
         assert_eq!(number_on("x86_64", "read"), Some(0));
         assert_eq!(number_on("aarch64", "read"), Some(63));
+    }
+
+    /// The suggestions before the table was kept and filtered by length, as the reference.
+    fn suggestions_reference(name: &str) -> Vec<&'static str> {
+        let mut all: Vec<&'static str> = names_on(HOST_ARCH);
+        for a in ARCHES {
+            all.extend(names_on(a));
+        }
+        all.sort_unstable();
+        all.dedup();
+        let mut close: Vec<(usize, &'static str)> =
+            all.into_iter().map(|s| (strsim::levenshtein(name, s), s)).filter(|(d, _)| *d <= 2).collect();
+        close.sort();
+        close.into_iter().take(3).map(|(_, s)| s).collect()
+    }
+
+    #[test]
+    fn suggestions_match_the_reference() {
+        let mut tried = 0;
+        for known in all_names().iter().map(|(s, _)| *s).step_by(7) {
+            // Deletions, insertions, substitutions and a non-ASCII letter near real names.
+            let variants = [
+                known[1..].to_string(),
+                format!("{known}x"),
+                format!("x{known}y"),
+                known.replacen('e', "é", 1),
+                known.chars().rev().collect(),
+                String::new(),
+                "opnat".to_string(),
+            ];
+            for v in variants {
+                assert_eq!(suggestions(&v), suggestions_reference(&v), "{v}");
+                tried += 1;
+            }
+        }
+        assert!(tried > 200);
     }
 
     #[test]
