@@ -7,10 +7,11 @@
 #   sudo ./scripts/bench.sh --quick    # few iterations: checks every part produces a figure
 #   options: --no-containers  --no-vm  (skip those parts)
 #
-# Parts: syscalls, network, scale (warden-bench, native); container start and event flood
-# (warden-bench-containers: private containerd + `warden run`); file rules (warden-bench
-# --part files inside the VM harness, tests/vm/run, on Debian's 6.1 and 7.x kernels, since
-# BPF-LSM needs BPF trampolines this host's kernel may refuse).
+# Parts: syscalls, network, scale, profile validation at the size limits (warden-bench,
+# native); container start and event flood (warden-bench-containers: private containerd +
+# `warden run`); file rules (warden-bench --part files inside the VM harness, tests/vm/run, on
+# Debian's 6.1 and 7.x kernels, since BPF-LSM needs BPF trampolines this host's kernel may
+# refuse).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,7 @@ for a in "$@"; do
         --quick) quick=1 ;;
         --no-containers) containers=0 ;;
         --no-vm) vm=0 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) echo "unknown option $a" >&2; exit 2 ;;
     esac
 done
@@ -56,7 +57,7 @@ fi
 
 echo "# warden benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 echo
-"$target/release/warden-bench" --part syscalls,net,scale "${native[@]}"
+"$target/release/warden-bench" --part syscalls,net,scale,profile "${native[@]}"
 if [ "$containers" = 1 ]; then
     "$target/release/warden-bench-containers" "${ctr[@]}"
 fi

@@ -1,6 +1,6 @@
 //! `warden-bench`: what warden costs, against no enforcement and against seccomp, measured side
 //! by side in one run (configurations alternate within every repetition; medians reported).
-//! Prints a markdown table. Needs root.
+//! Prints a markdown table. Needs root, except `--part profile` (profile validation at the limits).
 //!
 //!   warden-bench [--reps 7] [--iters 300000]
 //!
@@ -16,6 +16,7 @@ use anyhow::{bail, Context as _, Result};
 
 mod files;
 mod scale;
+mod validation;
 use warden::{
     cgroup,
     enforcer::{self, Enforcer, Mode},
@@ -246,8 +247,8 @@ impl Drop for PinGuard {
 }
 
 /// Which parts run (`--part a,b`): everything native by default; `files` needs BPF-LSM
-/// (scripts/bench.sh runs it inside the VM harness).
-const ALL_PARTS: &[&str] = &["syscalls", "net", "scale"];
+/// (scripts/bench.sh runs it inside the VM harness); `profile` alone needs no root.
+const ALL_PARTS: &[&str] = &["syscalls", "net", "scale", "profile"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -268,16 +269,20 @@ fn main() -> Result<()> {
         None => ALL_PARTS.iter().map(|s| s.to_string()).collect(),
     };
     for p in &parts {
-        if !["syscalls", "net", "scale", "files"].contains(&p.as_str()) {
-            bail!("unknown part {p:?} (syscalls, net, scale, files)");
+        if !["syscalls", "net", "scale", "files", "profile"].contains(&p.as_str()) {
+            bail!("unknown part {p:?} (syscalls, net, scale, files, profile)");
         }
     }
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("warden-bench needs root (it loads eBPF programs and makes cgroups)");
+    if parts.iter().any(|p| p != "profile") && unsafe { libc::geteuid() } != 0 {
+        bail!("warden-bench needs root (it loads eBPF programs and makes cgroups; only --part profile runs without)");
     }
     println!("{}\n", machine());
-    let root = cgroup::cgroup2_mount()?;
     for part in &parts {
+        if part == "profile" {
+            validation::part(reps)?;
+            continue;
+        }
+        let root = cgroup::cgroup2_mount()?;
         // A fresh pin folder per part: no state of one part skews the next.
         let pin = PathBuf::from(format!("/sys/fs/bpf/warden-bench-{}-{part}", std::process::id()));
         let _pin_guard = PinGuard(pin.clone());
