@@ -511,9 +511,22 @@ mod tests {
         assert!(matches!(select(&c, &pod(&[("warden.io/profile", "web")]), "a").unwrap(), Selection::Unconfined(_)));
     }
 
+    /// `[policy]` and `[[policy.rules]]` of a config, validated (as config.rs does; not
+    /// through it: config depends on this module).
+    fn parse(text: &str) -> Result<PolicyConfig, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Doc {
+            #[serde(default)]
+            policy: PolicyConfig,
+        }
+        let d: Doc = toml::from_str(text).map_err(|e| e.to_string())?;
+        d.policy.validate()?;
+        Ok(d.policy)
+    }
+
     fn rules(toml_rules: &str) -> PolicyConfig {
-        let c: crate::config::Config = crate::config::Config::from_toml(toml_rules).unwrap();
-        c.policy
+        parse(toml_rules).unwrap()
     }
 
     fn confined(s: Selection) -> (Option<String>, Mode, String, Option<String>) {
@@ -609,7 +622,7 @@ mod tests {
 
     #[test]
     fn rule_mistakes_are_config_errors() {
-        let bad = |t: &str| crate::config::Config::from_toml(t).unwrap_err().to_string();
+        let bad = |t: &str| parse(t).unwrap_err();
         let e = bad("[[policy.rules]]\nname = \"a\"\nnamespaces = [\"shop\"]\n");
         assert!(e.contains("policy.rules[0] (a)") && e.contains("last rule must match every namespace"), "{e}");
         let e = bad("[[policy.rules]]\nname = \"a\"\nnamespaces = [\"*\"]\nbaseline = \"f\"\nmodes = [\"complain\"]\n");

@@ -553,9 +553,21 @@ impl WardenDaemon {
             });
             return;
         }
-        eventually(Duration::from_secs(wait), "warden to register with containerd", || {
-            (self.registrations() > before).then_some(())
-        });
+        // A daemon that exited, or one still not registered at the deadline, fails the test
+        // with its own log: in a VM that log exists nowhere else.
+        let end = std::time::Instant::now() + Duration::from_secs(wait);
+        while self.registrations() <= before {
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("warden run exited ({st}) before registering with containerd; its log:\n{}", self.log_text());
+            }
+            if std::time::Instant::now() > end {
+                panic!(
+                    "timed out after {wait} s waiting for warden to register with containerd; its log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn registrations(&self) -> usize {
