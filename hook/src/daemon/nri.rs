@@ -17,6 +17,11 @@ impl Daemon {
     /// StartContainer: confine or refuse (or, fail-open, warn and let it start).
     fn start(&self, pod: &PodSandbox, c: &Container) -> Result<(), String> {
         let t = Instant::now();
+        // Tests only (debug builds): a StartContainer slower than the runtime's timeout.
+        #[cfg(debug_assertions)]
+        if let Some(ms) = std::env::var("WARDEN_TEST_START_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         let r = self.start_inner(pod, c, t);
         self.ops.metrics.nri_request("start_container", t.elapsed());
         r
@@ -114,6 +119,15 @@ impl nri::Handler for Daemon {
     fn on_remove_container(&self, _pod: &PodSandbox, c: &Container) -> Result<(), String> {
         self.release_id(&c.id);
         Ok(())
+    }
+    /// StartContainer (or CreateContainer) answered with a refusal at the deadline: the
+    /// container will not run, so whatever the late handler confined is released.
+    fn on_late(&self, event: Event, _pod: &PodSandbox, c: Option<&Container>) {
+        if let (Event::StartContainer | Event::CreateContainer, Some(c)) = (event, c) {
+            if self.release_id(&c.id) {
+                warn!(container_id = %c.id, ?event, "released a container confined after its refused (late) start");
+            }
+        }
     }
     fn on_remove_pod_sandbox(&self, pod: &PodSandbox) -> Result<(), String> {
         self.check_pod_keys(Some(&pod.uid));

@@ -39,6 +39,10 @@ pub trait Handler: Send + Sync + 'static {
     fn on_configure(&self, _req: &ConfigureRequest) -> Result<(), String> {
         Ok(())
     }
+    /// A pod or container event whose handler missed [`answer_deadline`] has now finished; the
+    /// runtime was answered with a refusal meanwhile. Undo what the handler did that only
+    /// makes sense for a container that runs.
+    fn on_late(&self, _event: Event, _pod: &PodSandbox, _c: Option<&Container>) {}
     /// Everything the runtime already runs, once after each (re)connection.
     fn on_synchronize(&self, _pods: &[PodSandbox], _containers: &[Container]) -> Result<(), String> {
         Ok(())
@@ -210,7 +214,13 @@ impl Plugin {
         let stream = endpoint.connect().await?;
         let (stage_tx, mut stage_rx) = watch::channel(Stage::Connected);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let dispatch = Arc::new(Dispatch { handler, sync_parts: Mutex::new(None), stage_tx, shutdown_tx });
+        let dispatch = Arc::new(Dispatch {
+            handler,
+            sync_parts: Mutex::new(None),
+            stage_tx,
+            shutdown_tx,
+            deadline: Mutex::new(answer_deadline(0)),
+        });
         let service: ServiceFn = Arc::new(move |req: Request| {
             let d = dispatch.clone();
             Box::pin(async move { d.handle(req).await })
@@ -328,6 +338,23 @@ struct Dispatch<H> {
     sync_parts: Mutex<Option<(Vec<PodSandbox>, Vec<Container>)>>,
     stage_tx: watch::Sender<Stage>,
     shutdown_tx: watch::Sender<bool>,
+    /// How long a pod or container event's handler may take ([`answer_deadline`]).
+    deadline: Mutex<Duration>,
+}
+
+/// containerd's request timeout when Configure does not say (its default, 1.7 and 2.x).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long warden lets a pod or container event's handler run before answering with an
+/// error itself: a quarter (at most 500 ms) below the runtime's request timeout
+/// (`request_timeout_ms` from Configure; 0: not sent, [`DEFAULT_REQUEST_TIMEOUT`]). A runtime
+/// whose plugin misses its timeout drops the plugin and starts the container WITHOUT it
+/// (containerd 1.7 and 2.x); an error answered in time refuses the container instead: fail
+/// closed (issue 17).
+pub fn answer_deadline(request_timeout_ms: i64) -> Duration {
+    let t =
+        if request_timeout_ms > 0 { Duration::from_millis(request_timeout_ms as u64) } else { DEFAULT_REQUEST_TIMEOUT };
+    t - (t / 4).min(Duration::from_millis(500))
 }
 
 fn decode<M: Message + Default>(method: &str, payload: &[u8]) -> Result<M, Status> {
@@ -345,6 +372,7 @@ impl<H: Handler> Dispatch<H> {
                 let r: ConfigureRequest = decode(m, &req.payload)?;
                 tracing::info!(runtime = %r.runtime_name, version = %r.runtime_version, "NRI: configure");
                 let events = self.handler.events();
+                *self.deadline.lock().unwrap() = answer_deadline(r.request_timeout);
                 self.blocking(move |h| h.on_configure(&r)).await?;
                 self.stage_tx.send_if_modified(|s| raise(s, Stage::Configured));
                 Ok(ConfigureResponse { events: events.0 }.encode_to_vec())
@@ -404,22 +432,42 @@ impl<H: Handler> Dispatch<H> {
         let t0 = Instant::now();
         let (pod_name, ns, cname) =
             (pod.name.clone(), pod.namespace.clone(), c.as_ref().map(|c| c.name.clone()).unwrap_or_default());
-        let res = self
-            .blocking(move |h| {
-                let need = |c: &Option<Container>| c.clone().ok_or_else(|| format!("{ev:?} event without a container"));
-                match ev {
-                    Event::RunPodSandbox => h.on_run_pod_sandbox(&pod),
-                    Event::StopPodSandbox => h.on_stop_pod_sandbox(&pod),
-                    Event::RemovePodSandbox => h.on_remove_pod_sandbox(&pod),
-                    Event::CreateContainer => h.on_create_container(&pod, &need(&c)?),
-                    Event::StartContainer => h.on_start_container(&pod, &need(&c)?),
-                    Event::UpdateContainer => h.on_update_container(&pod, &need(&c)?),
-                    Event::StopContainer => h.on_stop_container(&pod, &need(&c)?),
-                    Event::RemoveContainer => h.on_remove_container(&pod, &need(&c)?),
-                    other => h.on_other_event(other, &pod, c.as_ref()),
-                }
-            })
-            .await;
+        let deadline = *self.deadline.lock().unwrap();
+        let (late_pod, late_c) = (pod.clone(), c.clone());
+        let task = self.spawn_blocking(move |h| {
+            let need = |c: &Option<Container>| c.clone().ok_or_else(|| format!("{ev:?} event without a container"));
+            match ev {
+                Event::RunPodSandbox => h.on_run_pod_sandbox(&pod),
+                Event::StopPodSandbox => h.on_stop_pod_sandbox(&pod),
+                Event::RemovePodSandbox => h.on_remove_pod_sandbox(&pod),
+                Event::CreateContainer => h.on_create_container(&pod, &need(&c)?),
+                Event::StartContainer => h.on_start_container(&pod, &need(&c)?),
+                Event::UpdateContainer => h.on_update_container(&pod, &need(&c)?),
+                Event::StopContainer => h.on_stop_container(&pod, &need(&c)?),
+                Event::RemoveContainer => h.on_remove_container(&pod, &need(&c)?),
+                other => h.on_other_event(other, &pod, c.as_ref()),
+            }
+        });
+        let res = match tokio::time::timeout(deadline, task).await {
+            Ok(joined) => joined_result(joined),
+            Err(_) => {
+                // Answer now, refusing; the handler still runs. When it ends, the handler may
+                // undo what it did (a confined container that will never run).
+                let h = self.handler.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        h.on_late(ev, &late_pod, late_c.as_ref());
+                    })
+                    .await;
+                });
+                Err(Status::new(
+                    code::UNKNOWN,
+                    format!(
+                        "warden: {ev:?} of pod {ns}/{pod_name}, container {cname}: not handled within {deadline:?} (below the runtime's request timeout): refused, fail closed"
+                    ),
+                ))
+            }
+        };
         let us = t0.elapsed().as_micros() as u64;
         match &res {
             Ok(()) => {
@@ -436,12 +484,23 @@ impl<H: Handler> Dispatch<H> {
         self: &Arc<Self>,
         f: impl FnOnce(&H) -> Result<(), String> + Send + 'static,
     ) -> Result<(), Status> {
+        joined_result(self.spawn_blocking(f).await)
+    }
+
+    fn spawn_blocking(
+        self: &Arc<Self>,
+        f: impl FnOnce(&H) -> Result<(), String> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<(), String>> {
         let h = self.handler.clone();
-        match tokio::task::spawn_blocking(move || f(&h)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(Status::new(code::UNKNOWN, msg)),
-            Err(e) => Err(Status::new(code::UNKNOWN, format!("plugin handler panicked: {e}"))),
-        }
+        tokio::task::spawn_blocking(move || f(&h))
+    }
+}
+
+fn joined_result(r: Result<Result<(), String>, tokio::task::JoinError>) -> Result<(), Status> {
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(msg)) => Err(Status::new(code::UNKNOWN, msg)),
+        Err(e) => Err(Status::new(code::UNKNOWN, format!("plugin handler panicked: {e}"))),
     }
 }
 

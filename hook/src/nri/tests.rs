@@ -279,3 +279,13 @@ fn endpoint_from_env() {
         matches!(Endpoint::from_env_or("/x.sock").unwrap(), Endpoint::Socket(p) if p == std::path::Path::new("/x.sock"))
     );
 }
+
+#[test]
+fn handlers_answer_before_the_runtime_gives_up() {
+    use super::plugin::answer_deadline;
+    use std::time::Duration;
+    assert_eq!(answer_deadline(0), Duration::from_millis(1500), "containerd's default 2 s");
+    assert_eq!(answer_deadline(2000), Duration::from_millis(1500));
+    assert_eq!(answer_deadline(10_000), Duration::from_millis(9500), "at most 500 ms of margin");
+    assert_eq!(answer_deadline(400), Duration::from_millis(300));
+}

@@ -475,6 +475,8 @@ pub struct WardenDaemon {
     pub config: PathBuf,
     pub profiles: PathBuf,
     pub log: PathBuf,
+    /// Extra environment of `warden run` (test knobs such as WARDEN_TEST_START_DELAY_MS).
+    pub env: Vec<(String, String)>,
 }
 
 impl WardenDaemon {
@@ -512,7 +514,7 @@ impl WardenDaemon {
         )
         .unwrap();
         let log = dir.join("warden.log");
-        WardenDaemon { child: None, nri: nri_socket.is_some(), warden, config, profiles: pdir, log }
+        WardenDaemon { child: None, nri: nri_socket.is_some(), warden, config, profiles: pdir, log, env: Vec::new() }
     }
 
     /// Starts `warden run` and waits until it is registered with the runtime (without NRI:
@@ -537,6 +539,7 @@ impl WardenDaemon {
         let child = cmd
             .args(["run", "--config", self.config.to_str().unwrap()])
             .env("WARDEN_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
