@@ -5,19 +5,9 @@
 use ipnet::IpNet;
 use proptest::prelude::*;
 use warden::enforcer::files;
-use warden::profile::intersect::{combined_name, intersect};
+use warden::profile::intersect::{combined_name, intersect, longest};
 use warden::profile::{compile, CompiledProfile, Profile};
-use warden_common::{profile_flags as pf, proto, PortRules};
-
-/// The ports of the longest CIDR of `rules` containing `net` (none: no port).
-fn longest(rules: &[(IpNet, PortRules)], net: &IpNet) -> PortRules {
-    rules
-        .iter()
-        .filter(|(n, _)| n.contains(net))
-        .max_by_key(|(n, _)| n.prefix_len())
-        .map(|(_, r)| *r)
-        .unwrap_or_default()
-}
+use warden_common::{profile_flags as pf, proto};
 
 fn c(json: &str) -> CompiledProfile {
     compile(&Profile::from_json(json).unwrap()).unwrap()

@@ -149,8 +149,9 @@ fn granted(rules: &[FileRule], path: &str) -> u8 {
     rules.iter().filter(|r| r.covers(path)).fold(0u8, |m, r| m | r.access.0)
 }
 
-/// The ports of the longest CIDR of `rules` containing `net` (none: no port).
-fn longest(rules: &[(IpNet, PortRules)], net: &IpNet) -> PortRules {
+/// The ports of the longest CIDR of `rules` containing `net` (none: no port): what the
+/// kernel's connect trie answers for an address of `net` (values are folded from wider CIDRs).
+pub fn longest(rules: &[(IpNet, PortRules)], net: &IpNet) -> PortRules {
     rules
         .iter()
         .filter(|(n, _)| n.contains(net))
