@@ -40,6 +40,13 @@ pub mod cgroup_flags {
     /// in learn mode, and what `profile_id` (the baseline) does not allow is still denied as
     /// in enforce mode. Only on root entries (descendants read their root's).
     pub const FLOOR: u8 = 2;
+    /// Confined by the createRuntime backstop (issue 17): the cgroup's only process is still the
+    /// runtime's init (runc init: pivot_root, mounts, hostname, capabilities, setuid, then the
+    /// exec of the entrypoint), which no workload profile describes. Nothing is judged or
+    /// recorded until the first successful exec in the cgroup clears the flag
+    /// (`warden_exec_arm`, sched_process_exec), or the daemon clears it at StartContainer, when
+    /// the runtime's init waits at its exec fifo. Only on root entries.
+    pub const ARM_AT_EXEC: u8 = 4;
 }
 
 /// Flags of a [`ProfileHeader`]: which layers the profile restricts. An absent section in the

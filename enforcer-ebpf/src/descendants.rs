@@ -1,8 +1,13 @@
 //! Descendants of confined cgroups (raw_tp cgroup_mkdir / cgroup_rmdir): a cgroup made below a
 //! confined cgroup inherits its policy in WARDEN_CGROUPS before mkdir() returns, so no process
 //! can escape by moving into a fresh sub-cgroup; the kernel removes the inherited entry again
-//! at rmdir.
-use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext};
+//! at rmdir. And the arming at exec of a cgroup confined before its entrypoint ran
+//! (`warden_exec_arm`, cgroup_flags::ARM_AT_EXEC).
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_probe_read_kernel},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
 use warden_common::{cgroup_flags, CgroupPolicy};
 
 use crate::{
@@ -56,6 +61,33 @@ pub fn warden_cgroup_mkdir(ctx: RawTracePointContext) -> i32 {
     if WARDEN_CGROUPS.insert(&id, &child, 0).is_err() {
         if let Some(n) = WARDEN_STATE.get_ptr_mut(STATE_INHERIT_FAILURES) {
             unsafe { *n += 1 };
+        }
+    }
+    0
+}
+
+/// The first successful exec in a cgroup confined with cgroup_flags::ARM_AT_EXEC (the
+/// runtime's init becoming the entrypoint) arms its policy. Runs in the task that exec'd, after
+/// the new program is in place and before it runs a single instruction. Always attached (and
+/// pinned), so the arming does not depend on the daemon being alive: that is the case it is
+/// for. Cost for everyone else: one hash lookup per exec.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+#[inline(always)]
+pub fn warden_exec_arm(_ctx: RawTracePointContext) -> i32 {
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    let Some(p) = WARDEN_CGROUPS.get_ptr_mut(&cgid) else { return 0 };
+    let (flags, root_id) = unsafe { ((*p).flags, (*p).root_cgroup) };
+    let root = if flags & cgroup_flags::INHERITED != 0 {
+        match WARDEN_CGROUPS.get_ptr_mut(&root_id) {
+            Some(r) => r,
+            None => return 0,
+        }
+    } else {
+        p
+    };
+    unsafe {
+        if (*root).flags & cgroup_flags::ARM_AT_EXEC != 0 {
+            (*root).flags &= !cgroup_flags::ARM_AT_EXEC;
         }
     }
     0

@@ -12,7 +12,8 @@
 //!   without bind() runs no bind hook) are dropped.
 //! - `descendants`: `warden_cgroup_mkdir` / `warden_cgroup_rmdir` (raw_tp): a cgroup made below
 //!   a confined cgroup inherits its policy before mkdir() returns, so no process can escape by
-//!   moving into a fresh sub-cgroup.
+//!   moving into a fresh sub-cgroup. `warden_exec_arm` (raw_tp sched_process_exec) arms a
+//!   cgroup confined at createRuntime at its first exec (cgroup_flags::ARM_AT_EXEC).
 //! - `files`: `warden_file_open`, `warden_bprm_check` and the `warden_path_*` programs
 //!   (BPF-LSM): the files allow-list (r/w/x by path, an LPM trie per profile); denial = EPERM.
 //! - `gates`: `warden_sb_mount`, `warden_ptrace`, `warden_bpf`, ... (BPF-LSM): dangerous

@@ -76,15 +76,19 @@ pub(crate) fn policy_for(cgid: u64) -> Option<(u64, CgroupPolicy)> {
     resolve_entry(id, p)
 }
 
-/// The policy an entry stands for: itself, or (inherited) its root's.
+/// The policy an entry stands for: itself, or (inherited) its root's. None while the root is
+/// not armed yet (cgroup_flags::ARM_AT_EXEC: the runtime's init is still setting up).
 #[inline(always)]
 pub(crate) fn resolve_entry(cgid: u64, p: &CgroupPolicy) -> Option<(u64, CgroupPolicy)> {
     if p.flags & cgroup_flags::INHERITED == 0 {
+        if p.flags & cgroup_flags::ARM_AT_EXEC != 0 {
+            return None;
+        }
         return Some((cgid, *p));
     }
     let root = p.root_cgroup;
     let r = unsafe { WARDEN_CGROUPS.get(&root) }?;
-    if r.flags & cgroup_flags::INHERITED != 0 {
+    if r.flags & (cgroup_flags::INHERITED | cgroup_flags::ARM_AT_EXEC) != 0 {
         return None;
     }
     Some((root, *r))

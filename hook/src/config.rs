@@ -66,6 +66,14 @@ pub struct NriConfig {
     /// false: no NRI connection at all; containers are confined only through the control
     /// socket (`warden oci-hook` for CRI-O, Podman, plain runc).
     pub enabled: bool,
+    /// The fail-closed backstop (daemon/backstop.rs): at CreateContainer warden adds an OCI
+    /// `createRuntime` hook (`warden oci-hook --backstop`) to every container it will confine;
+    /// the runtime runs it before the entrypoint and the start fails unless the daemon has the
+    /// container confined. Without it a warden that containerd dropped (slow answer, crash,
+    /// restart) between CreateContainer and StartContainer means an unconfined start.
+    pub backstop: bool,
+    /// The binary the backstop hook runs (default: the daemon's own executable).
+    pub hook_binary: Option<PathBuf>,
 }
 
 impl Default for NriConfig {
@@ -75,6 +83,8 @@ impl Default for NriConfig {
             plugin_name: "warden".into(),
             plugin_index: "10".into(),
             enabled: true,
+            backstop: true,
+            hook_binary: None,
         }
     }
 }
@@ -124,6 +134,13 @@ impl Config {
         let idx = &self.nri.plugin_index;
         if idx.len() != 2 || !idx.bytes().all(|b| b.is_ascii_digit()) {
             anyhow::bail!("nri.plugin_index: {idx:?} must be two digits (00-99)");
+        }
+        if let Some(b) = &self.nri.hook_binary {
+            // The runtime executes it from its own mount namespace: a relative path would depend
+            // on the runtime's working directory.
+            if !b.is_absolute() {
+                anyhow::bail!("nri.hook_binary: {b:?} must be an absolute path");
+            }
         }
         if !self.control_socket.is_absolute() {
             anyhow::bail!("control_socket: {:?} must be an absolute path", self.control_socket);

@@ -66,6 +66,10 @@ enum Cmd {
         profile: PathBuf,
         #[arg(long, value_enum, default_value = "enforce")]
         mode: Mode,
+        /// The policy takes effect at the first exec in the cgroup (as for a container
+        /// confined at createRuntime, while the runtime's init sets it up).
+        #[arg(long)]
+        arm_at_exec: bool,
     },
     /// Release a confined cgroup.
     Release {
@@ -141,6 +145,10 @@ enum Cmd {
         /// Annotation prefix marking containers for warden (as the daemon's policy config).
         #[arg(long, default_value = "warden.io")]
         annotation_prefix: String,
+        /// The hook warden's NRI plugin adds at CreateContainer (not for hooks.d): the start
+        /// fails unless the daemon confines the container from what it stored then.
+        #[arg(long, conflicts_with = "fail_open")]
+        backstop: bool,
     },
     /// Print a shell completion script (used when building the packages).
     #[command(hide = true)]
@@ -214,12 +222,15 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Run { .. } => unreachable!("handled in main"),
         Cmd::Profile(cmd) => cli_profile::run(cmd, &cli.pin_dir, &cli.socket)?,
-        Cmd::OciHook { stage, fail_open, annotation_prefix } => warden::oci_hook::run(&warden::oci_hook::Options {
-            socket: cli.socket,
-            stage,
-            fail_open,
-            annotation_prefix,
-        })?,
+        Cmd::OciHook { stage, fail_open, annotation_prefix, backstop } => {
+            warden::oci_hook::run(&warden::oci_hook::Options {
+                socket: cli.socket,
+                stage,
+                fail_open,
+                annotation_prefix,
+                backstop,
+            })?
+        }
         // Generated from the same clap definition as the parser, so they cannot drift.
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "warden", &mut std::io::stdout())
@@ -234,12 +245,13 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", p.human());
             }
         }
-        Cmd::Confine { cgroup, profile, mode } => {
+        Cmd::Confine { cgroup, profile, mode, arm_at_exec } => {
             let compiled = load_profile(&profile)?;
             Probe::run().check_profile(&compiled)?;
             let path = cgroup_path(&cgroup)?;
             let mut e = Enforcer::open(&cli.pin_dir)?;
-            let id = e.apply(&path, &compiled, mode)?;
+            let arming = warden::enforcer::Arming { floor: false, at_exec: arm_at_exec };
+            let id = e.apply_policy(&path, &compiled, mode, arming)?;
             println!(
                 "confined {} (cgroup id {id}) to profile {} version {} in {} mode",
                 path.display(),

@@ -35,6 +35,10 @@ pub struct Options {
     pub fail_open: bool,
     /// Annotation prefix (without `/`) that marks a container as warden's business.
     pub annotation_prefix: String,
+    /// The NRI backstop (daemon/backstop.rs): added by warden itself at CreateContainer, so the
+    /// container is warden's whatever its annotations; the daemon confines it from what it
+    /// stored then. No fail-open: the hook exists to refuse a start warden cannot vouch for.
+    pub backstop: bool,
 }
 
 /// Reads the state from stdin and does the stage's work. Errors are for the runtime to show.
@@ -57,6 +61,8 @@ pub fn run_state(opts: &Options, text: &str) -> Result<()> {
         ),
     };
     match stage {
+        Stage::CreateRuntime if opts.backstop => backstop(opts, &state),
+        Stage::Poststop if opts.backstop => bail!("--backstop is a createRuntime hook, not {stage:?}"),
         Stage::CreateRuntime => create(opts, &state),
         Stage::Poststop => poststop(opts, &state),
     }
@@ -109,11 +115,14 @@ fn create(opts: &Options, state: &State) -> Result<()> {
             cgroups_path.as_deref().unwrap_or(Path::new(""))
         )
     })?;
-    let req = Request::Confine(ConfineRequest { id: id.clone(), pid, cgroup: Some(cgroup), annotations: ann });
-    let answer = Client::connect(&opts.socket).and_then(|c| match c {
-        Some(mut c) => c.request(&req, Duration::from_secs(30)),
-        None => Err(anyhow!("the warden daemon is not running (no control socket at {})", opts.socket.display())),
+    let req = Request::Confine(ConfineRequest {
+        id: id.clone(),
+        pid,
+        cgroup: Some(cgroup),
+        annotations: ann,
+        backstop: false,
     });
+    let answer = ask(&opts.socket, &req);
     match answer {
         Ok(v) => {
             if let Some(msg) = v["fail_open"].as_str() {
@@ -130,6 +139,43 @@ fn create(opts: &Options, state: &State) -> Result<()> {
     }
 }
 
+/// The daemon's answer to a confine request (an error if it cannot be reached or refuses).
+fn ask(socket: &Path, req: &Request) -> Result<serde_json::Value> {
+    Client::connect(socket).and_then(|c| match c {
+        Some(mut c) => c.request(req, Duration::from_secs(30)),
+        None => Err(anyhow!("the warden daemon is not running (no control socket at {})", socket.display())),
+    })
+}
+
+fn backstop(opts: &Options, state: &State) -> Result<()> {
+    let id = state.id();
+    let refused = |e: anyhow::Error| {
+        e.context(format!(
+            "container {id} not started: warden's createRuntime backstop could not confirm its confinement (fail closed)"
+        ))
+    };
+    let pid = state
+        .pid()
+        .ok_or_else(|| anyhow!("container {id}: the state has no pid (is this the createRuntime stage?)"))
+        .map_err(refused)?;
+    let cgroup = crate::cgroup::cgroup2_mount()
+        .and_then(|m| crate::cgroup::cgroup_of_pid(&m, pid))
+        .with_context(|| format!("container {id}: finding its cgroup"))
+        .map_err(refused)?;
+    let req = Request::Confine(ConfineRequest {
+        id: id.clone(),
+        pid,
+        cgroup: Some(cgroup),
+        annotations: BTreeMap::new(),
+        backstop: true,
+    });
+    let v = ask(&opts.socket, &req).map_err(refused)?;
+    if let Some(msg) = v["fail_open"].as_str() {
+        eprintln!("warden oci-hook: WARNING: container {id} starts UNCONFINED (the daemon's fail_open): {msg}");
+    }
+    Ok(())
+}
+
 fn poststop(opts: &Options, state: &State) -> Result<()> {
     let id = state.id();
     // The bundle may be gone by now; the state's own annotations still say whether it is ours.
@@ -140,10 +186,7 @@ fn poststop(opts: &Options, state: &State) -> Result<()> {
     if !ann.keys().any(|k| k.starts_with(&prefix)) {
         return Ok(());
     }
-    let r = Client::connect(&opts.socket).and_then(|c| match c {
-        Some(mut c) => c.request(&Request::Release { id: id.clone() }, Duration::from_secs(30)),
-        None => Err(anyhow!("the warden daemon is not running (no control socket at {})", opts.socket.display())),
-    });
+    let r = ask(&opts.socket, &Request::Release { id: id.clone() });
     match r {
         Ok(_) => Ok(()),
         Err(e) if opts.fail_open => {
@@ -168,6 +211,7 @@ mod tests {
             stage: None,
             fail_open,
             annotation_prefix: "warden.io".into(),
+            backstop: false,
         }
     }
 
@@ -191,6 +235,18 @@ mod tests {
         let e =
             format!("{:#}", run_state(&opts(false), &state("stopped", r#"{"warden.io/profile":"web"}"#)).unwrap_err());
         assert!(e.contains("release failed"), "{e}");
+    }
+
+    /// The backstop hook refuses without a daemon whatever the annotations say (none here) and
+    /// even with --fail-open: it exists because warden put it there.
+    #[test]
+    fn backstop_without_daemon_refuses_the_start() {
+        let mut o = opts(true);
+        o.backstop = true;
+        let e = format!("{:#}", run_state(&o, &state("creating", "{}")).unwrap_err());
+        assert!(e.contains("container c1 not started") && e.contains("backstop"), "{e}");
+        let e = format!("{:#}", run_state(&o, &state("stopped", "{}")).unwrap_err());
+        assert!(e.contains("--backstop is a createRuntime hook"), "{e}");
     }
 
     #[test]

@@ -148,6 +148,28 @@ fn mounts_match_the_daemon_config() {
     // The host's cgroup2 tree (container cgroups) and securityfs (LSM list for the probe).
     host_mount(Path::new("/sys/fs/cgroup"), "cgroup2");
     host_mount(Path::new("/sys/kernel/security"), "securityfs");
+    // The backstop hook runs on the host (runc executes it): the init container copies the
+    // image's binary into a hostPath folder at the path the config names.
+    let hook = cfg.nri.hook_binary.clone().expect("the DaemonSet's config names a host hook binary");
+    assert!(cfg.nri.backstop);
+    let init = &ds["spec"]["template"]["spec"]["initContainers"][0];
+    let script = s(&init["command"][2]);
+    assert!(script.ends_with(&format!("{}", hook.display())), "{script}");
+    let dir = hook.parent().unwrap();
+    let vol_name = init["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| Path::new(s(&m["mountPath"])) == dir)
+        .map(|m| s(&m["name"]).to_string())
+        .expect("the hook folder is mounted in the init container");
+    let vol = ds["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| s(&v["name"]) == vol_name)
+        .expect("its volume");
+    assert_eq!(Path::new(s(&vol["hostPath"]["path"])), dir, "a hostPath at the same place");
     // The config file the container's args name, from the ConfigMap.
     let ctr = &ds["spec"]["template"]["spec"]["containers"][0];
     let args: Vec<&str> = ctr["args"].as_sequence().unwrap().iter().map(s).collect();

@@ -81,6 +81,10 @@ pub struct ConfineRequest {
     /// The container's OCI annotations (pod annotations included, as CRI-O passes them).
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// From the NRI backstop hook (`warden oci-hook --backstop`): confine from what the daemon
+    /// stored at CreateContainer; the annotations are not consulted.
+    #[serde(default)]
+    pub backstop: bool,
 }
 
 /// The daemon's answer to a [`Request::Confine`] that did not fail the start (a refusal is an

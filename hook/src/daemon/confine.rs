@@ -10,7 +10,7 @@ use super::oci::{self, OciRecord};
 use super::{ConfinedContainer, Daemon};
 use crate::cgroup;
 use crate::control::ConfineRequest;
-use crate::enforcer::Mode;
+use crate::enforcer::{Arming, Mode};
 use crate::nri::{Container, PodSandbox};
 use crate::policy::{self, Pod, Selection};
 use crate::profile::{self, CompiledProfile, Profile};
@@ -56,6 +56,9 @@ pub struct Target {
     /// The container's name in its pod.
     pub container: String,
     pub cgroup: CgroupOf,
+    /// The runtime's init is still setting the container up (createRuntime): the policy takes
+    /// effect at the cgroup's first exec or at StartContainer (cgroup_flags::ARM_AT_EXEC).
+    pub arm_at_exec: bool,
 }
 
 impl Target {
@@ -70,6 +73,7 @@ impl Target {
             },
             container: c.name.clone(),
             cgroup: CgroupOf::CgroupsPath(c.cgroups_path().to_string()),
+            arm_at_exec: false,
         }
     }
 
@@ -91,6 +95,7 @@ impl Target {
             },
             container: meta.container,
             cgroup: CgroupOf::Process { pid: r.pid, claimed: r.cgroup.clone() },
+            arm_at_exec: false,
         }))
     }
 }
@@ -135,7 +140,8 @@ impl Daemon {
         if via == Via::OciHook && registry.contains_key(&t.id) {
             bail!("container id {} is already confined", t.id);
         }
-        let cgroup_id = self.enforcer.lock().unwrap().apply_policy(&dir, &compiled, mode, floor)?;
+        let arming = Arming { floor, at_exec: t.arm_at_exec };
+        let cgroup_id = self.enforcer.lock().unwrap().apply_policy(&dir, &compiled, mode, arming)?;
         let rec = ConfinedContainer {
             cgroup_id,
             namespace: t.pod.namespace.clone(),

@@ -88,10 +88,14 @@ impl control::Handler for Daemon {
 
     fn on_confine(&self, r: &ConfineRequest, peer: PeerCred) -> Result<ConfineAnswer, Refusal> {
         let t = Instant::now();
-        let confined = Target::oci(r).and_then(|target| match target {
-            Some(target) => self.confine(&target, Via::OciHook),
-            None => Ok(None),
-        });
+        let confined = if r.backstop {
+            self.backstop_confine(r)
+        } else {
+            Target::oci(r).and_then(|target| match target {
+                Some(target) => self.confine(&target, Via::OciHook),
+                None => Ok(None),
+            })
+        };
         match confined {
             Ok(Some(c)) => {
                 info!(namespace = %c.namespace, pod = %c.pod, container = %c.container, container_id = %r.id, profile = %c.profile,
@@ -102,6 +106,8 @@ impl control::Handler for Daemon {
             Err(e) => {
                 let msg = match e.downcast_ref::<policy::PolicyError>() {
                     Some(pe) => format!("warden: {pe}"),
+                    // The backstop's errors name pod and container (backstop.rs).
+                    None if r.backstop => format!("warden: {e:#}"),
                     None => format!("warden: container {}: {e:#}", r.id),
                 };
                 if self.cfg.fail_open && !policy::is_violation(&e) {

@@ -5,6 +5,8 @@
 //! - [`nri`]: the NRI plugin (`nri::Handler`): StartContainer, Synchronize, Stop/Remove.
 //! - [`control`]: the control socket's handler (`control::Handler`): status, events, the OCI
 //!   hook's confine and release.
+//! - [`backstop`]: the createRuntime hook added at CreateContainer, so that a warden dropped
+//!   by containerd means a refused start, not an unconfined one.
 //! - [`registry`]: the containers confined now; [`oci`]: the OCI hook's records on disk.
 //! - [`reload`]: profile hot reload; [`run`]: the threads and tasks of `warden run`.
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use crate::{
     profile::{self, CompiledProfile},
 };
 
+pub mod backstop;
 pub mod confine;
 pub mod control;
 pub mod nri;
@@ -54,6 +57,8 @@ pub struct Daemon {
     pub ops: Ops,
     /// Per-container annotation keys waiting for their container (pod_keys.rs).
     pub(crate) pod_keys: pod_keys::PodKeys,
+    /// Containers created with the backstop hook, not started yet (backstop.rs).
+    pub(crate) pending: backstop::Pending,
 }
 
 impl Daemon {
@@ -82,6 +87,7 @@ impl Daemon {
             hub: Default::default(),
             ops,
             pod_keys: Default::default(),
+            pending: Default::default(),
         })
     }
 

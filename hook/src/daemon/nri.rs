@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::confine::{Target, Via};
 use super::Daemon;
@@ -22,13 +22,29 @@ impl Daemon {
         if let Some(ms) = std::env::var("WARDEN_TEST_START_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
+        // Tests only (debug builds): warden dies at StartContainer, after the backstop hook.
+        #[cfg(debug_assertions)]
+        if std::env::var_os("WARDEN_TEST_EXIT_AT_START").is_some() {
+            error!(container_id = %c.id, "WARDEN_TEST_EXIT_AT_START: exiting at StartContainer");
+            std::process::exit(70);
+        }
         let r = self.start_inner(pod, c, t);
         self.ops.metrics.nri_request("start_container", t.elapsed());
         r
     }
 
     fn start_inner(&self, pod: &PodSandbox, c: &Container, t: Instant) -> Result<(), String> {
-        match self.confine(&Target::nri(pod, c), Via::Nri) {
+        // Usually the createRuntime backstop hook confined it a moment ago (backstop.rs).
+        let confined = match self.confined_by_backstop(c) {
+            Ok(true) => {
+                debug!(namespace = %pod.namespace, pod = %pod.name, container = %c.name, container_id = %c.id,
+                       "confined by its createRuntime hook already");
+                return Ok(());
+            }
+            Ok(false) => self.confine(&Target::nri(pod, c), Via::Nri),
+            Err(e) => Err(e),
+        };
+        match confined {
             Ok(Some(r)) => {
                 info!(namespace = %r.namespace, pod = %r.pod, container = %r.container, container_id = %c.id,
                       profile = %r.profile, mode = r.mode.as_str(), rule = %r.rule, baseline = r.baseline.as_deref(), cgroup_id = r.cgroup_id,
@@ -100,6 +116,7 @@ impl nri::Handler for Daemon {
     fn events(&self) -> EventMask {
         EventMask::of(&[
             Event::RunPodSandbox,
+            Event::CreateContainer,
             Event::StartContainer,
             Event::StopContainer,
             Event::RemoveContainer,
@@ -109,14 +126,19 @@ impl nri::Handler for Daemon {
     fn on_synchronize(&self, pods: &[PodSandbox], containers: &[Container]) -> Result<(), String> {
         self.synchronize(pods, containers)
     }
+    fn on_create_container(&self, pod: &PodSandbox, c: &Container) -> Result<Option<nri::ContainerAdjustment>, String> {
+        self.on_create(pod, c)
+    }
     fn on_start_container(&self, pod: &PodSandbox, c: &Container) -> Result<(), String> {
         self.start(pod, c)
     }
     fn on_stop_container(&self, _pod: &PodSandbox, c: &Container) -> Result<(), String> {
+        self.pending.take(&c.id);
         self.release_id(&c.id);
         Ok(())
     }
     fn on_remove_container(&self, _pod: &PodSandbox, c: &Container) -> Result<(), String> {
+        self.pending.take(&c.id);
         self.release_id(&c.id);
         Ok(())
     }
@@ -124,6 +146,8 @@ impl nri::Handler for Daemon {
     /// container will not run, so whatever the late handler confined is released.
     fn on_late(&self, event: Event, _pod: &PodSandbox, c: Option<&Container>) {
         if let (Event::StartContainer | Event::CreateContainer, Some(c)) = (event, c) {
+            // A refused CreateContainer's hook must find nothing pending.
+            self.pending.take(&c.id);
             if self.release_id(&c.id) {
                 warn!(container_id = %c.id, ?event, "released a container confined after its refused (late) start");
             }

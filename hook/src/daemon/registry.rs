@@ -84,6 +84,11 @@ impl Registry {
         self.lock().iter().find(|(_, r)| r.cgroup_id == cgroup_id).map(|(k, v)| (k.clone(), v.clone()))
     }
 
+    /// The container confined under `id`, if any.
+    pub fn get(&self, id: &str) -> Option<ConfinedContainer> {
+        self.lock().get(id).cloned()
+    }
+
     pub(crate) fn insert(&self, id: String, rec: ConfinedContainer) {
         self.lock().insert(id, rec);
     }

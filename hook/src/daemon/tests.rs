@@ -95,6 +95,7 @@ impl Fixture {
             pid,
             cgroup: Some(dir),
             annotations: BTreeMap::from([("warden.io/profile".to_string(), "web".to_string())]),
+            backstop: false,
         }
     }
 
@@ -210,4 +211,102 @@ fn oci_hook_confine_counts_profile_errors_and_keeps_its_records() {
     assert!(d.release_id("ok-1"));
     oci::remove_record(&d.oci_dir(), "ok-1");
     assert!(!record.exists());
+}
+
+/// NRI's view of a fixture container: pod `default/web` annotated with profile `web` (unless
+/// `annotated` is false), its cgroups path the fixture's cgroup.
+fn nri_of(r: &ConfineRequest, annotated: bool) -> (crate::nri::PodSandbox, crate::nri::Container) {
+    let mount = cgroup::cgroup2_mount().unwrap();
+    let rel = r.cgroup.as_ref().unwrap().strip_prefix(&mount).unwrap().to_owned();
+    let mut pod = crate::nri::PodSandbox {
+        id: "pod-1".into(),
+        name: "web".into(),
+        namespace: "default".into(),
+        uid: "uid-1".into(),
+        ..Default::default()
+    };
+    if annotated {
+        pod.annotations.insert("warden.io/profile".into(), "web".into());
+    }
+    let c = crate::nri::Container {
+        id: r.id.clone(),
+        pod_sandbox_id: "pod-1".into(),
+        name: "app".into(),
+        linux: Some(crate::nri::api::LinuxContainer {
+            cgroups_path: format!("/{}", rel.display()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    (pod, c)
+}
+
+/// The createRuntime backstop on the real kernel: CreateContainer adds the hook for an
+/// annotated container (none for an unannotated one); the hook's request confines the pid's
+/// cgroup from the pending start; NRI's StartContainer then finds it confined and does not
+/// apply it again; a hook for a container warden holds nothing for (the daemon restarted in
+/// between) is refused; a stopped container's pending start is dropped.
+#[test]
+fn the_backstop_hook_confines_before_the_entrypoint_and_refuses_what_it_cannot_vouch_for() {
+    if !runnable() {
+        return;
+    }
+    use crate::nri::Handler as _;
+    let mut f = Fixture::new("backstop");
+    f.write_profile(&web(1004));
+    let d = f.d().clone();
+
+    let mut req = f.container("bs-1");
+    req.annotations.clear();
+    req.backstop = true;
+    let (pod, c) = nri_of(&req, true);
+    let adj = d.on_create_container(&pod, &c).expect("created").expect("an annotated container gets the hook");
+    let hooks = adj.hooks.expect("hooks").create_runtime;
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].path, d.hook_binary().unwrap().to_string_lossy());
+    assert!(hooks[0].args.ends_with(&["oci-hook".to_string(), "--backstop".to_string()]), "{:?}", hooks[0].args);
+    assert!(d.registry.get("bs-1").is_none(), "nothing is confined at CreateContainer (no cgroup yet)");
+
+    let rec = d.backstop_confine(&req).expect("confined by the hook").expect("a profile applies");
+    assert_eq!((rec.profile.as_str(), rec.via), ("web", Via::Nri));
+    let flags = |d: &Daemon| d.enforcer.lock().unwrap().maps().cgroups.get(&rec.cgroup_id, 0).unwrap().flags;
+    use warden_common::cgroup_flags::ARM_AT_EXEC;
+    assert_eq!(flags(&d) & ARM_AT_EXEC, ARM_AT_EXEC, "waits for the entrypoint's exec");
+    let version = f.pinned_version(rec.cgroup_id);
+    assert_eq!(version, version_of(&web(1004)));
+    // A retried hook for the same cgroup is answered from the registry.
+    assert_eq!(d.backstop_confine(&req).unwrap().unwrap().cgroup_id, rec.cgroup_id);
+    d.on_start_container(&pod, &c).expect("StartContainer after the hook");
+    assert_eq!(d.registry.get("bs-1").unwrap().cgroup_id, rec.cgroup_id);
+    assert_eq!(flags(&d) & ARM_AT_EXEC, 0, "StartContainer arms it");
+    assert!(d.pending.is_empty());
+
+    // No pending start (a restarted daemon): refused.
+    let mut other = f.container("bs-2");
+    other.annotations.clear();
+    other.backstop = true;
+    let e = format!("{:#}", d.backstop_confine(&other).unwrap_err());
+    assert!(e.contains("no pending start"), "{e}");
+    assert!(d.registry.get("bs-2").is_none());
+
+    // Unannotated (the default policy confines nothing): no hook, nothing pending.
+    let (pod3, c3) = nri_of(&other, false);
+    assert!(d.on_create_container(&pod3, &c3).unwrap().is_none());
+    assert!(d.pending.is_empty());
+
+    // Created, then stopped before it started: the pending start goes with it.
+    let (pod4, c4) = nri_of(&other, true);
+    d.on_create_container(&pod4, &c4).unwrap().expect("hook");
+    assert_eq!(d.pending.len(), 1);
+    d.on_stop_container(&pod4, &c4).unwrap();
+    assert!(d.pending.is_empty());
+
+    // A hook whose container's init is not in the cgroup NRI named: refused, nothing applied.
+    d.on_create_container(&pod4, &c4).unwrap().expect("hook");
+    let mut wrong = other.clone();
+    wrong.cgroup = Some(cgroup::cgroup2_mount().unwrap());
+    let e = format!("{:#}", d.backstop_confine(&wrong).unwrap_err());
+    assert!(e.contains("not in the cgroup NRI named") && e.contains("pod default/web, container app"), "{e}");
+    assert!(d.registry.get("bs-2").is_none());
+    assert!(d.release_id("bs-1"));
 }

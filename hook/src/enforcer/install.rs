@@ -22,6 +22,15 @@ pub fn kernel_header(p: &CompiledProfile) -> warden_common::ProfileHeader {
     h
 }
 
+/// When a policy applied by [`Enforcer::apply_policy`] takes effect, and how.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Arming {
+    /// Learn inside a baseline: the profile stays enforced (cgroup_flags::FLOOR).
+    pub floor: bool,
+    /// At the cgroup's first exec, or [`Enforcer::arm`] (cgroup_flags::ARM_AT_EXEC).
+    pub at_exec: bool,
+}
+
 impl Enforcer {
     /// Refuses a profile whose files rules this kernel cannot enforce.
     fn check_layers(&self, profile: &CompiledProfile) -> Result<()> {
@@ -40,17 +49,19 @@ impl Enforcer {
     /// Confines the cgroup at `path` to `profile` in `mode`. All or nothing: on error no
     /// entry, link or profile of this call is left behind.
     pub fn apply(&mut self, path: &Path, profile: &CompiledProfile, mode: Mode) -> Result<u64> {
-        self.apply_policy(path, profile, mode, false)
+        self.apply_policy(path, profile, mode, Arming { floor: false, at_exec: false })
     }
 
-    /// [`apply`](Self::apply); with `floor` in learn mode, `profile` stays enforced while
-    /// everything is recorded (an operator rule's baseline: cgroup_flags::FLOOR).
-    pub fn apply_policy(&mut self, path: &Path, profile: &CompiledProfile, mode: Mode, floor: bool) -> Result<u64> {
+    /// [`apply`](Self::apply); with `arming.floor` in learn mode, `profile` stays enforced
+    /// while everything is recorded (an operator rule's baseline: cgroup_flags::FLOOR); with
+    /// `arming.at_exec` the policy takes effect at the cgroup's first exec or at
+    /// [`arm`](Self::arm), whichever comes first (cgroup_flags::ARM_AT_EXEC).
+    pub fn apply_policy(&mut self, path: &Path, profile: &CompiledProfile, mode: Mode, arming: Arming) -> Result<u64> {
         let cgid = cgroup::cgroup_id(path)?;
         self.check_layers(profile)?;
         let profile_id = self.install_profile(profile)?;
-        let floor = floor && mode == Mode::Learn;
-        let r = self.apply_installed(path, cgid, profile_id, profile, mode, floor);
+        let arming = Arming { floor: arming.floor && mode == Mode::Learn, ..arming };
+        let r = self.apply_installed(path, cgid, profile_id, profile, mode, arming);
         if r.is_err() {
             // Drop what this call added (the profile if unreferenced, the sys_enter hook if
             // unneeded); links were already unwound by attach_cgroup.
@@ -68,8 +79,9 @@ impl Enforcer {
         profile_id: u32,
         profile: &CompiledProfile,
         mode: Mode,
-        floor: bool,
+        arming: Arming,
     ) -> Result<()> {
+        let Arming { floor, at_exec } = arming;
         if needs_sys_enter(profile.header.flags, mode.raw()) {
             self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
         }
@@ -100,7 +112,7 @@ impl Enforcer {
         }
         // One map update switches the cgroup (and every descendant, which reads this entry) to
         // the new policy: no moment with half a profile.
-        let flags = if floor { cgroup_flags::FLOOR } else { 0 };
+        let flags = if floor { cgroup_flags::FLOOR } else { 0 } | if at_exec { cgroup_flags::ARM_AT_EXEC } else { 0 };
         let entry = CgroupPolicy { profile_id, mode: mode.raw(), flags, _pad: [0; 2], root_cgroup: cgid };
         self.maps.cgroups.insert(cgid, entry, 0).context("writing the cgroup's policy entry")?;
         // Sub-cgroups that exist already (new ones are caught by the cgroup_mkdir program).
@@ -122,6 +134,18 @@ impl Enforcer {
             return Ok(());
         }
         self.gc()
+    }
+
+    /// Arms the policy of `cgid` now if it waits for its first exec (cgroup_flags::ARM_AT_EXEC);
+    /// true when it was waiting.
+    pub fn arm(&mut self, cgid: u64) -> Result<bool> {
+        let mut p = self.maps.cgroups.get(&cgid, 0).with_context(|| format!("cgroup {cgid} is not confined"))?;
+        if p.flags & cgroup_flags::INHERITED != 0 || p.flags & cgroup_flags::ARM_AT_EXEC == 0 {
+            return Ok(false);
+        }
+        p.flags &= !cgroup_flags::ARM_AT_EXEC;
+        self.maps.cgroups.insert(cgid, p, 0).context("arming the cgroup's policy entry")?;
+        Ok(true)
     }
 
     /// Releases the confined cgroup `cgid`: its entry, its descendants' entries, its links,

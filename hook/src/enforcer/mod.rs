@@ -27,7 +27,7 @@ use serde::Serialize;
 use tracing::{debug, info};
 use warden_common::{mode, profile_flags, MAP_LAYOUT_VERSION};
 
-pub use install::kernel_header;
+pub use install::{kernel_header, Arming};
 pub use maps::Maps;
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/warden";
@@ -155,6 +155,7 @@ impl Enforcer {
         };
         e.ensure_raw_tp("warden_cgroup_mkdir", "cgroup_mkdir")?;
         e.ensure_raw_tp("warden_cgroup_rmdir", "cgroup_rmdir")?;
+        e.ensure_raw_tp("warden_exec_arm", "sched_process_exec")?;
         programs::return_load_memory();
         Ok(e)
     }

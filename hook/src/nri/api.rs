@@ -89,10 +89,57 @@ pub struct PodContainerRequest {
     pub container: Option<Container>,
 }
 
-/// Response of CreateContainer, UpdateContainer and StopContainer: warden requests no
-/// adjustment (field 1 of CreateContainerResponse is left out) and no eviction.
+/// Response of UpdateContainer and StopContainer (and of CreateContainer when warden adjusts
+/// nothing): no updates, no eviction.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct UpdatesResponse {}
+
+/// CreateContainer's answer: warden's adjustment of the container being created (the
+/// `createRuntime` backstop hook). Updates of other containers (2) and evictions (3) are never
+/// asked for and left out.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateContainerResponse {
+    #[prost(message, optional, tag = "1")]
+    pub adjust: Option<ContainerAdjustment>,
+}
+
+/// The part of NRI's ContainerAdjustment warden uses: annotations (2) and OCI hooks (5).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContainerAdjustment {
+    #[prost(map = "string, string", tag = "2")]
+    pub annotations: HashMap<String, String>,
+    #[prost(message, optional, tag = "5")]
+    pub hooks: Option<Hooks>,
+}
+
+/// OCI hooks by stage; warden only adds `createRuntime` ones (field 2).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Hooks {
+    #[prost(message, repeated, tag = "1")]
+    pub prestart: Vec<Hook>,
+    #[prost(message, repeated, tag = "2")]
+    pub create_runtime: Vec<Hook>,
+}
+
+/// One OCI hook: the runtime executes `path` with `args` (args[0] is argv[0]) and the
+/// container's state on stdin, and kills it after `timeout` seconds.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Hook {
+    #[prost(string, tag = "1")]
+    pub path: String,
+    #[prost(string, repeated, tag = "2")]
+    pub args: Vec<String>,
+    #[prost(string, repeated, tag = "3")]
+    pub env: Vec<String>,
+    #[prost(message, optional, tag = "4")]
+    pub timeout: Option<OptionalInt>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OptionalInt {
+    #[prost(int64, tag = "1")]
+    pub value: i64,
+}
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StateChangeEvent {
@@ -300,6 +347,35 @@ mod tests {
         assert_eq!(c.id, "c1");
         assert_eq!(c.pid, 42);
         assert_eq!(c.cgroups_path(), "/kubepods/pod1/c1");
+    }
+
+    /// The backstop hook as NRI's wire contract spells it: CreateContainerResponse.adjust (1)
+    /// -> ContainerAdjustment.hooks (5) -> Hooks.create_runtime (2) -> Hook {path 1, args 2,
+    /// timeout 4 -> OptionalInt.value 1}. Bytes written by hand from the field numbers.
+    #[test]
+    fn create_container_adjustment_wire_format() {
+        let resp = CreateContainerResponse {
+            adjust: Some(ContainerAdjustment {
+                annotations: HashMap::new(),
+                hooks: Some(Hooks {
+                    prestart: vec![],
+                    create_runtime: vec![Hook {
+                        path: "/w".into(),
+                        args: vec!["w".into()],
+                        env: vec![],
+                        timeout: Some(OptionalInt { value: 30 }),
+                    }],
+                }),
+            }),
+        };
+        let hook = [0x0a, 2, b'/', b'w', 0x12, 1, b'w', 0x22, 2, 0x08, 30];
+        let mut hooks = vec![0x12, hook.len() as u8];
+        hooks.extend(hook);
+        let mut adjust = vec![0x2a, hooks.len() as u8];
+        adjust.extend(hooks);
+        let mut want = vec![0x0a, adjust.len() as u8];
+        want.extend(adjust);
+        assert_eq!(resp.encode_to_vec(), want);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod plugin;
 pub mod session;
 pub mod ttrpc;
 
-pub use api::{Container, Event, EventMask, PodSandbox};
+pub use api::{Container, ContainerAdjustment, Event, EventMask, Hook, Hooks, OptionalInt, PodSandbox};
 pub use plugin::{run_with_reconnect, Endpoint, Exit, Handler, NriError, Plugin, PluginOptions, RuntimeClient};
 
 #[cfg(test)]

@@ -56,8 +56,10 @@ pub trait Handler: Send + Sync + 'static {
     fn on_remove_pod_sandbox(&self, _pod: &PodSandbox) -> Result<(), String> {
         Ok(())
     }
-    fn on_create_container(&self, _pod: &PodSandbox, _c: &Container) -> Result<(), String> {
-        Ok(())
+    /// The container is being created (its cgroup does not exist yet); the answer may adjust
+    /// it (warden adds its `createRuntime` backstop hook).
+    fn on_create_container(&self, _pod: &PodSandbox, _c: &Container) -> Result<Option<ContainerAdjustment>, String> {
+        Ok(None)
     }
     /// The cgroup exists, `c.pid` is set, the entrypoint has not run; the runtime waits.
     fn on_start_container(&self, _pod: &PodSandbox, _c: &Container) -> Result<(), String> {
@@ -420,14 +422,23 @@ impl<H: Handler> Dispatch<H> {
                     return Err(Status::new(code::UNIMPLEMENTED, format!("method {m}")));
                 };
                 let r: PodContainerRequest = decode(m, &req.payload)?;
-                self.deliver(ev, r.pod, r.container).await?;
-                // Every response of these calls is valid empty (no adjustments, no updates).
-                Ok(UpdatesResponse {}.encode_to_vec())
+                let adjust = self.deliver(ev, r.pod, r.container).await?;
+                // Every other response of these calls is valid empty (no updates, no evictions).
+                Ok(match ev {
+                    Event::CreateContainer => CreateContainerResponse { adjust }.encode_to_vec(),
+                    _ => UpdatesResponse {}.encode_to_vec(),
+                })
             }
         }
     }
 
-    async fn deliver(self: &Arc<Self>, ev: Event, pod: Option<PodSandbox>, c: Option<Container>) -> Result<(), Status> {
+    /// Runs the event's handler within the deadline; CreateContainer's may return an adjustment.
+    async fn deliver(
+        self: &Arc<Self>,
+        ev: Event,
+        pod: Option<PodSandbox>,
+        c: Option<Container>,
+    ) -> Result<Option<ContainerAdjustment>, Status> {
         let pod = pod.unwrap_or_default();
         let t0 = Instant::now();
         let (pod_name, ns, cname) =
@@ -437,16 +448,17 @@ impl<H: Handler> Dispatch<H> {
         let task = self.spawn_blocking(move |h| {
             let need = |c: &Option<Container>| c.clone().ok_or_else(|| format!("{ev:?} event without a container"));
             match ev {
+                Event::CreateContainer => return h.on_create_container(&pod, &need(&c)?),
                 Event::RunPodSandbox => h.on_run_pod_sandbox(&pod),
                 Event::StopPodSandbox => h.on_stop_pod_sandbox(&pod),
                 Event::RemovePodSandbox => h.on_remove_pod_sandbox(&pod),
-                Event::CreateContainer => h.on_create_container(&pod, &need(&c)?),
                 Event::StartContainer => h.on_start_container(&pod, &need(&c)?),
                 Event::UpdateContainer => h.on_update_container(&pod, &need(&c)?),
                 Event::StopContainer => h.on_stop_container(&pod, &need(&c)?),
                 Event::RemoveContainer => h.on_remove_container(&pod, &need(&c)?),
                 other => h.on_other_event(other, &pod, c.as_ref()),
             }
+            .map(|()| None)
         });
         let res = match tokio::time::timeout(deadline, task).await {
             Ok(joined) => joined_result(joined),
@@ -470,7 +482,7 @@ impl<H: Handler> Dispatch<H> {
         };
         let us = t0.elapsed().as_micros() as u64;
         match &res {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::debug!(event = ?ev, pod = %pod_name, namespace = %ns, container = %cname, elapsed_us = us, "NRI event handled")
             }
             Err(s) => {
@@ -487,18 +499,18 @@ impl<H: Handler> Dispatch<H> {
         joined_result(self.spawn_blocking(f).await)
     }
 
-    fn spawn_blocking(
+    fn spawn_blocking<T: Send + 'static>(
         self: &Arc<Self>,
-        f: impl FnOnce(&H) -> Result<(), String> + Send + 'static,
-    ) -> tokio::task::JoinHandle<Result<(), String>> {
+        f: impl FnOnce(&H) -> Result<T, String> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<T, String>> {
         let h = self.handler.clone();
         tokio::task::spawn_blocking(move || f(&h))
     }
 }
 
-fn joined_result(r: Result<Result<(), String>, tokio::task::JoinError>) -> Result<(), Status> {
+fn joined_result<T>(r: Result<Result<T, String>, tokio::task::JoinError>) -> Result<T, Status> {
     match r {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(msg)) => Err(Status::new(code::UNKNOWN, msg)),
         Err(e) => Err(Status::new(code::UNKNOWN, format!("plugin handler panicked: {e}"))),
     }

@@ -400,6 +400,34 @@ impl Attempt {
         a
     }
 
+    /// Spawns the helper so that its exec happens inside cgroup `cg` (it joins the cgroup
+    /// between fork and exec), as a container's entrypoint does.
+    pub fn exec_in(cg: &Path) -> Attempt {
+        use std::os::unix::{ffi::OsStringExt as _, process::CommandExt as _};
+        let procs = std::ffi::CString::new(cg.join("cgroup.procs").into_os_string().into_vec()).unwrap();
+        let mut cmd = Command::new(bin("warden-attempt"));
+        cmd.arg("serve").stdin(Stdio::piped()).stdout(Stdio::piped());
+        // SAFETY: only async-signal-safe calls between fork and exec (open, write, close).
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let r = libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1);
+                libc::close(fd);
+                if r != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawning warden-attempt in the cgroup");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Attempt { child, stdin, stdout }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

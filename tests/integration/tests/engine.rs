@@ -696,3 +696,39 @@ fn escape_sctp_needs_the_protocol_in_the_profile() {
     w.confine(&cg2.path, &client_profile("client-sctp").protocols(&["sctp"]).json(), "enforce");
     assert_eq!(q.attempt("sctp-connect 127.0.0.1 9"), unconfined, "named: as unconfined");
 }
+
+/// A cgroup confined before its entrypoint ran (the createRuntime backstop,
+/// cgroup_flags::ARM_AT_EXEC): what the runtime's init does before its exec is not judged (it
+/// would be killed for pivot_root, mount, sethostname...); the first exec in the cgroup arms
+/// the policy in the kernel, with no daemon involved, and from then on every process of the
+/// cgroup is held to it (one that was there before the exec included).
+#[test]
+fn a_policy_armed_at_exec_takes_effect_at_the_first_exec_in_the_cgroup() {
+    if !skip_unless(KERNEL) {
+        return;
+    }
+    let w = Warden::new();
+    let cg = TestCgroup::new("arm-at-exec");
+    let mut setup = Attempt::spawn_in(&cg.path);
+    let profile = w.profile_file(&kill_profile("no-unshare-armed"));
+    let out = w.run(&[
+        "confine",
+        "--cgroup",
+        cg.path.to_str().unwrap(),
+        "--profile",
+        profile.to_str().unwrap(),
+        "--arm-at-exec",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(w.link_pinned("sched_process_exec"), "the arming program is attached and pinned");
+
+    // Not armed: the "runtime's init" may still do what the profile forbids.
+    assert_eq!(setup.attempt("unshare-uts"), Outcome::ok());
+
+    // The entrypoint's exec arms it: the new process and the old one are both held to it.
+    let mut entry = Attempt::exec_in(&cg.path);
+    assert_eq!(entry.attempt("getpid"), Outcome::ok());
+    assert_eq!(entry.attempt("unshare-uts"), Outcome::Killed(SIGKILL));
+    assert_eq!(setup.attempt("unshare-uts"), Outcome::Killed(SIGKILL));
+    w.release(&cg.path);
+}

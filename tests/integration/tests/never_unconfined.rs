@@ -2,7 +2,7 @@
 //! run. Real containerd 1.7, `warden run`, busybox pods running `warden-attempt`.
 //! Needs root; under CI=true a missing piece fails the test.
 use warden_integration_tests::containerd::Containerd;
-use warden_integration_tests::scenarios::{listener, run_attempts};
+use warden_integration_tests::scenarios::{exit_code, listener, run_attempts, ATTEMPT};
 use warden_integration_tests::*;
 
 /// containerd drops a plugin that misses its request timeout (2 s) and starts the container
@@ -38,4 +38,75 @@ async fn a_start_slower_than_containerds_timeout_is_refused_not_run_unconfined()
     eventually(std::time::Duration::from_secs(10), "the late confine released", || {
         w.confined_ids().is_empty().then_some(())
     });
+}
+
+/// The createRuntime backstop (issue 17 item 1) under the real containerd and runc: warden
+/// adds its hook at CreateContainer, so
+/// - warden killed (SIGKILL) between CreateContainer and StartContainer: the start fails (the
+///   hook cannot reach the daemon) and the entrypoint never runs;
+/// - warden restarted in between: the new daemon holds no pending start for the container, so
+///   the hook's request is refused and the start fails again;
+/// - a container created and started under the restarted daemon runs confined (EPERM);
+/// - warden dying at StartContainer, after its hook confined the container: containerd starts
+///   it anyway, and the kernel arms the policy at the entrypoint's exec (EPERM; seen to connect
+///   with the arming disabled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warden_gone_between_create_and_start_means_the_container_does_not_start() {
+    if !skip_unless(CONTAINERD) {
+        return;
+    }
+    let (_l, port) = listener();
+    let c = Containerd::start().await.unwrap();
+    let mut w =
+        WardenDaemon::configure(&c.nri_socket, &[("no-net", ProfileBuilder::new("no-net").no_connect().json())], "");
+    w.start();
+    let pod = c.run_pod("backstop", "shop", &[("warden.io/profile", "no-net")]).await.unwrap();
+    let helper = static_attempt();
+    let connect = format!("connect 127.0.0.1 {port}");
+    let create = |name: &'static str| {
+        let (c, pod, helper, connect) = (&c, &pod, helper.clone(), connect.clone());
+        async move {
+            c.create_container_with(pod, name, &[ATTEMPT, "seq", &connect], &[], &[(helper.as_path(), ATTEMPT)])
+                .await
+                .unwrap()
+        }
+    };
+    let crashed = create("crashed").await;
+    let restarted = create("restarted").await;
+
+    w.kill();
+    let err = c.start_container(&crashed).await.expect_err("warden is down: the start must fail");
+    assert!(
+        err.message().contains("backstop") && err.message().contains("daemon"),
+        "the hook's refusal reaches the caller: {}",
+        err.message()
+    );
+    assert_eq!(c.container_log("backstop", "crashed"), "", "the entrypoint never ran");
+
+    w.start();
+    let err = c.start_container(&restarted).await.expect_err("no pending start after a restart: refused");
+    assert!(err.message().contains("no pending start"), "{}", err.message());
+    assert_eq!(c.container_log("backstop", "restarted"), "", "the entrypoint never ran");
+
+    let fresh = create("fresh").await;
+    c.start_container(&fresh).await.expect("created and started under the running daemon");
+    assert_eq!(exit_code(&c, &fresh).await, 0);
+    let log = c.container_log("backstop", "fresh");
+    assert!(log.contains("EPERM"), "confined by the hook: the connect is denied: {log}");
+    assert!(w.log_text().contains("confined (createRuntime backstop)"), "{}", w.log_text());
+    drop(w);
+
+    // warden dies at StartContainer, after its hook confined the container: the policy is
+    // armed by the kernel at the entrypoint's exec, with no daemon left.
+    let mut w =
+        WardenDaemon::configure(&c.nri_socket, &[("no-net", ProfileBuilder::new("no-net").no_connect().json())], "");
+    w.env.push(("WARDEN_TEST_EXIT_AT_START".into(), "1".into()));
+    w.start();
+    let orphan = create("orphan").await;
+    // containerd 1.7 starts a container whose plugin died in the middle of StartContainer.
+    c.start_container(&orphan).await.expect("started without its plugin");
+    assert!(w.log_text().contains("exiting at StartContainer"), "{}", w.log_text());
+    assert_eq!(exit_code(&c, &orphan).await, 0);
+    let log = c.container_log("backstop", "orphan");
+    assert_eq!(log, format!("{connect} => errno=EPERM"), "armed at exec without the daemon");
 }
