@@ -182,9 +182,9 @@ async fn churn_of_200_containers_leaves_nothing_behind() {
         l
     };
     // The syscall hook outlives its last user by the idle grace, then goes (the daemon checks
-    // every 10 s): kept across container churn, not forever.
+    // every 10 s): kept across container churn, not forever. The always-attached programs stay.
     eventually(Duration::from_secs(30), "the idle syscall hook detached after its grace", || {
-        (links() == ["cgroup_mkdir", "cgroup_rmdir"]).then_some(())
+        (links() == ["cgroup_mkdir", "cgroup_rmdir", "sched_process_exec"]).then_some(())
     });
     let sandboxes: Vec<&str> = pods.iter().map(|(_, p)| p.id.as_str()).collect();
     let left = container_cgroups_left(&c, &sandboxes);
