@@ -98,8 +98,11 @@ impl control::Handler for Daemon {
         };
         match confined {
             Ok(Some(c)) => {
-                info!(namespace = %c.namespace, pod = %c.pod, container = %c.container, container_id = %r.id, profile = %c.profile,
+                // The backstop logs its own line (backstop.rs).
+                if !r.backstop {
+                    info!(namespace = %c.namespace, pod = %c.pod, container = %c.container, container_id = %r.id, profile = %c.profile,
                       mode = c.mode.as_str(), cgroup_id = c.cgroup_id, peer_pid = peer.pid, micros = t.elapsed().as_micros() as u64, "confined (oci-hook)");
+                }
                 Ok(ConfineAnswer::Confined { profile: c.profile, mode: c.mode.as_str().into(), cgroup_id: c.cgroup_id })
             }
             Ok(None) => Ok(ConfineAnswer::NotConfined),
