@@ -110,3 +110,49 @@ async fn warden_gone_between_create_and_start_means_the_container_does_not_start
     let log = c.container_log("backstop", "orphan");
     assert_eq!(log, format!("{connect} => errno=EPERM"), "armed at exec without the daemon");
 }
+
+/// Learn records survive a reconnect (issue 17 item 5): a learn-mode container records a
+/// connect, warden is killed and started again (a new connection, Synchronize re-confines the
+/// running container), the container records a second connect; the profile the new daemon
+/// writes at the stop holds both: the re-confine kept the kernel's record instead of starting
+/// it afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learn_record_survives_a_warden_restart_and_resync() {
+    if !skip_unless(CONTAINERD) {
+        return;
+    }
+    let ((_la, before), (_lb, after)) = (listener(), listener());
+    let c = Containerd::start().await.unwrap();
+    let learn_tmp = tempfile::Builder::new().prefix("warden-test-learned-").tempdir().unwrap();
+    let learn_dir = learn_tmp.path().join("learned");
+    let mut w =
+        WardenDaemon::configure(&c.nri_socket, &[], &format!("learn_dir = {:?}", learn_dir.display().to_string()));
+    w.start();
+    let pod = c.run_pod("resync", "shop", &[("warden.io/mode", "learn")]).await.unwrap();
+    let helper = static_attempt();
+    let script = format!(
+        "{ATTEMPT} seq 'connect 127.0.0.1 {before}'; sleep 8; {ATTEMPT} seq 'connect 127.0.0.1 {after}'; sleep 1000"
+    );
+    let id = c.create_container_with(&pod, "app", &["sh", "-c", &script], &[], &[(helper.as_path(), ATTEMPT)]).await.unwrap();
+    c.start_container(&id).await.unwrap();
+    eventually(std::time::Duration::from_secs(10), "the first connect", || {
+        c.container_log("resync", "app").contains(&format!("{before} =>")).then_some(())
+    });
+
+    w.kill();
+    w.start();
+    eventually(std::time::Duration::from_secs(10), "the running container re-confined", || {
+        w.log_text().contains("confined (synchronize)").then_some(())
+    });
+    eventually(std::time::Duration::from_secs(20), "the second connect", || {
+        c.container_log("resync", "app").contains(&format!("{after} =>")).then_some(())
+    });
+    c.stop_container(&id).await.unwrap();
+    let file = learn_dir.join("shop_resync_app.json");
+    eventually(std::time::Duration::from_secs(20), "the learned profile", || file.exists().then_some(()));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let connect = v["network"]["connect"].to_string();
+    for port in [before, after] {
+        assert!(connect.contains(&port.to_string()), "port {port} learned (before {before}, after {after}): {connect}");
+    }
+}
