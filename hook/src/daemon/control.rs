@@ -9,10 +9,19 @@ use super::{oci, Daemon};
 use crate::control::{self, ConfineAnswer, ConfineRequest, ContainerInfo, EventHub, PeerCred, Refusal};
 use crate::enforcer::{self, Maps};
 use crate::policy;
+use warden_common::cgroup_flags;
 
-/// The confined root a cgroup belongs to (itself or as a descendant), if any.
+/// The confined root a cgroup belongs to (itself or as a descendant), if any. Two map
+/// lookups whatever the number of confined containers: the control socket asks this for every
+/// connection (issue 17: nothing per connection may scan every confined cgroup).
 fn confined_root(maps: &Maps, id: u64) -> Option<u64> {
-    maps.roots().into_iter().map(|(r, _)| r).find(|r| *r == id || maps.inherited_of(*r).contains(&id))
+    let p = maps.cgroups.get(&id, 0).ok()?;
+    if p.flags & cgroup_flags::INHERITED == 0 {
+        return Some(id);
+    }
+    // An inherited entry whose root was released is nobody's any more.
+    let root = maps.cgroups.get(&p.root_cgroup, 0).ok()?;
+    (root.flags & cgroup_flags::INHERITED == 0).then_some(p.root_cgroup)
 }
 
 impl Daemon {
@@ -20,10 +29,12 @@ impl Daemon {
     pub fn container_infos(&self) -> Vec<ContainerInfo> {
         let recs = self.registry.all();
         let pinned = enforcer::list(self.enforcer.lock().unwrap().maps());
+        let pinned: std::collections::HashMap<u64, &enforcer::PinnedCgroup> =
+            pinned.iter().map(|p| (p.cgroup_id, p)).collect();
         let mut out: Vec<ContainerInfo> = recs
             .into_iter()
             .map(|(id, r)| {
-                let p = pinned.iter().find(|p| p.cgroup_id == r.cgroup_id);
+                let p = pinned.get(&r.cgroup_id).copied();
                 ContainerInfo {
                     id,
                     namespace: r.namespace,

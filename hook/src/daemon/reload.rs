@@ -3,6 +3,8 @@
 //! container's entry switches to it in one map update (`Enforcer::replace_profile`). A profile
 //! that no longer loads or compiles keeps its old version running: the error is logged with
 //! the file and the reason, and counted in `warden_profile_errors_total{stage="reload"}`.
+use std::collections::{BTreeMap, BTreeSet};
+
 use tracing::{error, info};
 
 use super::Daemon;
@@ -19,23 +21,33 @@ pub struct Reloaded {
 
 impl Daemon {
     /// Recompiles every profile in use and switches its containers to changed versions.
+    ///
+    /// The work is done before the reload gate is taken, so that a reload of big profiles does
+    /// not hold up StartContainer (issue 17): the config check and the compile of every profile
+    /// in use at that moment. Under the gate (no confine between compiling and recording) the
+    /// profiles in use are listed again; one that came into use meanwhile is compiled there.
     pub fn reload_profiles(&self, why: &str) -> Reloaded {
-        // No confine may be between compiling a profile and recording its container while the
-        // reload swaps versions (see `confine`).
-        let _gate = self.ops.profiles_write();
-        // The same check as at start: a rule's profile that stopped compiling is reported
-        // now, not at the next pod (its running containers keep their version below).
+        // The same check as at start: a rule's profile that stopped compiling is reported now,
+        // not at the next pod (its running containers keep their version below).
         for e in crate::config_check::check(&self.cfg).rule_errors {
             error!(error = %e, why, "config check after reload: a rule's profile does not compile");
         }
-        let in_use = self.registry.profiles_in_use();
-        let mut out = Reloaded::default();
-        for compiled_name in in_use {
+        let names = |in_use: std::collections::BTreeSet<String>| -> BTreeSet<String> {
             // Only profiles loaded by name from the profile folders (not learn mode's empty one).
-            let Some(name) = self.ops.lookup_name(&compiled_name) else { continue };
+            in_use.iter().filter_map(|c| self.ops.lookup_name(c)).collect()
+        };
+        let mut compiled: BTreeMap<String, anyhow::Result<profile::CompiledProfile>> =
+            names(self.registry.profiles_in_use()).into_iter().map(|n| (n.clone(), self.load_profile(&n))).collect();
+
+        // No confine may be between compiling a profile and recording its container while the
+        // reload swaps versions (see `confine`).
+        let _gate = self.ops.profiles_write();
+        let mut out = Reloaded::default();
+        for name in names(self.registry.profiles_in_use()) {
             let search = profile::resolve::SearchPath { dirs: self.cfg.profile_dirs.clone() };
             let file = search.find(&name).map(|p| p.display().to_string()).unwrap_or_else(|_| "(no file)".into());
-            let r = self.load_profile(&name).and_then(|c| {
+            let c = compiled.remove(&name).unwrap_or_else(|| self.load_profile(&name));
+            let r = c.and_then(|c| {
                 let n = self.enforcer.lock().unwrap().replace_profile(&c)?;
                 Ok((c.version(), n))
             });

@@ -133,7 +133,10 @@ async fn a_learn_record_survives_a_warden_restart_and_resync() {
     let script = format!(
         "{ATTEMPT} seq 'connect 127.0.0.1 {before}'; sleep 8; {ATTEMPT} seq 'connect 127.0.0.1 {after}'; sleep 1000"
     );
-    let id = c.create_container_with(&pod, "app", &["sh", "-c", &script], &[], &[(helper.as_path(), ATTEMPT)]).await.unwrap();
+    let id = c
+        .create_container_with(&pod, "app", &["sh", "-c", &script], &[], &[(helper.as_path(), ATTEMPT)])
+        .await
+        .unwrap();
     c.start_container(&id).await.unwrap();
     eventually(std::time::Duration::from_secs(10), "the first connect", || {
         c.container_log("resync", "app").contains(&format!("{before} =>")).then_some(())
