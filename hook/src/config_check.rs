@@ -17,23 +17,94 @@ use crate::profile::{self, intersect, CompiledProfile};
 /// Compiles a profile by name from `dirs` (first folder holding `<name>.json` wins, `extends`
 /// resolved in the same folders); `PROFILE&BASELINE` is the intersection of the two.
 pub fn compile_named(dirs: &[PathBuf], name: &str) -> Result<CompiledProfile> {
-    match name.split_once('&') {
-        Some((p, b)) => {
-            let cp = compile_file(dirs, p)?;
-            let cb = compile_file(dirs, b).with_context(|| format!("baseline {b}"))?;
-            intersect::intersect(&intersect::combined_name(p, b), &cp, &cb)
-                .with_context(|| format!("profile {p} within baseline {b}"))
+    compile_named_cached(dirs, name, None)
+}
+
+/// Compiled profiles by the content they were compiled from (the resolved profile, `extends`
+/// merged in: SHA-256 of its JSON form). The files are still read and parsed at every look-up,
+/// so an edited file is never served stale; only the compile, the part that grows with the
+/// rules, is skipped when the content is the same (issue 17: nothing slow on the start path).
+#[derive(Default)]
+pub struct CompileCache {
+    by_content: std::sync::Mutex<std::collections::HashMap<[u8; 32], CompiledProfile>>,
+}
+
+/// Entries kept; when full the cache starts over (profiles in use come back at their next
+/// look-up). Each entry is one compiled profile version.
+const CACHE_ENTRIES: usize = 256;
+
+impl CompileCache {
+    fn get_or(&self, key: [u8; 32], compile: impl FnOnce() -> Result<CompiledProfile>) -> Result<CompiledProfile> {
+        if let Some(c) = self.by_content.lock().unwrap().get(&key) {
+            return Ok(c.clone());
         }
-        None => compile_file(dirs, name),
+        let c = compile()?;
+        let mut m = self.by_content.lock().unwrap();
+        if m.len() >= CACHE_ENTRIES {
+            m.clear();
+        }
+        m.insert(key, c.clone());
+        Ok(c)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_content.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
-fn compile_file(dirs: &[PathBuf], name: &str) -> Result<CompiledProfile> {
+/// [`compile_named`], compiling only what `cache` does not hold yet.
+pub fn compile_named_cached(dirs: &[PathBuf], name: &str, cache: Option<&CompileCache>) -> Result<CompiledProfile> {
+    match name.split_once('&') {
+        Some((p, b)) => {
+            let (kp, pp, fp) = load_named(dirs, p)?;
+            let (kb, pb, fb) = load_named(dirs, b).with_context(|| format!("baseline {b}"))?;
+            let both = {
+                use sha2::Digest as _;
+                let mut h = sha2::Sha256::new();
+                h.update(kp);
+                h.update(kb);
+                h.finalize().into()
+            };
+            let run = || {
+                let cp = compile_loaded(p, &pp, &fp)?;
+                let cb = compile_loaded(b, &pb, &fb).with_context(|| format!("baseline {b}"))?;
+                intersect::intersect(&intersect::combined_name(p, b), &cp, &cb)
+                    .with_context(|| format!("profile {p} within baseline {b}"))
+            };
+            match cache {
+                Some(c) => c.get_or(both, run),
+                None => run(),
+            }
+        }
+        None => {
+            let (k, p, f) = load_named(dirs, name)?;
+            match cache {
+                Some(c) => c.get_or(k, || compile_loaded(name, &p, &f)),
+                None => compile_loaded(name, &p, &f),
+            }
+        }
+    }
+}
+
+/// The resolved profile `name` from `dirs`, its file, and the hash of its content.
+fn load_named(dirs: &[PathBuf], name: &str) -> Result<([u8; 32], profile::Profile, PathBuf)> {
     policy::valid_profile_name(name).map_err(|e| anyhow!(e))?;
     let search = profile::resolve::SearchPath { dirs: dirs.to_vec() };
     let path = search.find(name).map_err(|e| anyhow!("unknown profile: {e}"))?;
     let p = profile::resolve::load_file(&path, &search)?.into_profile()?;
-    profile::compile(&p).with_context(|| format!("profile {name} ({})", path.display()))
+    let key = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(serde_json::to_vec(&p).context("hashing the profile")?).into()
+    };
+    Ok((key, p, path))
+}
+
+fn compile_loaded(name: &str, p: &profile::Profile, path: &std::path::Path) -> Result<CompiledProfile> {
+    profile::compile(p).with_context(|| format!("profile {name} ({})", path.display()))
 }
 
 /// What a check found.
@@ -203,6 +274,42 @@ mod tests {
     }
 
     const RULES: &str = "[[policy.rules]]\nname = \"lab\"\nnamespaces = [\"lab-*\"]\nmodes = [\"enforce\", \"learn\"]\nbaseline = \"floor\"\n[[policy.rules]]\nname = \"rest\"\nnamespaces = [\"*\"]\n";
+
+    /// The compile cache serves the same content once compiled, never a stale version: an
+    /// edited file (or an edited profile it extends) is compiled again, and a cached answer is
+    /// the same compiled profile as a fresh compile.
+    #[test]
+    fn the_compile_cache_is_keyed_by_content() {
+        let (d, cfg) = setup(
+            &[
+                ("base", r#"{"name":"base","syscalls":{"allow":["read"]}}"#),
+                ("web", r#"{"name":"web","extends":["base"],"network":{"connect":[]}}"#),
+                ("floor", r#"{"name":"floor","network":{"connect":[]}}"#),
+            ],
+            "",
+        );
+        let dirs = &cfg.profile_dirs;
+        let cache = CompileCache::default();
+        let first = compile_named_cached(dirs, "web", Some(&cache)).unwrap();
+        assert_eq!(cache.len(), 1);
+        let again = compile_named_cached(dirs, "web", Some(&cache)).unwrap();
+        assert_eq!(cache.len(), 1, "served from the cache");
+        assert_eq!(again.version(), first.version());
+        assert_eq!(again.version(), compile_named(dirs, "web").unwrap().version(), "same as a fresh compile");
+        // The profile it extends changes: a new version, compiled.
+        std::fs::write(d.path().join("base.json"), r#"{"name":"base","syscalls":{"allow":["read","write"]}}"#).unwrap();
+        let edited = compile_named_cached(dirs, "web", Some(&cache)).unwrap();
+        assert_ne!(edited.version(), first.version());
+        assert_eq!(edited.version(), compile_named(dirs, "web").unwrap().version());
+        assert_eq!(cache.len(), 2);
+        // Intersections are cached by both contents.
+        let both = compile_named_cached(dirs, "web&floor", Some(&cache)).unwrap();
+        assert_eq!(both.version(), compile_named(dirs, "web&floor").unwrap().version());
+        assert_eq!(cache.len(), 3);
+        // Errors are not cached.
+        assert!(compile_named_cached(dirs, "nope", Some(&cache)).is_err());
+        assert_eq!(cache.len(), 3);
+    }
 
     #[test]
     fn a_good_config_says_what_each_namespace_gets() {

@@ -59,6 +59,8 @@ pub struct Daemon {
     pub(crate) pod_keys: pod_keys::PodKeys,
     /// Containers created with the backstop hook, not started yet (backstop.rs).
     pub(crate) pending: backstop::Pending,
+    /// Compiled profiles by content (config_check::CompileCache).
+    pub(crate) compiled: crate::config_check::CompileCache,
 }
 
 impl Daemon {
@@ -88,6 +90,7 @@ impl Daemon {
             ops,
             pod_keys: Default::default(),
             pending: Default::default(),
+            compiled: Default::default(),
         })
     }
 
@@ -100,7 +103,7 @@ impl Daemon {
     /// same folders, and compiles it. `PROFILE&BASELINE` is the intersection of the two (the
     /// name reload finds it by again).
     pub fn load_profile(&self, name: &str) -> Result<CompiledProfile> {
-        let c = crate::config_check::compile_named(&self.cfg.profile_dirs, name)?;
+        let c = crate::config_check::compile_named_cached(&self.cfg.profile_dirs, name, Some(&self.compiled))?;
         self.probe.check_profile(&c)?;
         self.ops.note_profile(name, &c.name);
         Ok(c)
