@@ -263,7 +263,7 @@ fn main() -> Result<()> {
     let reps: usize = get("--reps").map(|v| v.parse()).transpose()?.unwrap_or(7);
     let net_iters: u64 = get("--net-iters").map(|v| v.parse()).transpose()?.unwrap_or(20_000);
     let file_iters: u64 = get("--file-iters").map(|v| v.parse()).transpose()?.unwrap_or(20_000);
-    let cgroups: usize = get("--cgroups").map(|v| v.parse()).transpose()?.unwrap_or(500);
+    let cgroups: usize = get("--cgroups").map(|v| v.parse()).transpose()?.unwrap_or(1000);
     let parts: Vec<String> = match get("--part") {
         Some(p) => p.split(',').map(str::to_string).collect(),
         None => ALL_PARTS.iter().map(|s| s.to_string()).collect(),
