@@ -50,7 +50,7 @@ if [ "$quick" = 1 ]; then
     ctr=(--pods 3 --flood 20000)
     files=(--reps 1 --file-iters 300)
 else
-    native=(--reps 7 --iters 300000 --net-iters 20000 --cgroups 500)
+    native=(--reps 7 --iters 300000 --net-iters 20000 --cgroups 1000)
     ctr=(--pods 50 --flood 1000000)
     files=(--reps 5 --file-iters 5000)
 fi
