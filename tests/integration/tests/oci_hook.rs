@@ -518,7 +518,11 @@ fn after_a_reload_oci_hook_containers_get_the_new_version() {
     let out = after.runc().args(["start", &after.id]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let got = eventually(Duration::from_secs(5), "the entrypoint's output", || {
-        std::fs::read_to_string(after.dir.join("stdout")).ok().filter(|s| s.matches("=>").count() == 2)
+        // Two whole lines: the helper writes "ATTEMPT => " before it tries and the result after
+        // (CI once read the second line between the two).
+        std::fs::read_to_string(after.dir.join("stdout"))
+            .ok()
+            .filter(|s| s.lines().filter(|l| l.contains("=>")).count() == 2 && s.ends_with('\n'))
     });
     assert!(got.contains(&format!("connect 127.0.0.1 {first} => errno=EPERM")), "{got}");
     assert!(got.contains(&format!("connect 127.0.0.1 {second} => ok")), "{got}");
