@@ -37,6 +37,11 @@ pub enum Access {
     ReadOnly,
     /// `confine`, `release`: changes whether and how a container is confined.
     Mutating,
+    /// The NRI backstop's `confine` (daemon/backstop.rs): puts in force, for a container the
+    /// runtime is creating, the policy the daemon itself chose at CreateContainer, at the cgroup
+    /// NRI named. It can only tighten: it never releases, never changes a confined container,
+    /// and picks nothing the daemon did not.
+    Tighten,
 }
 
 /// Where the peer process is, as far as the daemon could tell.
@@ -83,8 +88,12 @@ pub fn decide(peer: &PeerCgroup, access: Access, confined_root: impl FnOnce(u64)
         // the operator exposes it), and refusing them would take `warden status` and `warden
         // events` away from every such node. What it could learn: the confined containers'
         // names and profiles and their denials, not a way out.
+        //
+        // The backstop hook is such a peer too: runc runs it in the host's pid namespace. Its
+        // request can only put the daemon's own decision in force ([`Access::Tighten`]), so it
+        // is served as reads are; without this a DaemonSet would refuse every annotated start.
         PeerCgroup::OtherPidNamespace => match access {
-            Access::ReadOnly => Decision::Allow,
+            Access::ReadOnly | Access::Tighten => Decision::Allow,
             Access::Mutating => Decision::Refuse {
                 client: "permission denied: the process that connected is in a pid namespace the warden daemon cannot see into (its pid is 0 to the daemon) so the daemon cannot find its cgroup and cannot tell whether it is inside a confined container: it serves such a peer status, container and events only; run this from the daemon's pid namespace".into(),
                 log: "pid 0 (a pid namespace the daemon cannot see into): a request that changes confinement".into(),
@@ -266,7 +275,7 @@ mod tests {
 
     #[test]
     fn confined_peers_are_refused_everything() {
-        for access in [Access::ReadOnly, Access::Mutating] {
+        for access in [Access::ReadOnly, Access::Mutating, Access::Tighten] {
             assert!(refused(&decide(&known(CONFINED), access, roots)), "{access:?}");
             // Below the confined root (a sub-cgroup made inside the container).
             assert!(refused(&decide(&known(CONFINED + 1), access, roots)), "{access:?}");
@@ -282,7 +291,7 @@ mod tests {
             "process 77's cgroup ../../other is outside this cgroup namespace's view",
             "PIDFD_GET_INFO gave no cgroup id",
         ] {
-            for access in [Access::ReadOnly, Access::Mutating] {
+            for access in [Access::ReadOnly, Access::Mutating, Access::Tighten] {
                 let d = decide(&PeerCgroup::Unknown(why.into()), access, |_| panic!("no cgroup to look up"));
                 let Decision::Refuse { client, log } = &d else { panic!("{why}: {d:?}") };
                 assert!(client.contains(why) && client.starts_with("permission denied"), "{client}");
@@ -296,6 +305,8 @@ mod tests {
         assert_eq!(from_pid(0, Path::new("/nonexistent")), PeerCgroup::OtherPidNamespace);
         let p = PeerCgroup::OtherPidNamespace;
         assert_eq!(decide(&p, Access::ReadOnly, |_| panic!("no cgroup to look up")), Decision::Allow);
+        // The backstop hook (runc runs it in the host's pid namespace, a DaemonSet has its own).
+        assert_eq!(decide(&p, Access::Tighten, |_| panic!("no cgroup to look up")), Decision::Allow);
         let d = decide(&p, Access::Mutating, |_| panic!("no cgroup to look up"));
         assert!(refused(&d), "{d:?}");
         let Decision::Refuse { client, .. } = d else { unreachable!() };

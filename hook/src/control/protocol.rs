@@ -28,6 +28,7 @@ impl Request {
     pub fn access(&self) -> Access {
         match self {
             Request::Status | Request::Events(_) | Request::Container { .. } => Access::ReadOnly,
+            Request::Confine(c) if c.backstop => Access::Tighten,
             Request::Confine(_) | Request::Release { .. } => Access::Mutating,
         }
     }
@@ -192,6 +193,7 @@ mod tests {
             (r#"{"op":"container","id":"x"}"#, Access::ReadOnly),
             (r#"{"op":"release","id":"x"}"#, Access::Mutating),
             (r#"{"op":"confine","id":"x","pid":1}"#, Access::Mutating),
+            (r#"{"op":"confine","id":"x","pid":1,"backstop":true}"#, Access::Tighten),
         ] {
             let req: Request = serde_json::from_str(r).unwrap();
             assert_eq!(req.access(), a, "{r}");

@@ -183,7 +183,8 @@ impl Daemon {
         // now; the hook (in the runtime's namespaces) read where the container's init really is
         // and the two must agree. The daemon does not read /proc/PID itself here: in the
         // DaemonSet it runs in its own pid namespace, where the runtime's pid means nothing.
-        // Only a runtime that sent no cgroups path leaves the pid to the daemon.
+        // A runtime that sent no cgroups path is refused: the pid alone cannot be trusted
+        // from a peer the daemon may not see (control/peer.rs, Access::Tighten).
         match &t.cgroup {
             CgroupOf::CgroupsPath(s) if !s.is_empty() => {
                 let named = cgroup::resolve_cgroups_path(&self.cgroup2, s)?;
@@ -196,7 +197,7 @@ impl Daemon {
                     );
                 }
             }
-            _ => t.cgroup = CgroupOf::Process { pid: r.pid, claimed: r.cgroup.clone() },
+            _ => anyhow::bail!("NRI named no cgroups path for this container at CreateContainer"),
         }
         let rec = self.confine(t, Via::Nri)?;
         if let Some(rec) = &rec {

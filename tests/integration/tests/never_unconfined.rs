@@ -238,3 +238,27 @@ async fn warden_restarted_while_pods_come_and_go_leaves_no_running_container_unc
     }
     eprintln!("{window} of {} started containers connected before warden (re)confined them", started.len());
 }
+
+/// The DaemonSet's view (its own pid namespace and /proc, so every control-socket peer on the
+/// host has pid 0 to it): the backstop hook, which runc runs on the host, is still served (it
+/// can only put in force the daemon's own decision, control/peer.rs `Access::Tighten`), and
+/// the annotated container starts confined. Before that access existed every annotated start
+/// was refused ("permission denied ... pid namespace").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_in_its_own_pid_namespace_serves_the_backstop_hook() {
+    if !skip_unless(CONTAINERD) {
+        return;
+    }
+    let (_l, port) = listener();
+    let c = Containerd::start().await.unwrap();
+    let mut w =
+        WardenDaemon::configure(&c.nri_socket, &[("no-net", ProfileBuilder::new("no-net").no_connect().json())], "");
+    w.start_wrapped(&["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]);
+    let pod = c.run_pod("pidns", "shop", &[("warden.io/profile", "no-net")]).await.unwrap();
+    let id = run_attempts(&c, &pod, "app", &[format!("connect 127.0.0.1 {port}")])
+        .await
+        .unwrap_or_else(|e| panic!("start refused: {}\n{}", e.message(), w.log_text()));
+    assert_eq!(exit_code(&c, &id).await, 0);
+    assert_eq!(c.container_log("pidns", "app"), format!("connect 127.0.0.1 {port} => errno=EPERM"));
+    assert!(w.log_text().contains("confined (createRuntime backstop)"), "{}", w.log_text());
+}
