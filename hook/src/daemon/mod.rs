@@ -144,8 +144,10 @@ impl Daemon {
     }
 
     /// Releases the container `id` (NRI stop/remove, or the OCI hook's poststop); false when
-    /// it was not confined.
+    /// it was not confined. A pending backstop start of `id` goes too: a container released or refused is never
+    /// confined by a late hook.
     pub fn release_id(&self, id: &str) -> bool {
+        self.pending.take(id);
         let Some(rec) = self.registry.remove(id) else { return false };
         self.hub.remember_released(rec.cgroup_id, rec.names(id));
         let mut enf = self.enforcer.lock().unwrap();

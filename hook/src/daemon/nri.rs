@@ -133,12 +133,10 @@ impl nri::Handler for Daemon {
         self.start(pod, c)
     }
     fn on_stop_container(&self, _pod: &PodSandbox, c: &Container) -> Result<(), String> {
-        self.pending.take(&c.id);
         self.release_id(&c.id);
         Ok(())
     }
     fn on_remove_container(&self, _pod: &PodSandbox, c: &Container) -> Result<(), String> {
-        self.pending.take(&c.id);
         self.release_id(&c.id);
         Ok(())
     }
@@ -146,8 +144,7 @@ impl nri::Handler for Daemon {
     /// container will not run, so whatever the late handler confined is released.
     fn on_late(&self, event: Event, _pod: &PodSandbox, c: Option<&Container>) {
         if let (Event::StartContainer | Event::CreateContainer, Some(c)) = (event, c) {
-            // A refused CreateContainer's hook must find nothing pending.
-            self.pending.take(&c.id);
+            // Also drops the pending start: a refused CreateContainer's hook finds nothing.
             if self.release_id(&c.id) {
                 warn!(container_id = %c.id, ?event, "released a container confined after its refused (late) start");
             }

@@ -5,6 +5,11 @@ use warden_integration_tests::containerd::Containerd;
 use warden_integration_tests::scenarios::{exit_code, listener, run_attempts, ATTEMPT};
 use warden_integration_tests::*;
 
+/// `warden run` against `c` with one profile, `no-net` (no connect allowed), not started.
+fn no_net_daemon(c: &Containerd) -> WardenDaemon {
+    WardenDaemon::configure(&c.nri_socket, &[("no-net", ProfileBuilder::new("no-net").no_connect().json())], "")
+}
+
 /// containerd drops a plugin that misses its request timeout (2 s) and starts the container
 /// without it. warden answers before that with a refusal: the container does not run, and
 /// warden stays registered.
@@ -15,8 +20,7 @@ async fn a_start_slower_than_containerds_timeout_is_refused_not_run_unconfined()
     }
     let (_l, port) = listener();
     let c = Containerd::start().await.unwrap();
-    let mut w =
-        WardenDaemon::configure(&c.nri_socket, &[("no-net", ProfileBuilder::new("no-net").no_connect().json())], "");
+    let mut w = no_net_daemon(&c);
     // Debug builds only: StartContainer handling sleeps this long (containerd waits 2 s).
     w.env.push(("WARDEN_TEST_START_DELAY_MS".into(), "3000".into()));
     w.start();
@@ -57,8 +61,7 @@ async fn warden_gone_between_create_and_start_means_the_container_does_not_start
     }
     let (_l, port) = listener();
     let c = Containerd::start().await.unwrap();
-    let mut w =
-        WardenDaemon::configure(&c.nri_socket, &[("no-net", ProfileBuilder::new("no-net").no_connect().json())], "");
+    let mut w = no_net_daemon(&c);
     w.start();
     let pod = c.run_pod("backstop", "shop", &[("warden.io/profile", "no-net")]).await.unwrap();
     let helper = static_attempt();
@@ -98,8 +101,7 @@ async fn warden_gone_between_create_and_start_means_the_container_does_not_start
 
     // warden dies at StartContainer, after its hook confined the container: the policy is
     // armed by the kernel at the entrypoint's exec, with no daemon left.
-    let mut w =
-        WardenDaemon::configure(&c.nri_socket, &[("no-net", ProfileBuilder::new("no-net").no_connect().json())], "");
+    let mut w = no_net_daemon(&c);
     w.env.push(("WARDEN_TEST_EXIT_AT_START".into(), "1".into()));
     w.start();
     let orphan = create("orphan").await;
@@ -172,8 +174,7 @@ async fn warden_restarted_while_pods_come_and_go_leaves_no_running_container_unc
     }
     let (_l, port) = listener();
     let c = Containerd::start().await.unwrap();
-    let mut w =
-        WardenDaemon::configure(&c.nri_socket, &[("no-net", ProfileBuilder::new("no-net").no_connect().json())], "");
+    let mut w = no_net_daemon(&c);
     w.start();
     let pods = [
         c.run_pod("come-0", "shop", &[("warden.io/profile", "no-net")]).await.unwrap(),
@@ -251,8 +252,7 @@ async fn a_daemon_in_its_own_pid_namespace_serves_the_backstop_hook() {
     }
     let (_l, port) = listener();
     let c = Containerd::start().await.unwrap();
-    let mut w =
-        WardenDaemon::configure(&c.nri_socket, &[("no-net", ProfileBuilder::new("no-net").no_connect().json())], "");
+    let mut w = no_net_daemon(&c);
     w.start_wrapped(&["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]);
     let pod = c.run_pod("pidns", "shop", &[("warden.io/profile", "no-net")]).await.unwrap();
     let id = run_attempts(&c, &pod, "app", &[format!("connect 127.0.0.1 {port}")])
