@@ -162,6 +162,15 @@ pub mod kind {
     pub const COUNT: usize = 8;
 }
 
+/// Kinds of [`LearnKey`] items that are evidence, not attempts (never in events or counters).
+pub mod learn_kind {
+    /// A listener of the workload that took a port the kernel chose (bound to port 0, or
+    /// listen() without bind) and was connected to: `port` and `addr` are the listener's own.
+    /// Learn mode writes it so that connects to the workload's own kernel-chosen ports are not
+    /// pinned to one run's numbers.
+    pub const KERNEL_CHOSEN_LISTENER: u8 = 0x80;
+}
+
 /// Verdict recorded in an event.
 pub mod verdict {
     pub const ALLOWED: u8 = 0;
@@ -427,7 +436,7 @@ impl Default for LearnFileKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LearnKey {
     pub root_cgroup: u64,
-    /// One of [`kind`] (CONNECT, SENDMSG, BIND, SOCKET).
+    /// One of [`kind`] (CONNECT, SENDMSG, BIND, SOCKET), or [`learn_kind`].
     pub kind: u8,
     /// IPPROTO_* (truncated to 8 bits).
     pub proto: u8,

@@ -10,7 +10,7 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::{SkBuffContext, SockAddrContext, SockContext},
 };
-use warden_common::{kind, mode, profile_flags, proto, protocol_bit, LearnKey, Net4Key, Net6Key};
+use warden_common::{kind, learn_kind, mode, profile_flags, proto, protocol_bit, LearnKey, Net4Key, Net6Key};
 
 use crate::{
     maps::{WARDEN_BIND, WARDEN_CONNECT4, WARDEN_CONNECT6, WARDEN_LEARN_NET},
@@ -256,6 +256,18 @@ pub fn warden_ingress(ctx: SkBuffContext) -> i32 {
         if unsafe { WARDEN_LEARN_NET.get(&key) }.is_some() {
             return ALLOW;
         }
+        // Evidence for the generator: this port is the workload's own, chosen by the kernel,
+        // so the workload's connects to it follow the kernel's choice, not one run's number.
+        let own = Attempt {
+            kind: learn_kind::KERNEL_CHOSEN_LISTENER,
+            nr: proto as u32,
+            family,
+            port,
+            addr,
+            path: core::ptr::null(),
+            from_packet: true,
+        };
+        crate::learn::record(root, &own);
         attempt.port = 0;
     }
     let allowed = match profile(pol.profile_id) {

@@ -74,9 +74,16 @@ enum Sub {
         /// A directory with more than this many distinct entries used becomes one prefix rule.
         #[arg(long, default_value_t = learn::COLLAPSE_DIR_FILES)]
         collapse_dir_files: usize,
+        /// The profile of the earlier learning runs of the same workload (a file this command
+        /// or `merge` wrote): the result is their union, and the report says what this run
+        /// added and whether the record is stable (the last runs added nothing). May be the
+        /// `--output` file itself.
+        #[arg(long, value_name = "FILE")]
+        previous: Option<PathBuf>,
     },
     /// Union of profiles (files or names, as written): everything any of them allows.
-    /// Idempotent and order-independent.
+    /// Idempotent and order-independent. Given learning runs oldest first, the report says
+    /// what each run added to the ones before it and whether the record is stable.
     Merge {
         #[arg(required = true)]
         profiles: Vec<String>,
@@ -133,12 +140,25 @@ pub fn run(cmd: ProfileCmd, pin_dir: &Path, socket: &Path) -> Result<()> {
         Sub::Show { profile, json } => show(&profile, json, &search),
         Sub::ImportSeccomp { file, output, caps, kernel, name } => import(&file, output.as_deref(), caps, kernel, name),
         Sub::Diff { a, b } => diff_cmd(&a, &b, &search),
-        Sub::Generate { target, output, name, extends, collapse_dir_files } => {
+        Sub::Generate { target, output, name, extends, collapse_dir_files, previous } => {
             let (id, source) = target.resolve(socket)?;
             let maps = warden::enforcer::Maps::open(pin_dir)?;
             let learned = learn::Learned::read(&maps, pin_dir, id)?;
             let name = name.unwrap_or_else(|| format!("learned-{id}"));
-            let g = learn::generate(&learned, &learn::GenerateOptions { name, extends, source, collapse_dir_files });
+            let mut g =
+                learn::generate(&learned, &learn::GenerateOptions { name, extends, source, collapse_dir_files });
+            match previous {
+                Some(prev) => {
+                    let prev = Profile::parse_file(&prev)?;
+                    let (merged, notes) = learn::stability::fold_into(prev, g.profile)?;
+                    g.profile = merged;
+                    g.notes.extend(notes);
+                }
+                None => {
+                    g.profile = learn::stability::with_verdict(g.profile, learn::stability::ONE_RUN);
+                    g.notes.push(learn::stability::ONE_RUN.to_string());
+                }
+            }
             write_generated(&g, output.as_deref(), &search)
         }
         Sub::Merge { profiles, output, name } => merge_cmd(&profiles, output.as_deref(), name.as_deref(), &search),
@@ -202,8 +222,25 @@ fn merge_cmd(specs: &[String], output: Option<&Path>, name: Option<&str>, search
         ps.push(Profile::parse_file(&file)?);
     }
     let merged = warden::profile::merge::union(&ps, name)?;
-    let g =
-        learn::Generated { profile: merged, notes: vec![format!("union of {} profile(s)", ps.len())], truncated: 0 };
+    let mut notes = vec![format!("union of {} profile(s)", ps.len())];
+    // Learning runs, oldest first: what each added to the ones before it (issue 23: people
+    // must see when the record is still growing). Profiles with `extends` are not compared.
+    let merged = if ps.iter().all(|p| p.extends.is_empty()) {
+        let per_run = learn::stability::added_per_run(&ps)?;
+        for (i, (s, r)) in specs.iter().zip(&per_run).enumerate().skip(1) {
+            notes.push(if r.added.is_empty() {
+                format!("run {} ({s}) added nothing new", i + 1)
+            } else {
+                format!("run {} ({s}) added {}: {}", i + 1, r.added.len(), r.added.join("; "))
+            });
+        }
+        let line = learn::stability::verdict(&ps, &per_run);
+        notes.push(line.clone());
+        warden::profile::merge::canonical(learn::stability::with_verdict(merged, &line))
+    } else {
+        merged
+    };
+    let g = learn::Generated { profile: merged, notes, truncated: 0 };
     write_generated(&g, output, search)
 }
 

@@ -131,9 +131,27 @@ impl Daemon {
         std::fs::create_dir_all(&self.cfg.learn_dir)
             .with_context(|| format!("creating {}", self.cfg.learn_dir.display()))?;
         let path = self.cfg.learn_dir.join(format!("{name}.json"));
+        // Each learning run of the container is folded into what the earlier runs wrote, with
+        // what it added and whether the record is stable (issue 23). An unreadable earlier file
+        // is replaced, loudly (it is the daemon's own output; an operator edit that broke it
+        // must not stop learning).
+        let mut profile_out = crate::learn::stability::with_verdict(g.profile.clone(), crate::learn::stability::ONE_RUN);
+        if path.exists() {
+            match profile::Profile::parse_file(&path).and_then(|prev| crate::learn::stability::fold_into(prev, g.profile.clone()))
+            {
+                Ok((merged, notes)) => {
+                    info!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, file = %path.display(),
+                          stability = %notes.join(" | "), "learning run folded into the earlier runs");
+                    profile_out = merged;
+                }
+                Err(e) => {
+                    warn!(file = %path.display(), error = %format!("{e:#}"), "the earlier learned profile cannot be read: replaced by this run's")
+                }
+            }
+        }
         // Write then rename: a reader never sees half a profile.
         let tmp = self.cfg.learn_dir.join(format!(".{name}.json.tmp"));
-        std::fs::write(&tmp, serde_json::to_string_pretty(&g.profile)? + "\n")
+        std::fs::write(&tmp, serde_json::to_string_pretty(&profile_out)? + "\n")
             .with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
         if g.truncated > 0 {

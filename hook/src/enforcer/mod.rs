@@ -92,6 +92,7 @@ pub fn kind_name(k: u8) -> &'static str {
         COMPAT_SYSCALL => "compat-syscall",
         FILE => "file",
         EXEC => "exec",
+        warden_common::learn_kind::KERNEL_CHOSEN_LISTENER => "own-listener",
         _ => "unknown",
     }
 }

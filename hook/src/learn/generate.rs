@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use warden_common::{kind, LearnFileUse, LEARN_FILES_PER_CGROUP, LEARN_ITEMS_PER_CGROUP, MAX_PORT_RULES};
+use warden_common::{kind, learn_kind, LearnFileUse, LEARN_FILES_PER_CGROUP, LEARN_ITEMS_PER_CGROUP, MAX_PORT_RULES};
 
 use super::record::{item_addr, item_text, proto_of, Learned, AF_INET, AF_INET6, SOCK_RAW};
 use crate::profile::files::{bits_letters, R, W, X};
@@ -21,13 +21,19 @@ pub const EPHEMERAL: PortRange = PortRange { lo: 32768, hi: 60999 };
 /// end and return from a signal handler even if it did not while learning; and the container
 /// runtime's init (runc, a Go program) runs in the container's cgroup between StartContainer
 /// and the entrypoint's exec, where its Go runtime makes some of these housekeeping calls only
-/// depending on timing (seen: `epoll_pwait` in one start and not another). None of them gives
-/// a process anything new; without them a learned profile could break the container's start.
+/// depending on timing (seen: `epoll_pwait` in one start and not another); and the waits for
+/// a signal (`rt_sigsuspend`, `pause`), which shells use to wait for a child only when it has
+/// not ended yet (seen in the learn corpus: busybox ash's `wait` killed in one run of ten).
+/// None of them gives a process anything new; without them a learned profile could break the
+/// container's start or a run that happened to be faster or slower.
 pub const ALWAYS_SYSCALLS: &[&str] = &[
     "exit",
     "exit_group",
     "restart_syscall",
     "rt_sigreturn",
+    // waiting for a signal (shells, depending on whether the child already ended)
+    "pause",
+    "rt_sigsuspend",
     // Go runtime housekeeping (runc init)
     "clock_gettime",
     "clock_nanosleep",
@@ -75,6 +81,7 @@ fn parent_dir(p: &str) -> Option<&str> {
 fn file_rules(files: &[(String, LearnFileUse)], collapse: usize, notes: &mut Vec<String>) -> Vec<FileRuleSpec> {
     let mut m: BTreeMap<String, u8> = BTreeMap::new();
     let (mut procs, mut cut, mut deleted) = (0usize, 0usize, 0usize);
+    let mut temps: BTreeSet<String> = BTreeSet::new();
     for (path, u) in files {
         let bits =
             (if u.read != 0 { R } else { 0 }) | (if u.write != 0 { W } else { 0 }) | (if u.exec != 0 { X } else { 0 });
@@ -97,6 +104,10 @@ fn file_rules(files: &[(String, LearnFileUse)], collapse: usize, notes: &mut Vec
             }
             cut += 1;
         }
+        if let Some(dir) = temp_name_dir(&p) {
+            temps.insert(p.clone());
+            p = dir;
+        }
         if let Some(rest) = p.strip_prefix("/proc/") {
             let first = rest.split('/').next().unwrap_or("");
             if !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit()) {
@@ -109,6 +120,14 @@ fn file_rules(files: &[(String, LearnFileUse)], collapse: usize, notes: &mut Vec
     if procs > 0 {
         notes.push(format!(
             "files: {procs} per-process /proc/<pid>/ path(s) generalised to /proc/ (the pid differs in every run)"
+        ));
+    }
+    if !temps.is_empty() {
+        let shown: Vec<&str> = temps.iter().take(3).map(String::as_str).collect();
+        notes.push(format!(
+            "files: {} path(s) with a generated name (temp files and folders, per-run sockets: a new name every run, e.g. {}) generalised to the folder that holds the generated name",
+            temps.len(),
+            shown.join(", ")
         ));
     }
     if cut > 0 {
@@ -151,6 +170,71 @@ fn file_rules(files: &[(String, LearnFileUse)], collapse: usize, notes: &mut Vec
     m.into_iter().map(|(path, b)| FileRuleSpec { path, access: bits_letters(b) }).collect()
 }
 
+/// Whether a connect to `addr`:`port` went to one of the workload's own listeners whose port the
+/// kernel chose (`own`), on loopback and inside the ephemeral range: then the port is the
+/// kernel's choice of that run, and the rule follows the choice instead of the number. Only
+/// loopback: a listener reached through another address may be someone else's on that port.
+pub(super) fn follows_kernel_choice(addr: IpAddr, p: Protocol, port: u16, own: &BTreeSet<(Protocol, u16)>) -> bool {
+    addr.is_loopback() && port >= EPHEMERAL.lo && port <= EPHEMERAL.hi && own.contains(&(p, port))
+}
+
+fn protocol_label(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+        Protocol::Any => "any protocol",
+    }
+}
+
+/// Folders where programs make files and folders with generated names (mkstemp, mkdtemp,
+/// Python's tempfile, per-run sockets).
+pub const TEMP_ROOTS: &[&str] = &["/tmp/", "/var/tmp/", "/dev/shm/", "/run/"];
+
+/// For a path under one of [`TEMP_ROOTS`] with a component whose name looks generated
+/// ([`looks_generated`]), the folder that holds the first such component (a `dir/` prefix
+/// rule): the narrowest rule that names no run's own random name. None otherwise.
+pub fn temp_name_dir(path: &str) -> Option<String> {
+    let root = TEMP_ROOTS.iter().find(|r| path.starts_with(**r))?;
+    let mut dir = root.to_string();
+    for comp in path[root.len()..].split('/') {
+        if comp.is_empty() {
+            break;
+        }
+        if looks_generated(comp) {
+            return Some(dir);
+        }
+        dir.push_str(comp);
+        dir.push('/');
+    }
+    None
+}
+
+/// Whether a file name carries a generated part: Python's `tmp` + 8 characters of
+/// `[a-z0-9_]` (tempfile), or a run of at least 6 letters and digits that mixes letters with
+/// digits or lower with upper case (mkstemp's and mktemp's `XXXXXX`, hex ids), or a run of at
+/// least 3 digits (pids, counters). Plain words (`db.sqlite`, `nginx.conf`) are not.
+pub fn looks_generated(name: &str) -> bool {
+    let b = name.as_bytes();
+    if let Some(rest) = name.strip_prefix("tmp") {
+        let r = rest.as_bytes();
+        if r.len() >= 8 && r[..8].iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_') {
+            return true;
+        }
+    }
+    for run in b.split(|c| !c.is_ascii_alphanumeric()) {
+        let digits = run.iter().filter(|c| c.is_ascii_digit()).count();
+        let lower = run.iter().filter(|c| c.is_ascii_lowercase()).count();
+        let upper = run.iter().filter(|c| c.is_ascii_uppercase()).count();
+        if digits >= 3 && lower + upper == 0 {
+            return true;
+        }
+        if run.len() >= 6 && ((digits > 0 && lower + upper > 0) || (lower > 0 && upper > 0)) {
+            return true;
+        }
+    }
+    false
+}
+
 pub struct Generated {
     pub profile: Profile,
     /// What was generalised or left out, one line each (also in the description).
@@ -179,7 +263,7 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
         .collect();
     names.extend(added.iter().map(|s| s.to_string()));
     notes.push(format!(
-        "syscalls: the {} learned, plus always (process end, signal return, the container runtime's Go housekeeping): {}",
+        "syscalls: the {} learned, plus always (process end, signal return and waits, the container runtime's Go housekeeping): {}",
         l.syscalls.len(),
         ALWAYS_SYSCALLS.join(", ")
     ));
@@ -200,6 +284,15 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
     let mut raw = false;
     let mut protocols: BTreeSet<String> = BTreeSet::new();
     let mut mapped = 0;
+    // Ports the kernel chose for the workload's own listeners (learn_kind::KERNEL_CHOSEN_LISTENER).
+    let own: BTreeSet<(Protocol, u16)> = l
+        .items
+        .iter()
+        .filter(|k| k.kind == learn_kind::KERNEL_CHOSEN_LISTENER)
+        .map(|k| (proto_of(k.proto), k.port))
+        .collect();
+    // Loopback destinations connected to on such ports: (address, protocol) -> ports seen.
+    let mut own_loopback: BTreeMap<(IpAddr, Protocol), BTreeSet<u16>> = BTreeMap::new();
     for k in &l.items {
         match k.kind {
             kind::CONNECT | kind::SENDMSG => match item_addr(k) {
@@ -207,7 +300,12 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
                     if k.family == AF_INET6 && a.is_ipv4() {
                         mapped += 1;
                     }
-                    connect.entry((a, proto_of(k.proto))).or_default().insert(k.port);
+                    let p = proto_of(k.proto);
+                    if k.kind == kind::CONNECT && follows_kernel_choice(a, p, k.port, &own) {
+                        own_loopback.entry((a, p)).or_default().insert(k.port);
+                        continue;
+                    }
+                    connect.entry((a, p)).or_default().insert(k.port);
                 }
                 None => notes.push(format!("left out (not inet): {}", item_text(k))),
             },
@@ -248,11 +346,26 @@ pub fn generate(l: &Learned, opts: &GenerateOptions) -> Generated {
         ));
     }
     notes.push("addresses kept exact (/32, /128), loopback included; source ports are never recorded".into());
+    for ((a, p), seen) in &own_loopback {
+        notes.push(format!(
+            "connect {a} {}: port(s) {} were the kernel's choice for the workload's own listener (it bound port 0) and differ every run: generalised to that loopback address and the ephemeral range {}-{}",
+            protocol_label(*p),
+            seen.iter().map(u16::to_string).collect::<Vec<_>>().join(", "),
+            EPHEMERAL.lo,
+            EPHEMERAL.hi
+        ));
+        connect.entry((*a, *p)).or_default();
+    }
 
     // Connect rules, at most MAX_PORT_RULES ranges per address.
     let mut per_addr: BTreeMap<IpAddr, Vec<(Protocol, Vec<PortRange>)>> = BTreeMap::new();
     for ((a, p), set) in &connect {
-        per_addr.entry(*a).or_default().push((*p, ports(set)));
+        let mut r = ports(set);
+        if own_loopback.contains_key(&(*a, *p)) {
+            r.push(EPHEMERAL);
+            r = join_ranges(r);
+        }
+        per_addr.entry(*a).or_default().push((*p, r));
     }
     let mut connect_rules = Vec::new();
     for (a, list) in per_addr {

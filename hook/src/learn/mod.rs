@@ -4,7 +4,8 @@
 //! by [`crate::profile::merge`].
 //!
 //! Layout: [`record`] reads the kernel maps into a [`Learned`]; [`generate`](mod@generate)
-//! turns one into a profile.
+//! turns one into a profile; [`stability`] tells from several runs whether the record is
+//! still growing.
 //!
 //! Generation rules (each one is stated in the generated profile's `description` when it
 //! applied, and printed as the report):
@@ -16,6 +17,12 @@
 //!   IPv6 destinations are written as IPv4 (enforce judges them by the IPv4 rules). No source
 //!   port is ever involved. An address with more port ranges than the kernel table holds gets
 //!   one range from its lowest to its highest port.
+//! - connects to the workload's own listeners whose port the kernel chose (bound to port 0, or
+//!   listen() without bind; the listener check records the port it sees as
+//!   `learn_kind::KERNEL_CHOSEN_LISTENER`), on a loopback address and inside the ephemeral
+//!   range: that address with the ephemeral range 32768-60999 instead of the run's number (the
+//!   next run gets another port). Not for other addresses (a listener there may be someone
+//!   else's), not for UDP (no listener state to see).
 //! - bind: the ports bound, per protocol (0 = a kernel-chosen port, kept as 0). Ports in Linux's
 //!   default ephemeral range 32768-60999 are collapsed into that whole range only when the run
 //!   bound at least [`EPHEMERAL_COLLAPSE_MIN`] distinct ports there (plainly random ports);
@@ -24,7 +31,10 @@
 //! - files and execs (recorded by the BPF-LSM programs in `WARDEN_LEARN_FILES`, deduplicated
 //!   and bounded in the kernel): one rule per path with the uses seen (`r`, `w`, `x`), as the
 //!   kernel resolved it (symlinks followed). Generalised: `/proc/<pid>/...` (the kernel writes
-//!   `/proc/self` as the pid) becomes `/proc/`; a directory with more than
+//!   `/proc/self` as the pid) becomes `/proc/`; under the temp folders ([`TEMP_ROOTS`]) a path
+//!   with a generated name in it (mkstemp/mkdtemp, Python's tempfile, pids: see
+//!   [`looks_generated`]) becomes the folder that holds the generated name (rules have no
+//!   wildcards; that folder is the narrowest rule that names no run's own random name); a directory with more than
 //!   [`GenerateOptions::collapse_dir_files`] entries used becomes a `dir/` prefix rule with
 //!   their uses; a listed directory (opendir) needs its `dir/` prefix (the only rule that covers
 //!   it), which covers what is below it too; a path the record had to cut becomes a rule for its
@@ -33,11 +43,12 @@
 //!   is left out (not restricted), and the report says so.
 pub mod generate;
 pub mod record;
+pub mod stability;
 #[cfg(test)]
 mod tests;
 
 pub use generate::{
-    container_profile_name, generate, GenerateOptions, Generated, ALWAYS_SYSCALLS, COLLAPSE_DIR_FILES, EPHEMERAL,
-    EPHEMERAL_COLLAPSE_MIN,
+    container_profile_name, generate, looks_generated, temp_name_dir, GenerateOptions, Generated, ALWAYS_SYSCALLS,
+    COLLAPSE_DIR_FILES, EPHEMERAL, EPHEMERAL_COLLAPSE_MIN, TEMP_ROOTS,
 };
 pub use record::{item_addr, item_text, Learned};

@@ -95,6 +95,15 @@ pub fn item_text(k: &LearnKey) -> String {
             let addr = item_addr(k).map(|a| a.to_string()).unwrap_or_else(|| format!("af{}", k.family));
             format!("{} {proto} {addr} port {}", kind_name(k.kind), k.port)
         }
+        warden_common::learn_kind::KERNEL_CHOSEN_LISTENER => {
+            let addr = item_addr(k).map(|a| a.to_string()).unwrap_or_else(|| format!("af{}", k.family));
+            let proto = match proto_of(k.proto) {
+                Protocol::Tcp => "tcp".to_string(),
+                Protocol::Udp => "udp".to_string(),
+                Protocol::Any => format!("proto{}", k.proto),
+            };
+            format!("own listener {proto} {addr} port {} (chosen by the kernel)", k.port)
+        }
         kind::SOCKET => {
             let mut s = format!("socket family {}", family_name(k.family as u32));
             if k.port != 0 {

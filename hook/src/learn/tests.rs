@@ -218,3 +218,89 @@ fn protocols_seen_at_socket_creation_are_generated() {
     let b = n.bind.as_ref().unwrap();
     assert!(b.iter().any(|r| r.protocol == Protocol::Tcp && r.ports.contains(&PortRange { lo: 0, hi: 0 })), "{b:?}");
 }
+
+/// Issue 23: a workload that serves on a port the kernel chose (bind port 0) and connects to
+/// it gets a connect rule that follows the kernel's choice on that loopback address (the
+/// ephemeral range), not the run's number; connects elsewhere, or to loopback ports that were
+/// not its own kernel-chosen listeners, stay exact.
+#[test]
+fn connects_to_own_kernel_chosen_listeners_follow_the_kernel_not_the_run() {
+    use warden_common::learn_kind::KERNEL_CHOSEN_LISTENER;
+    let items = vec![
+        key(kind::BIND, AF_INET, 6, 0, &[127, 0, 0, 1]),
+        key(KERNEL_CHOSEN_LISTENER, AF_INET, 6, 36109, &[127, 0, 0, 1]),
+        key(kind::CONNECT, AF_INET, 6, 36109, &[127, 0, 0, 1]),
+        // Same port on another address (not loopback): someone else's, kept exact.
+        key(kind::CONNECT, AF_INET, 6, 36109, &[10, 0, 0, 1]),
+        // A loopback port that was not the workload's own kernel-chosen listener: exact.
+        key(kind::CONNECT, AF_INET, 6, 45000, &[127, 0, 0, 1]),
+        // Own listener port but the connect is UDP: another protocol, exact.
+        key(kind::SENDMSG, AF_INET, 17, 36109, &[127, 0, 0, 1]),
+    ];
+    let g = generate(&learned(items, &["read"]), &opts());
+    crate::profile::compile(&g.profile).unwrap();
+    let c = g.profile.network.as_ref().unwrap().connect.clone().unwrap();
+    let find = |cidr: &str, p: Protocol| c.iter().find(|r| r.cidr.to_string() == cidr && r.protocol == p).cloned();
+    assert_eq!(find("127.0.0.1/32", Protocol::Tcp).unwrap().ports, Some(vec![EPHEMERAL]), "{c:?}");
+    assert_eq!(find("10.0.0.1/32", Protocol::Tcp).unwrap().ports, Some(vec![PortRange { lo: 36109, hi: 36109 }]));
+    assert_eq!(find("127.0.0.1/32", Protocol::Udp).unwrap().ports, Some(vec![PortRange { lo: 36109, hi: 36109 }]));
+    let desc = g.profile.description.unwrap();
+    assert!(desc.contains("kernel's choice for the workload's own listener") && desc.contains("36109"), "{desc}");
+    // The bind rule keeps port 0 (the kernel chooses), never the range.
+    let b = g.profile.network.unwrap().bind.unwrap();
+    assert_eq!(b[0].ports, vec![PortRange { lo: 0, hi: 0 }]);
+
+    // Without the listener evidence the same connect stays exact (nothing is guessed).
+    let g = generate(&learned(vec![key(kind::CONNECT, AF_INET, 6, 36109, &[127, 0, 0, 1])], &[]), &opts());
+    let c = g.profile.network.unwrap().connect.unwrap();
+    assert_eq!(c[0].ports, Some(vec![PortRange { lo: 36109, hi: 36109 }]));
+    // An IPv6 loopback client of an IPv6 listener follows the same rule.
+    let g = generate(
+        &learned(
+            vec![
+                key(KERNEL_CHOSEN_LISTENER, AF_INET6, 6, 40001, &std::net::Ipv6Addr::LOCALHOST.octets()),
+                key(kind::CONNECT, AF_INET6, 6, 40001, &std::net::Ipv6Addr::LOCALHOST.octets()),
+            ],
+            &[],
+        ),
+        &opts(),
+    );
+    let c = g.profile.network.unwrap().connect.unwrap();
+    assert_eq!((c[0].cidr.to_string(), c[0].ports.clone()), ("::1/128".to_string(), Some(vec![EPHEMERAL])));
+}
+
+#[test]
+fn generated_names_are_told_from_plain_ones() {
+    for n in ["tmpk2j3_x9a", "tmpabcdefgh", "tmp.Xy3kQ9aBc1", "sess_8f3a2b", "AbCdEf", "4711", "redis-12345.sock", "f81d4fae7dec"] {
+        assert!(looks_generated(n), "{n} looks generated");
+    }
+    for n in ["db.sqlite", "nginx.conf", "cache", "a1", "x-y-z", "README", "index.html", "tmp"] {
+        assert!(!looks_generated(n), "{n} is a plain name");
+    }
+    assert_eq!(temp_name_dir("/tmp/tmpk2j3_x9a/db.sqlite").as_deref(), Some("/tmp/"));
+    assert_eq!(temp_name_dir("/tmp/app/sess_8f3a2b").as_deref(), Some("/tmp/app/"));
+    assert_eq!(temp_name_dir("/run/app/4711.sock").as_deref(), Some("/run/app/"));
+    assert_eq!(temp_name_dir("/tmp/app/db.sqlite"), None, "plain names stay exact");
+    assert_eq!(temp_name_dir("/etc/tmpk2j3_x9a"), None, "only under the temp folders");
+    assert_eq!(temp_name_dir("/tmpx/tmpk2j3_x9a"), None, "a folder boundary, not a string prefix");
+}
+
+/// Temp names of three runs give one rule, the folder that holds them, with the uses seen,
+/// stated in the description; fixed names beside them stay exact.
+#[test]
+fn temp_names_become_the_folder_that_holds_them() {
+    let mut l = learned(vec![], &[]);
+    l.files = Some(vec![
+        used("/tmp/tmpk2j3_x9a/", "w"),
+        used("/tmp/tmpk2j3_x9a/db.sqlite", "rw"),
+        used("/tmp/tmpk2j3_x9a/db.sqlite-journal", "rw"),
+        used("/tmp/fixed.conf", "r"),
+        used("/usr/bin/ls", "rx"),
+    ]);
+    let g = generate(&l, &opts());
+    crate::profile::compile(&g.profile).unwrap();
+    let r = rules(&g.profile);
+    assert!(r.contains(&("/tmp/".to_string(), "rw".to_string())), "{r:?}");
+    assert!(!r.iter().any(|(p, _)| p.contains("tmpk2j3")), "no run's own name is kept: {r:?}");
+    assert!(g.profile.description.unwrap().contains("generated name"));
+}
