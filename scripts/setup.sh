@@ -26,7 +26,8 @@ need_root() {
 
 apt_packages() {
     apt_ensure protobuf-compiler pkg-config iproute2 busybox-static runc \
-        containernetworking-plugins qemu-system-x86 qemu-utils cpio kmod linux-libc-dev python3
+        containernetworking-plugins qemu-system-x86 qemu-utils cpio kmod linux-libc-dev python3 \
+        curl wget openssl git sqlite3 perl   # the learn corpus's programs (with python3, busybox)
 }
 
 rust_components() {

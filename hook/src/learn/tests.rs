@@ -304,3 +304,43 @@ fn temp_names_become_the_folder_that_holds_them() {
     assert!(!r.iter().any(|(p, _)| p.contains("tmpk2j3")), "no run's own name is kept: {r:?}");
     assert!(g.profile.description.unwrap().contains("generated name"));
 }
+
+/// Issue 23 item 3: what each learning run added, and the verdict that says whether to keep
+/// learning; carried across folds (the daemon folds each run into the file it wrote before).
+#[test]
+fn stability_says_when_runs_still_add_items() {
+    use super::stability::{added_per_run, fold_into, quiet_in, runs_in, verdict, ONE_RUN};
+    let run = |sc: &[&str], port: u16| {
+        generate(&learned(vec![key(kind::CONNECT, AF_INET, 6, port, &[10, 0, 0, 1])], sc), &opts()).profile
+    };
+    let (a, b, c) = (run(&["read"], 80), run(&["read", "setsid"], 80), run(&["read"], 80));
+    let per = added_per_run(&[a.clone(), b.clone(), c.clone()]).unwrap();
+    assert!(per[1].added.iter().any(|l| l.contains("setsid")), "{:?}", per[1].added);
+    assert!(per[2].added.is_empty(), "{:?}", per[2].added);
+    let v = verdict(&[a.clone(), b.clone(), c.clone()], &per);
+    assert!(v.starts_with("Learn runs: 3; stable: the last 1 run(s)"), "{v}");
+    // The run that adds is last: not stable, and it says what was new.
+    let per = added_per_run(&[a.clone(), c.clone(), b.clone()]).unwrap();
+    let v = verdict(&[a.clone(), c.clone(), b.clone()], &per);
+    assert!(v.contains("NOT STABLE") && v.contains("setsid"), "{v}");
+    // A new destination counts as much as a syscall.
+    let d = run(&["read"], 443);
+    let per = added_per_run(&[a.clone(), d.clone()]).unwrap();
+    assert!(per[1].added.iter().any(|l| l.contains("10.0.0.1")), "{:?}", per[1].added);
+
+    // Folding run by run, as the daemon does: counts and quiet runs carry over.
+    let first = super::stability::with_verdict(a.clone(), ONE_RUN);
+    assert_eq!(runs_in(&first), 1);
+    let (two, notes) = fold_into(first, b.clone()).unwrap();
+    assert!(notes.iter().any(|n| n.contains("added") && n.contains("setsid")), "{notes:?}");
+    assert_eq!(runs_in(&two), 2);
+    let (three, _) = fold_into(two, c.clone()).unwrap();
+    let (four, notes) = fold_into(three, a.clone()).unwrap();
+    assert_eq!((runs_in(&four), quiet_in(&four)), (4, 2), "{notes:?}");
+    assert!(notes.iter().any(|n| n.contains("stable: the last 2 run(s)")), "{notes:?}");
+    let Some(crate::profile::SyscallsSpec::Allow(s)) = &four.syscalls else { panic!() };
+    assert!(s.allow.contains(&"setsid".to_string()), "the fold is the union");
+    assert_eq!(four.description.as_deref().unwrap().lines().filter(|l| l.starts_with("Learn runs:")).count(), 1);
+    let (five, _) = fold_into(four.clone(), d).unwrap();
+    assert_eq!((runs_in(&five), quiet_in(&five)), (5, 0));
+}

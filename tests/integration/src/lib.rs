@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod containerd;
+pub mod corpus;
 pub mod gate;
 pub mod profile_builder;
 pub mod scenarios;
