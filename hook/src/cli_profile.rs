@@ -224,7 +224,8 @@ fn merge_cmd(specs: &[String], output: Option<&Path>, name: Option<&str>, search
     let merged = warden::profile::merge::union(&ps, name)?;
     let mut notes = vec![format!("union of {} profile(s)", ps.len())];
     // Learning runs, oldest first: what each added to the ones before it (issue 23: people
-    // must see when the record is still growing). Profiles with `extends` are not compared.
+    // must see when the record is still growing), in the report only: the result stays
+    // order-independent and idempotent. Profiles with `extends` are not compared.
     let merged = if ps.iter().all(|p| p.extends.is_empty()) {
         let per_run = learn::stability::added_per_run(&ps)?;
         for (i, (s, r)) in specs.iter().zip(&per_run).enumerate().skip(1) {
@@ -234,9 +235,8 @@ fn merge_cmd(specs: &[String], output: Option<&Path>, name: Option<&str>, search
                 format!("run {} ({s}) added {}: {}", i + 1, r.added.len(), r.added.join("; "))
             });
         }
-        let line = learn::stability::verdict(&ps, &per_run);
-        notes.push(line.clone());
-        warden::profile::merge::canonical(learn::stability::with_verdict(merged, &line))
+        notes.push(learn::stability::verdict(&ps, &per_run));
+        learn::stability::without_verdict(merged)
     } else {
         merged
     };

@@ -135,9 +135,11 @@ impl Daemon {
         // what it added and whether the record is stable (issue 23). An unreadable earlier file
         // is replaced, loudly (it is the daemon's own output; an operator edit that broke it
         // must not stop learning).
-        let mut profile_out = crate::learn::stability::with_verdict(g.profile.clone(), crate::learn::stability::ONE_RUN);
+        let mut profile_out =
+            crate::learn::stability::with_verdict(g.profile.clone(), crate::learn::stability::ONE_RUN);
         if path.exists() {
-            match profile::Profile::parse_file(&path).and_then(|prev| crate::learn::stability::fold_into(prev, g.profile.clone()))
+            match profile::Profile::parse_file(&path)
+                .and_then(|prev| crate::learn::stability::fold_into(prev, g.profile.clone()))
             {
                 Ok((merged, notes)) => {
                     info!(namespace = %rec.namespace, pod = %rec.pod, container = %rec.container, file = %path.display(),

@@ -175,7 +175,7 @@ fn file_rules(files: &[(String, LearnFileUse)], collapse: usize, notes: &mut Vec
 /// kernel's choice of that run, and the rule follows the choice instead of the number. Only
 /// loopback: a listener reached through another address may be someone else's on that port.
 pub(super) fn follows_kernel_choice(addr: IpAddr, p: Protocol, port: u16, own: &BTreeSet<(Protocol, u16)>) -> bool {
-    addr.is_loopback() && port >= EPHEMERAL.lo && port <= EPHEMERAL.hi && own.contains(&(p, port))
+    addr.is_loopback() && (EPHEMERAL.lo..=EPHEMERAL.hi).contains(&port) && own.contains(&(p, port))
 }
 
 fn protocol_label(p: Protocol) -> &'static str {

@@ -1,8 +1,10 @@
 //! How many learning runs are enough: what each run of a workload added to what the runs
 //! before it allowed. A record is stable when its last runs added nothing; while the last run
 //! still adds items, the workload has behaviour that was not seen yet and enforcing the
-//! profile would refuse it. Used by `profile merge` (runs in the order given) and by the
-//! daemon, which merges each learning run of a container into the profile it wrote before.
+//! profile would refuse it. Used by `profile generate --previous` and by the daemon, which
+//! fold each run into the record of the earlier ones and write the verdict into the profile's
+//! description, and by `profile merge`, which reports it for its inputs in the order given
+//! (its result stays order-independent: no verdict in it).
 use anyhow::Result;
 
 use crate::profile::{self, diff::allowed_by_b_not_a, merge::union, Profile};
@@ -85,6 +87,16 @@ pub fn verdict(inputs: &[Profile], per_run: &[RunAdded]) -> String {
     }
 }
 
+/// `p` without a [`RUNS_PREFIX`] line (`profile merge` keeps its result order-independent and
+/// idempotent: the verdict, which depends on the order of the runs, goes to its report only).
+pub fn without_verdict(mut p: Profile) -> Profile {
+    if let Some(d) = &p.description {
+        let kept: Vec<&str> = d.lines().filter(|l| !l.trim().starts_with(RUNS_PREFIX)).collect();
+        p.description = Some(kept.join("\n"));
+    }
+    p
+}
+
 /// `p` with its description's [`RUNS_PREFIX`] line replaced by `line`.
 pub fn with_verdict(mut p: Profile, line: &str) -> Profile {
     let mut lines: Vec<String> = p
@@ -111,7 +123,11 @@ pub fn fold_into(previous: Profile, run: Profile) -> Result<(Profile, Vec<String
     let mut notes = vec![if per_run[1].added.is_empty() {
         "this run added nothing new to the earlier runs' record".to_string()
     } else {
-        format!("this run added {} to the earlier runs' record: {}", per_run[1].added.len(), per_run[1].added.join("; "))
+        format!(
+            "this run added {} to the earlier runs' record: {}",
+            per_run[1].added.len(),
+            per_run[1].added.join("; ")
+        )
     }];
     let line = verdict(&inputs, &per_run);
     notes.push(line.clone());

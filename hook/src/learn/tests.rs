@@ -271,7 +271,16 @@ fn connects_to_own_kernel_chosen_listeners_follow_the_kernel_not_the_run() {
 
 #[test]
 fn generated_names_are_told_from_plain_ones() {
-    for n in ["tmpk2j3_x9a", "tmpabcdefgh", "tmp.Xy3kQ9aBc1", "sess_8f3a2b", "AbCdEf", "4711", "redis-12345.sock", "f81d4fae7dec"] {
+    for n in [
+        "tmpk2j3_x9a",
+        "tmpabcdefgh",
+        "tmp.Xy3kQ9aBc1",
+        "sess_8f3a2b",
+        "AbCdEf",
+        "4711",
+        "redis-12345.sock",
+        "f81d4fae7dec",
+    ] {
         assert!(looks_generated(n), "{n} looks generated");
     }
     for n in ["db.sqlite", "nginx.conf", "cache", "a1", "x-y-z", "README", "index.html", "tmp"] {

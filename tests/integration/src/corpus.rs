@@ -16,9 +16,9 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::*;
 use serde_json::Value;
 use warden::enforcer::{Enforcer, Mode};
-use crate::*;
 
 fn compile(json: &str) -> warden::profile::CompiledProfile {
     warden::profile::compile(&warden::profile::Profile::from_json(json).expect("profile JSON")).expect("compiling")
@@ -62,7 +62,8 @@ struct Program {
 const CORPUS: &[Program] = &[
     Program {
         name: "python3",
-        covers: "http.server on a kernel-chosen port in a thread, urllib, sqlite3 in mkdtemp, hashlib, subprocess /bin/ls",
+        covers:
+            "http.server on a kernel-chosen port in a thread, urllib, sqlite3 in mkdtemp, hashlib, subprocess /bin/ls",
         workload: r#"python3 - <<'EOF'
 import hashlib, http.server, os, shutil, sqlite3, subprocess, tempfile, threading, urllib.request
 class H(http.server.SimpleHTTPRequestHandler):
@@ -105,14 +106,20 @@ openssl s_server -accept 0 -naccept 1 -www -cert "$FIXT/cert.pem" -key "$FIXT/ke
 for i in $(seq 100); do grep -q '^ACCEPT' "$T/srv" && break; sleep 0.05; done
 port=$(sed -n 's/^ACCEPT .*:\([0-9]*\)$/\1/p' "$T/srv")
 printf 'GET / HTTP/1.0\r\n\r\n' | openssl s_client -connect "127.0.0.1:$port" -quiet -verify_quiet 2>/dev/null | grep -q '^HTTP/1.0 200' && wait && rm -rf "$T" && echo "openssl ok""#,
-        novel: ("a new destination (another address)", r#"openssl s_client -connect "127.0.0.2:$OTHER" </dev/null 2>&1 | grep -q CONNECTED"#),
+        novel: (
+            "a new destination (another address)",
+            r#"openssl s_client -connect "127.0.0.2:$OTHER" </dev/null 2>&1 | grep -q CONNECTED"#,
+        ),
         done: "openssl ok",
     },
     Program {
         name: "git",
         covers: "init, commit, clone and log of a local repository in a temp folder",
         workload: r#"T=$(mktemp -d) && export HOME="$T" GIT_CONFIG_NOSYSTEM=1 && cd "$T" && git init -q src && cd src && git config user.email t@example.org && git config user.name t && echo hi > f && git add f && git commit -qm one && cd .. && git clone -q src dst && git -C dst log --oneline | grep -q one && cd / && rm -rf "$T" && echo "git ok""#,
-        novel: ("http to another address (a new program: git-remote-http)", r#"GIT_CONFIG_NOSYSTEM=1 git ls-remote "http://127.0.0.2:$OTHER/x" 2>&1 | grep -q 'not valid'"#),
+        novel: (
+            "http to another address (a new program: git-remote-http)",
+            r#"GIT_CONFIG_NOSYSTEM=1 git ls-remote "http://127.0.0.2:$OTHER/x" 2>&1 | grep -q 'not valid'"#,
+        ),
         done: "git ok",
     },
     Program {
@@ -139,7 +146,10 @@ my $pid = fork() // die "fork: $!";
 if ($pid == 0) { my $c = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $port, Proto => "tcp") or die "connect: $!"; print $c "ping\n"; close $c; exit 0 }
 my $s = $l->accept or die "accept: $!"; my $line = <$s>; waitpid($pid, 0);
 die "got $line" unless $line eq "ping\n" && $? == 0; print "perl ok\n";'"#,
-        novel: ("a new destination (another address)", r#"perl -MIO::Socket::INET -e 'IO::Socket::INET->new(PeerAddr => "127.0.0.2", PeerPort => $ENV{OTHER}, Proto => "tcp") or die "connect: $!"'"#),
+        novel: (
+            "a new destination (another address)",
+            r#"perl -MIO::Socket::INET -e 'IO::Socket::INET->new(PeerAddr => "127.0.0.2", PeerPort => $ENV{OTHER}, Proto => "tcp") or die "connect: $!"'"#,
+        ),
         done: "perl ok",
     },
 ];
@@ -155,11 +165,8 @@ fn serve_http(addr: &str) -> u16 {
             let mut buf = [0u8; 2048];
             let _ = s.read(&mut buf);
             let body = "<html>hello</html>\n";
-            let _ = write!(
-                s,
-                "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
+            let _ =
+                write!(s, "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}", body.len());
         }
     });
     port
@@ -383,7 +390,6 @@ pub fn corpus(files: bool) -> String {
     eprintln!("{t}");
     t
 }
-
 
 /// Whether warden's probe says the BPF-LSM layer works on this kernel (then the corpus learns
 /// and enforces files and execs too).

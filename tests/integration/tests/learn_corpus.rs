@@ -10,7 +10,9 @@ fn learned_profiles_of_real_programs_hold_and_refuse_what_is_new() {
         return;
     }
     if let Some(tool) = corpus::missing_tool() {
-        gate::skip(&format!("the learn corpus needs Debian's `{tool}` (scripts/setup.sh installs the corpus's packages)"));
+        gate::skip(&format!(
+            "the learn corpus needs Debian's `{tool}` (scripts/setup.sh installs the corpus's packages)"
+        ));
         return;
     }
     // With BPF-LSM (run inside a VM, or a kernel that has it) files and execs are learned and

@@ -691,10 +691,8 @@ fn files_and_execs_with_bpf_lsm() {
                 })
             };
             let k: &'static str = KERNELS.iter().copied().find(|x| x == k).unwrap();
-            let relays = [
-                relay(Box::new(child.stdout.take().unwrap()), k),
-                relay(Box::new(child.stderr.take().unwrap()), k),
-            ];
+            let relays =
+                [relay(Box::new(child.stdout.take().unwrap()), k), relay(Box::new(child.stderr.take().unwrap()), k)];
             (k, start, child, relays)
         })
         .collect();
