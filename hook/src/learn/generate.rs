@@ -211,8 +211,10 @@ pub fn temp_name_dir(path: &str) -> Option<String> {
 
 /// Whether a file name carries a generated part: Python's `tmp` + 8 characters of
 /// `[a-z0-9_]` (tempfile), or a run of at least 6 letters and digits that mixes letters with
-/// digits or lower with upper case (mkstemp's and mktemp's `XXXXXX`, hex ids), or a run of at
-/// least 3 digits (pids, counters). Plain words (`db.sqlite`, `nginx.conf`) are not.
+/// digits or lower with upper case (mkstemp's and mktemp's `XXXXXX`, hex ids). Plain words
+/// (`db.sqlite`, `nginx.conf`) are not, and neither are numbers alone (`app-2024`, a pid in a
+/// folder's name): a number is as often a fixed version or port as a per-run pid, and a
+/// guess that widens a rule must have the stronger evidence.
 pub fn looks_generated(name: &str) -> bool {
     let b = name.as_bytes();
     if let Some(rest) = name.strip_prefix("tmp") {
@@ -225,9 +227,6 @@ pub fn looks_generated(name: &str) -> bool {
         let digits = run.iter().filter(|c| c.is_ascii_digit()).count();
         let lower = run.iter().filter(|c| c.is_ascii_lowercase()).count();
         let upper = run.iter().filter(|c| c.is_ascii_uppercase()).count();
-        if digits >= 3 && lower + upper == 0 {
-            return true;
-        }
         if run.len() >= 6 && ((digits > 0 && lower + upper > 0) || (lower > 0 && upper > 0)) {
             return true;
         }

@@ -32,7 +32,7 @@
 //!   and bounded in the kernel): one rule per path with the uses seen (`r`, `w`, `x`), as the
 //!   kernel resolved it (symlinks followed). Generalised: `/proc/<pid>/...` (the kernel writes
 //!   `/proc/self` as the pid) becomes `/proc/`; under the temp folders ([`TEMP_ROOTS`]) a path
-//!   with a generated name in it (mkstemp/mkdtemp, Python's tempfile, pids: see
+//!   with a generated name in it (mkstemp/mkdtemp, Python's tempfile: see
 //!   [`looks_generated`]) becomes the folder that holds the generated name (rules have no
 //!   wildcards; that folder is the narrowest rule that names no run's own random name); a directory with more than
 //!   [`GenerateOptions::collapse_dir_files`] entries used becomes a `dir/` prefix rule with

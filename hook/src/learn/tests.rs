@@ -271,24 +271,22 @@ fn connects_to_own_kernel_chosen_listeners_follow_the_kernel_not_the_run() {
 
 #[test]
 fn generated_names_are_told_from_plain_ones() {
-    for n in [
-        "tmpk2j3_x9a",
-        "tmpabcdefgh",
-        "tmp.Xy3kQ9aBc1",
-        "sess_8f3a2b",
-        "AbCdEf",
-        "4711",
-        "redis-12345.sock",
-        "f81d4fae7dec",
-    ] {
+    for n in
+        ["tmpk2j3_x9a", "tmpabcdefgh", "tmp.Xy3kQ9aBc1", "sess_8f3a2b", "AbCdEf", "redis-a1b2c3.sock", "f81d4fae7dec"]
+    {
         assert!(looks_generated(n), "{n} looks generated");
     }
-    for n in ["db.sqlite", "nginx.conf", "cache", "a1", "x-y-z", "README", "index.html", "tmp"] {
+    // Numbers alone are not evidence (lsm.rs's fixture folder /tmp/warden-lsm-<pid> must stay
+    // exact: a first version that took 3 digits for a pid widened its rules to /tmp/).
+    for n in
+        ["db.sqlite", "nginx.conf", "cache", "a1", "x-y-z", "README", "index.html", "tmp", "4711", "warden-lsm-123"]
+    {
         assert!(!looks_generated(n), "{n} is a plain name");
     }
     assert_eq!(temp_name_dir("/tmp/tmpk2j3_x9a/db.sqlite").as_deref(), Some("/tmp/"));
     assert_eq!(temp_name_dir("/tmp/app/sess_8f3a2b").as_deref(), Some("/tmp/app/"));
-    assert_eq!(temp_name_dir("/run/app/4711.sock").as_deref(), Some("/run/app/"));
+    assert_eq!(temp_name_dir("/run/app/a1b2c3.sock").as_deref(), Some("/run/app/"));
+    assert_eq!(temp_name_dir("/tmp/warden-lsm-123/rw/b"), None);
     assert_eq!(temp_name_dir("/tmp/app/db.sqlite"), None, "plain names stay exact");
     assert_eq!(temp_name_dir("/etc/tmpk2j3_x9a"), None, "only under the temp folders");
     assert_eq!(temp_name_dir("/tmpx/tmpk2j3_x9a"), None, "a folder boundary, not a string prefix");
