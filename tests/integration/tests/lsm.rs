@@ -685,8 +685,12 @@ fn files_and_execs_with_bpf_lsm() {
             let relay = |r: Box<dyn std::io::Read + Send>, k: &'static str| {
                 std::thread::spawn(move || {
                     use std::io::BufRead as _;
+                    // Straight to stderr, not eprintln!: the test harness captures what the
+                    // test's threads print and shows it only if the test fails, and a CI log
+                    // must show a VM that hangs while it hangs.
+                    use std::io::Write as _;
                     for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
-                        eprintln!("[{k}] {line}");
+                        let _ = writeln!(std::io::stderr().lock(), "[{k}] {line}");
                     }
                 })
             };
