@@ -85,24 +85,20 @@ pub fn item_addr(k: &LearnKey) -> Option<IpAddr> {
 
 /// One line per item, for reports.
 pub fn item_text(k: &LearnKey) -> String {
+    // Protocol and address of an inet item: `tcp 127.0.0.1`.
+    let endpoint = || {
+        let proto = match proto_of(k.proto) {
+            Protocol::Tcp => "tcp".to_string(),
+            Protocol::Udp => "udp".to_string(),
+            Protocol::Any => format!("proto{}", k.proto),
+        };
+        let addr = item_addr(k).map(|a| a.to_string()).unwrap_or_else(|| format!("af{}", k.family));
+        format!("{proto} {addr}")
+    };
     match k.kind {
-        kind::CONNECT | kind::SENDMSG | kind::BIND => {
-            let proto = match proto_of(k.proto) {
-                Protocol::Tcp => "tcp".to_string(),
-                Protocol::Udp => "udp".to_string(),
-                Protocol::Any => format!("proto{}", k.proto),
-            };
-            let addr = item_addr(k).map(|a| a.to_string()).unwrap_or_else(|| format!("af{}", k.family));
-            format!("{} {proto} {addr} port {}", kind_name(k.kind), k.port)
-        }
+        kind::CONNECT | kind::SENDMSG | kind::BIND => format!("{} {} port {}", kind_name(k.kind), endpoint(), k.port),
         warden_common::learn_kind::KERNEL_CHOSEN_LISTENER => {
-            let addr = item_addr(k).map(|a| a.to_string()).unwrap_or_else(|| format!("af{}", k.family));
-            let proto = match proto_of(k.proto) {
-                Protocol::Tcp => "tcp".to_string(),
-                Protocol::Udp => "udp".to_string(),
-                Protocol::Any => format!("proto{}", k.proto),
-            };
-            format!("own listener {proto} {addr} port {} (chosen by the kernel)", k.port)
+            format!("own listener {} port {} (chosen by the kernel)", endpoint(), k.port)
         }
         kind::SOCKET => {
             let mut s = format!("socket family {}", family_name(k.family as u32));
