@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Version of the pinned map layout. A daemon refuses to adopt pins of another version.
-pub const MAP_LAYOUT_VERSION: u32 = 3;
+pub const MAP_LAYOUT_VERSION: u32 = 4;
 
 /// Number of syscall numbers a profile bitmap covers. x86_64 and aarch64 numbers are all below
 /// 512; any number at or above it (x32 numbers have bit 30 set) is outside every allow-list.
@@ -327,6 +327,56 @@ pub struct Net6Key {
     pub addr: [u8; 16],
 }
 
+/// Key data of the node-wide deny-list trie (`WARDEN_DENY`). Both address families in one trie:
+/// IPv4 entries are stored IPv4-mapped (`::ffff:a.b.c.d/96+n`), which is also how a connect
+/// through an AF_INET6 socket to a mapped address is judged (no bypass by address form).
+/// Two versions live side by side (`version`): userspace fills the inactive one, then switches
+/// `WARDEN_STATE[STATE_DENY]` to it, so a program sees either the old lists or the new, whole.
+/// An entry without a port has `ported` 0 and `proto`/`port_be` 0; one with a port has
+/// `ported` 1 and its protocol and port, so its prefix covers them: a lookup per form, each one
+/// LPM walk, whatever the number of entries.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DenyKey {
+    pub version: u8,
+    pub ported: u8,
+    pub proto: u8,
+    pub port_be: [u8; 2],
+    pub addr: [u8; 16],
+}
+
+/// Bits of `DenyKey` before the address: a full-address lookup has prefix `DENY_KEY_HEAD_BITS + 128`.
+pub const DENY_KEY_HEAD_BITS: u32 = 40;
+/// Entries one version of the deny lists may hold (the trie holds two versions).
+pub const DENY_MAX_ENTRIES: u32 = 1 << 19;
+/// Deny lists the daemon tells apart in events and hit counters (list ids are 0..DENY_MAX_LISTS).
+pub const DENY_MAX_LISTS: u32 = 256;
+
+/// Value of the deny-list trie: which list and line the entry came from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DenyEntry {
+    /// The list's id (stable for the daemon's lifetime; names in `warden status`).
+    pub list: u32,
+    pub line: u32,
+}
+
+/// Value of the userspace-only `WARDEN_DENY_NAMES` array, indexed by list id: the list's
+/// (file) name, NUL padded, so that `warden events` names lists from the pins alone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenyListName {
+    pub name: [u8; 64],
+}
+
+/// `WARDEN_STATE[STATE_DENY]` bits: whether any deny list is in force, which version, and
+/// whether any entry has a port (else the ported lookup is skipped).
+pub mod deny_state {
+    pub const ACTIVE: u64 = 1;
+    pub const VERSION: u64 = 2;
+    pub const PORTED: u64 = 4;
+}
+
 /// Value of the userspace-only `WARDEN_PROFILE_META` map, keyed by profile id: lets a restarted daemon
 /// know which profile version an id holds (pinned state is the only state).
 #[repr(C)]
@@ -497,6 +547,11 @@ pub struct Event {
     /// IPv4 in the first four bytes, or IPv6.
     pub addr: [u8; 16],
     pub comm: [u8; 16],
+    /// Denied by a node-wide deny list: the list's id + 1 (0: not a deny-list denial). The
+    /// daemon maps ids to list names ([`DenyEntry::list`]).
+    pub deny_list: u32,
+    /// Denied by a deny list: the entry's line in the list file.
+    pub deny_line: u32,
 }
 
 /// Ring buffer record of the FILE and EXEC kinds: the common header plus the path the kernel
@@ -602,6 +657,9 @@ mod user {
     unsafe impl aya::Pod for LearnFileUse {}
     unsafe impl aya::Pod for FileEvent {}
     unsafe impl aya::Pod for FileKey {}
+    unsafe impl aya::Pod for DenyKey {}
+    unsafe impl aya::Pod for DenyEntry {}
+    unsafe impl aya::Pod for DenyListName {}
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@
 //!   each confined cgroup, so they only ever run for confined processes. `warden_ingress`
 //!   (cgroup_skb ingress): connections to listeners on ports the profile may not bind (listen()
 //!   without bind() runs no bind hook) are dropped.
+//! - `deny`: the node-wide deny lists (one LPM trie), checked first by the connect/sendmsg
+//!   programs above and `warden_socket_sendmsg`; `warden_deny_connect4/6` and
+//!   `warden_deny_sendmsg4/6` apply them to unconfined containers below an operator's cgroup.
 //! - `descendants`: `warden_cgroup_mkdir` / `warden_cgroup_rmdir` (raw_tp): a cgroup made below
 //!   a confined cgroup inherits its policy before mkdir() returns, so no process can escape by
 //!   moving into a fresh sub-cgroup. `warden_exec_arm` (raw_tp sched_process_exec) arms a
@@ -47,6 +50,7 @@
 // would copy each key (some are 256 bytes) onto the 512-byte BPF stack.
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod deny;
 mod descendants;
 mod files;
 mod gates;

@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use warden_common::{
-    CgroupPolicy, Counters, FileKey, LearnFileKey, LearnFileUse, LearnInfo, LearnKey, Net4Key, Net6Key, PathScratch,
-    PortRules, ProfileHeader, ProfileMeta, RateWindow, SyscallSet, LEARN_FILES_ENTRIES, LEARN_NET_ENTRIES,
+    CgroupPolicy, Counters, DenyEntry, DenyKey, DenyListName, FileKey, LearnFileKey, LearnFileUse, LearnInfo, LearnKey,
+    Net4Key, Net6Key, PathScratch, PortRules, ProfileHeader, ProfileMeta, RateWindow, SyscallSet, DENY_MAX_ENTRIES,
+    DENY_MAX_LISTS, LEARN_FILES_ENTRIES, LEARN_NET_ENTRIES,
 };
 
 /// Confined cgroups by cgroup2 id: the daemon's entries and the ones the mkdir tracepoint
@@ -59,13 +60,26 @@ pub(crate) static WARDEN_FILES: LpmTrie<FileKey, u32> = LpmTrie::pinned(65536, 0
 /// its own. The LSM programs are not sleepable, so nothing else runs on this CPU meanwhile.
 #[map]
 pub(crate) static WARDEN_PATH_SCRATCH: PerCpuArray<PathScratch> = PerCpuArray::with_max_entries(1, 0);
+/// Node-wide deny lists, both versions (see warden_common::DenyKey): allocated per entry, so
+/// an empty trie costs nothing.
+#[map]
+pub(crate) static WARDEN_DENY: LpmTrie<DenyKey, DenyEntry> = LpmTrie::pinned(2 * DENY_MAX_ENTRIES, 0);
+/// Deny-list hits by list id, per CPU (`warden_deny_list_hits_total`).
+#[map]
+pub(crate) static WARDEN_DENY_HITS: PerCpuArray<u64> = PerCpuArray::pinned(DENY_MAX_LISTS, 0);
+/// Userspace only: deny-list names by list id (defined here so it is pinned with the rest).
+#[map]
+pub(crate) static WARDEN_DENY_NAMES: Array<DenyListName> = Array::pinned(DENY_MAX_LISTS, 0);
 /// Index 0: pinned layout version (written by userspace). Index 1: cgroups that could not
-/// inherit a policy because WARDEN_CGROUPS was full (the daemon alarms on it).
+/// inherit a policy because WARDEN_CGROUPS was full (the daemon alarms on it). Index 2: the
+/// deny lists' state (warden_common::deny_state).
 #[map]
 pub(crate) static WARDEN_STATE: Array<u64> = Array::pinned(4, 0);
 
 /// Index in WARDEN_STATE of the inherit-failure count (hook/src/enforcer/maps.rs reads it there).
 pub(crate) const STATE_INHERIT_FAILURES: u32 = 1;
+/// Index in WARDEN_STATE of the deny lists' state.
+pub(crate) const STATE_DENY: u32 = 2;
 
 /// This CPU's path scratch (file programs and file learning).
 #[inline(always)]

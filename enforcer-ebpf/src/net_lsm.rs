@@ -292,5 +292,10 @@ pub fn warden_socket_sendmsg(ctx: LsmContext) -> i32 {
         path: core::ptr::null(),
         from_packet: false,
     };
+    // The node's deny lists cover raw and ping sends too (entries without a port).
+    if let Some(e) = crate::deny::listed(&a) {
+        crate::deny::refuse(cgid, root, &pol, &a, e);
+        return LSM_DENY;
+    }
     verdict(cgid, root, &pol, allowed, &a)
 }

@@ -61,11 +61,9 @@ fn ip6_bytes(words: [u32; 4]) -> [u8; 16] {
     b
 }
 
-/// connect/sendmsg (k = CONNECT or SENDMSG) and bind (k = BIND), v4 or v6.
+/// The attempt a sock_addr hook judges: protocol, destination (or bind) address and port.
 #[inline(always)]
-fn sock_addr(ctx: &SockAddrContext, k: u8, v6: bool) -> i32 {
-    let cgid = unsafe { bpf_get_current_cgroup_id() };
-    let Some((root, pol)) = policy_for(cgid) else { return ALLOW };
+pub(crate) fn sock_addr_attempt(ctx: &SockAddrContext, k: u8, v6: bool) -> Attempt {
     let sa = unsafe { &*ctx.sock_addr };
     let proto = sa.protocol as u8;
     let port = u16::from_be(sa.user_port as u16);
@@ -80,8 +78,23 @@ fn sock_addr(ctx: &SockAddrContext, k: u8, v6: bool) -> i32 {
         b[3] = a[3];
         (AF_INET, b)
     };
-    let attempt =
-        Attempt { kind: k, nr: proto as u32, family, port, addr, path: core::ptr::null(), from_packet: false };
+    Attempt { kind: k, nr: proto as u32, family, port, addr, path: core::ptr::null(), from_packet: false }
+}
+
+/// connect/sendmsg (k = CONNECT or SENDMSG) and bind (k = BIND), v4 or v6.
+#[inline(always)]
+fn sock_addr(ctx: &SockAddrContext, k: u8, v6: bool) -> i32 {
+    let cgid = unsafe { bpf_get_current_cgroup_id() };
+    let Some((root, pol)) = policy_for(cgid) else { return ALLOW };
+    let attempt = sock_addr_attempt(ctx, k, v6);
+    let (proto, port, addr) = (attempt.nr as u8, attempt.port, attempt.addr);
+    // The node's deny lists come first and apply in every mode (see deny.rs).
+    if k != kind::BIND {
+        if let Some(e) = crate::deny::listed(&attempt) {
+            crate::deny::refuse(cgid, root, &pol, &attempt, e);
+            return DENY;
+        }
+    }
 
     let allowed = match profile(pol.profile_id) {
         None => false, // confined, profile missing: fail closed

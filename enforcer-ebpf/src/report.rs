@@ -13,6 +13,20 @@ use crate::{
 /// spent or the ring buffer is full, in which case the drop is counted.
 #[inline(always)]
 pub(crate) fn report(cgid: u64, root: u64, pol: &CgroupPolicy, verdict: u8, a: &Attempt) {
+    report_with(cgid, root, pol, verdict, a, 0, 0)
+}
+
+/// [`report`], with the deny-list entry (list id + 1, line) that refused the attempt.
+#[inline(always)]
+pub(crate) fn report_with(
+    cgid: u64,
+    root: u64,
+    pol: &CgroupPolicy,
+    verdict: u8,
+    a: &Attempt,
+    deny_list: u32,
+    deny_line: u32,
+) {
     let counters = match WARDEN_COUNTERS.get_ptr_mut(&root) {
         Some(c) => c,
         None => {
@@ -68,6 +82,8 @@ pub(crate) fn report(cgid: u64, root: u64, pol: &CgroupPolicy, verdict: u8, a: &
         port: a.port,
         addr: a.addr,
         comm: if a.from_packet { [0; 16] } else { bpf_get_current_comm().unwrap_or([0; 16]) },
+        deny_list,
+        deny_line,
     };
     if a.kind == kind::FILE || a.kind == kind::EXEC {
         let Some(mut entry) = WARDEN_EVENTS.reserve::<FileEvent>(0) else {

@@ -53,6 +53,28 @@ pub struct Config {
     /// instead. An idle attached sys_enter costs every process ~0.1 us per syscall, so this is
     /// bounded rather than forever. See enforcer::attach::SharedHook.
     pub hook_idle_detach_seconds: u64,
+    /// Node-wide deny lists (crate::denylist).
+    pub deny_lists: DenyListsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DenyListsConfig {
+    /// Folder of list files: one address or CIDR per line (crate::denylist::parse). A missing
+    /// folder holds no lists.
+    pub dir: PathBuf,
+    /// Also apply the lists to every container below this cgroup, confined or not (a path
+    /// below the cgroup2 mount, e.g. "/kubepods.slice" or "/kubepods"; never "/": warden's own
+    /// service and the node's other services are not below the pods' cgroup).
+    pub node_cgroup: Option<PathBuf>,
+    /// Reload when a file in `dir` changes (SIGHUP always reloads).
+    pub watch: bool,
+}
+
+impl Default for DenyListsConfig {
+    fn default() -> Self {
+        DenyListsConfig { dir: "/etc/warden/deny-lists".into(), node_cgroup: None, watch: true }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +129,7 @@ impl Default for Config {
             watch_profiles: true,
             drop_capabilities: true,
             hook_idle_detach_seconds: 120,
+            deny_lists: DenyListsConfig::default(),
         }
     }
 }
@@ -147,6 +170,16 @@ impl Config {
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             anyhow::bail!("log_format: {:?} must be text or json", self.log_format);
+        }
+        if let Some(c) = &self.deny_lists.node_cgroup {
+            let ok = c.is_absolute()
+                && c.components().any(|p| matches!(p, std::path::Component::Normal(_)))
+                && !c.components().any(|p| matches!(p, std::path::Component::ParentDir));
+            if !ok {
+                anyhow::bail!(
+                    "deny_lists.node_cgroup: {c:?} must be a cgroup below the cgroup2 mount, written from its root                      (\"/kubepods.slice\"), without \"..\"; the root cgroup itself is refused (it holds the node's services)"
+                );
+            }
         }
         if let Some(a) = &self.metrics_address {
             a.parse::<std::net::SocketAddr>()
@@ -199,6 +232,12 @@ mod tests {
         assert!(e.contains("two digits"), "{e}");
         let e = Config::from_toml("metrics_address = \"localhost\"").unwrap_err().to_string();
         assert!(e.contains("metrics_address"), "{e}");
+        for bad in ["/", "kubepods", "/kubepods/../..", "//"] {
+            let e = Config::from_toml(&format!("[deny_lists]\nnode_cgroup = {bad:?}")).unwrap_err().to_string();
+            assert!(e.contains("deny_lists.node_cgroup"), "{bad}: {e}");
+        }
+        let c = Config::from_toml("[deny_lists]\nnode_cgroup = \"/kubepods.slice\"\ndir = \"/tmp/d\"").unwrap();
+        assert_eq!(c.deny_lists.node_cgroup.as_deref(), Some(Path::new("/kubepods.slice")));
         let c = Config::from_toml("metrics_address = \"127.0.0.1:9464\"\nlog_rate_limit = 5").unwrap();
         assert_eq!((c.metrics_address.as_deref(), c.log_rate_limit), (Some("127.0.0.1:9464"), 5));
     }

@@ -48,6 +48,11 @@ pub struct EventView {
     /// FILE and EXEC: the operation (`open`, `create`, `unlink`, `rename-to`, `exec`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub op: Option<&'static str>,
+    /// Refused by a node-wide deny list: its name, and the entry's line in its file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny_list: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny_line: Option<u32>,
 }
 
 pub fn file_op_name(op: u16) -> &'static str {
@@ -125,6 +130,8 @@ pub fn view(ev: &Event, profile: String) -> EventView {
         path: None,
         access: None,
         op: None,
+        deny_list: None,
+        deny_line: None,
     };
     match ev.kind {
         kind::SYSCALL => {
@@ -204,10 +211,19 @@ pub fn read(
             .then(|| unsafe { std::ptr::read_unaligned(item.as_ptr() as *const FileEvent) });
             drop(item);
             let profile = maps.meta_of(ev.profile_id).map(|m| name_of(&m)).unwrap_or_default();
-            let v = match &fe {
+            let mut v = match &fe {
                 Some(fe) => file_view(fe, profile),
                 None => view(&ev, profile),
             };
+            if ev.deny_list != 0 {
+                let list = maps.deny_list_name(ev.deny_list - 1);
+                v.detail = format!("{} (deny list {list}, line {})", v.detail, ev.deny_line);
+                v.deny_list = Some(list);
+                v.deny_line = Some(ev.deny_line);
+                if v.profile.is_empty() {
+                    v.profile = "(not confined)".into();
+                }
+            }
             if !sink(v) {
                 return Ok(());
             }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod config_check;
 pub mod control;
 pub mod daemon;
+pub mod denylist;
 pub mod enforcer;
 pub mod escape;
 pub mod events;

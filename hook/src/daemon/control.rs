@@ -86,6 +86,7 @@ impl control::Handler for Daemon {
         });
         v["kernel"] = serde_json::to_value(&self.probe).unwrap_or(Value::Null);
         v["containers"] = serde_json::to_value(self.container_infos()).unwrap_or(Value::Null);
+        v["deny_lists"] = serde_json::to_value(self.deny_list_status()).unwrap_or(Value::Null);
         v
     }
 
@@ -142,5 +143,14 @@ impl control::Handler for Daemon {
             info!(container_id = %id, peer_pid = peer.pid, "released (control socket)");
         }
         released
+    }
+}
+
+impl Daemon {
+    /// Each deny list: entries and version in force, refusal, hits.
+    pub fn deny_list_status(&self) -> Vec<crate::denylist::ListStatus> {
+        let deny = self.deny.lock().unwrap();
+        let enf = self.enforcer.lock().unwrap();
+        deny.status(|id| enf.maps().deny_hits_of(id))
     }
 }

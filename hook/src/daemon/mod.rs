@@ -61,6 +61,8 @@ pub struct Daemon {
     pub(crate) pending: backstop::Pending,
     /// Compiled profiles by content (config_check::CompileCache).
     pub(crate) compiled: crate::config_check::CompileCache,
+    /// The node-wide deny lists in force (crate::denylist). Lock order: this, then `enforcer`.
+    pub(crate) deny: Mutex<crate::denylist::DenyLists>,
 }
 
 impl Daemon {
@@ -80,6 +82,16 @@ impl Daemon {
         // Node-wide hooks outlive their last user by this grace (enforcer::attach::SharedHook says why).
         enforcer.set_idle_grace(std::time::Duration::from_secs(cfg.hook_idle_detach_seconds));
         let ops = Ops::new(&cfg);
+        // Deny lists: the node-wide programs where the operator asked for them (a cgroup that
+        // cannot be attached refuses the start: the operator asked for every container), then
+        // the lists themselves. Files that do not parse are refused and reported (below); a
+        // folder that cannot be read, or a kernel that refuses the entries, refuses the start.
+        enforcer.reset_deny_hits();
+        let node_cgroup = cfg.deny_lists.node_cgroup.as_ref().map(|c| cgroup2.join(c.strip_prefix("/").unwrap_or(c)));
+        enforcer.attach_deny_node_wide(node_cgroup.as_deref()).context("deny_lists.node_cgroup")?;
+        let mut deny = crate::denylist::DenyLists::new(&cfg.deny_lists.dir);
+        let r = deny.reload(&mut enforcer).context("loading the deny lists")?;
+        crate::daemon::reload::log_deny_reload(&ops, &r, "start");
         Ok(Daemon {
             cfg,
             probe,
@@ -91,6 +103,7 @@ impl Daemon {
             pod_keys: Default::default(),
             pending: Default::default(),
             compiled: Default::default(),
+            deny: Mutex::new(deny),
         })
     }
 

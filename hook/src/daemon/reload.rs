@@ -20,6 +20,25 @@ pub struct Reloaded {
 }
 
 impl Daemon {
+    /// Reads the deny-list folder again and puts it in force as one new version (lists whose
+    /// file does not parse keep their previous version; see crate::denylist).
+    pub fn reload_deny_lists(&self, why: &str) -> Option<crate::denylist::Reloaded> {
+        let mut deny = self.deny.lock().unwrap();
+        let r = deny.reload(&mut self.enforcer.lock().unwrap());
+        match r {
+            Ok(r) => {
+                log_deny_reload(&self.ops, &r, why);
+                Some(r)
+            }
+            Err(e) => {
+                self.ops.metrics.profile_error("deny-list");
+                error!(dir = %deny.dir().display(), error = %format!("{e:#}"), why,
+                       "deny-list reload FAILED: the lists in force stay");
+                None
+            }
+        }
+    }
+
     /// Recompiles every profile in use and switches its containers to changed versions.
     ///
     /// The work is done before the reload gate is taken, so that a reload of big profiles does
@@ -67,4 +86,13 @@ impl Daemon {
         }
         out
     }
+}
+
+/// Logs what a deny-list reload did: the version in force, and each refused file.
+pub(crate) fn log_deny_reload(ops: &crate::ops::Ops, r: &crate::denylist::Reloaded, why: &str) {
+    for refused in &r.refused {
+        ops.metrics.profile_error("deny-list");
+        error!(error = %refused, why, "deny list REFUSED: its previous version (if any) stays in force");
+    }
+    info!(lists = r.lists, entries = r.entries, load_ms = r.load.as_secs_f64() * 1000.0, why, "deny lists in force");
 }

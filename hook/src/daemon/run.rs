@@ -32,6 +32,11 @@ pub fn run(cfg: Config) -> Result<()> {
     }
     let metrics = cfg.metrics_address.as_deref().map(ops::metrics::bind).transpose()?;
     let watcher = if cfg.watch_profiles { ops::reload::watch(&cfg.profile_dirs)? } else { None };
+    let deny_watcher = if cfg.deny_lists.watch {
+        ops::reload::watch_with(std::slice::from_ref(&cfg.deny_lists.dir), ops::reload::is_deny_list_trigger)?
+    } else {
+        None
+    };
     let drop_caps = cfg.drop_capabilities;
     let daemon = Arc::new(Daemon::new(cfg)?);
     // Before any other thread exists: capabilities are per thread and inherited.
@@ -53,6 +58,14 @@ pub fn run(cfg: Config) -> Result<()> {
         std::thread::Builder::new().name("profile-watch".into()).spawn(move || {
             w.run(|why| {
                 d.reload_profiles(why);
+            })
+        })?;
+    }
+    if let Some(w) = deny_watcher {
+        let d = daemon.clone();
+        std::thread::Builder::new().name("deny-list-watch".into()).spawn(move || {
+            w.run(|why| {
+                d.reload_deny_lists(why);
             })
         })?;
     }
@@ -105,10 +118,14 @@ fn spawn_tasks(daemon: &Arc<Daemon>, mut hup: tokio::signal::unix::Signal, metri
     let d = daemon.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            info!("SIGHUP: reloading profiles");
+            info!("SIGHUP: reloading profiles and deny lists");
             let d = d.clone();
             // Compiling and writing maps blocks: off the runtime thread.
-            let _ = tokio::task::spawn_blocking(move || d.reload_profiles("SIGHUP")).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                d.reload_profiles("SIGHUP");
+                d.reload_deny_lists("SIGHUP");
+            })
+            .await;
         }
     });
     let d = daemon.clone();
@@ -161,6 +178,10 @@ impl Daemon {
         }
         for (_, r) in &recs {
             m.account(enf.maps(), &r.labels());
+        }
+        drop(enf);
+        for l in self.deny_list_status() {
+            m.deny_list(&l.name, l.hits, l.entries);
         }
     }
 }

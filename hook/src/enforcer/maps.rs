@@ -3,14 +3,17 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
-use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuHashMap, RingBuf};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use warden_common::{
-    cgroup_flags, CgroupPolicy, Counters, FileKey, LearnFileKey, LearnFileUse, LearnInfo, LearnKey, Net4Key, Net6Key,
-    PortRules, ProfileHeader, ProfileMeta, RateWindow, SyscallSet, MAP_LAYOUT_VERSION,
+    cgroup_flags, CgroupPolicy, Counters, DenyEntry, DenyKey, DenyListName, FileKey, LearnFileKey, LearnFileUse,
+    LearnInfo, LearnKey, Net4Key, Net6Key, PortRules, ProfileHeader, ProfileMeta, RateWindow, SyscallSet,
+    MAP_LAYOUT_VERSION,
 };
 
 pub const STATE_LAYOUT: u32 = 0;
 pub const STATE_INHERIT_FAILURES: u32 = 1;
+/// The deny lists' state (warden_common::deny_state bits).
+pub const STATE_DENY: u32 = 2;
 
 pub struct Maps {
     pub cgroups: HashMap<MapData, u64, CgroupPolicy>,
@@ -27,6 +30,9 @@ pub struct Maps {
     pub learn_info: HashMap<MapData, u64, LearnInfo>,
     pub learn_files: HashMap<MapData, LearnFileKey, LearnFileUse>,
     pub state: Array<MapData, u64>,
+    pub deny: LpmTrie<MapData, DenyKey, DenyEntry>,
+    pub deny_hits: PerCpuArray<MapData, u64>,
+    pub deny_names: Array<MapData, DenyListName>,
 }
 
 pub fn maps_dir(pin_dir: &Path) -> PathBuf {
@@ -62,6 +68,9 @@ impl Maps {
             learn_info: open(&dir, "WARDEN_LEARN_INFO")?.try_into()?,
             learn_files: open(&dir, "WARDEN_LEARN_FILES")?.try_into()?,
             state: open(&dir, "WARDEN_STATE")?.try_into()?,
+            deny: open(&dir, "WARDEN_DENY")?.try_into()?,
+            deny_hits: open(&dir, "WARDEN_DENY_HITS")?.try_into()?,
+            deny_names: open(&dir, "WARDEN_DENY_NAMES")?.try_into()?,
         })
     }
 
@@ -143,6 +152,22 @@ impl Maps {
 
     pub fn meta_of(&self, profile_id: u32) -> Option<ProfileMeta> {
         self.meta.get(&profile_id, 0).ok()
+    }
+
+    /// The name of deny list `id` (as the daemon last wrote it), or `list<id>`.
+    pub fn deny_list_name(&self, id: u32) -> String {
+        match self.deny_names.get(&id, 0) {
+            Ok(n) if n.name[0] != 0 => {
+                let end = n.name.iter().position(|b| *b == 0).unwrap_or(n.name.len());
+                String::from_utf8_lossy(&n.name[..end]).into_owned()
+            }
+            _ => format!("list{id}"),
+        }
+    }
+
+    /// Hits of deny list `id`, summed over CPUs.
+    pub fn deny_hits_of(&self, id: u32) -> u64 {
+        self.deny_hits.get(&id, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
 
     pub fn inherit_failures(&self) -> u64 {

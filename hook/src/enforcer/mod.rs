@@ -13,6 +13,7 @@ pub mod files;
 pub mod maps;
 
 mod attach;
+pub mod deny;
 mod install;
 mod programs;
 

@@ -43,6 +43,12 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListLabels {
+    /// The deny list's name (its file name).
+    pub list: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LayerLabels {
     pub layer: String,
 }
@@ -66,6 +72,10 @@ pub struct Metrics {
     layers: Family<LayerLabels, Gauge>,
     unmatched_keys: Counter,
     seen: Mutex<HashMap<u64, Seen>>,
+    deny_hits: Family<ListLabels, Counter>,
+    deny_entries: Family<ListLabels, Gauge>,
+    /// Last kernel hit count seen per list.
+    deny_seen: Mutex<HashMap<String, u64>>,
 }
 
 impl Default for Metrics {
@@ -118,8 +128,19 @@ impl Metrics {
             "Per-container annotation keys (warden.io/profile.NAME, mode.NAME) that named no container of their pod once its containers had started",
             unmatched_keys.clone(),
         );
+        let deny_hits = Family::<ListLabels, Counter>::default();
+        registry.register(
+            "deny_list_hits",
+            "Connects and sends refused because a node-wide deny list names the destination, per list (events name the entry)",
+            deny_hits.clone(),
+        );
+        let deny_entries = Family::<ListLabels, Gauge>::default();
+        registry.register("deny_list_entries", "Entries in force per node-wide deny list", deny_entries.clone());
         Metrics {
             registry,
+            deny_hits,
+            deny_entries,
+            deny_seen: Mutex::new(HashMap::new()),
             denials,
             events_dropped,
             confined,
@@ -129,6 +150,16 @@ impl Metrics {
             unmatched_keys,
             seen: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A deny list's kernel hit count now and its entries in force.
+    pub fn deny_list(&self, list: &str, hits: u64, entries: usize) {
+        let labels = ListLabels { list: list.into() };
+        let mut seen = self.deny_seen.lock().unwrap();
+        let last = seen.entry(list.to_string()).or_default();
+        self.deny_hits.get_or_create(&labels).inc_by(hits.saturating_sub(*last));
+        *last = hits.max(*last);
+        self.deny_entries.get_or_create(&labels).set(entries as i64);
     }
 
     pub fn unmatched_container_key(&self) {

@@ -13,9 +13,11 @@ use anyhow::{Context as _, Result};
 use inotify::{Inotify, WatchMask};
 use tracing::{error, info, warn};
 
-/// inotify watches on the profile folders.
+/// inotify watches on the profile folders (or the deny-list folder).
 pub struct Watcher {
     inotify: Inotify,
+    /// Whether a change to a folder entry of this name is worth a reload.
+    trigger: fn(Option<&std::ffi::OsStr>) -> bool,
 }
 
 const MASK: WatchMask =
@@ -23,17 +25,27 @@ const MASK: WatchMask =
 
 /// Watches each existing folder (a missing one is skipped: it cannot hold profiles in use).
 pub fn watch(dirs: &[PathBuf]) -> Result<Option<Watcher>> {
+    watch_with(dirs, is_trigger)
+}
+
+/// Deny-list folder entries that may change a list (crate::denylist::is_list_name), and `..data`.
+pub fn is_deny_list_trigger(name: Option<&std::ffi::OsStr>) -> bool {
+    name.and_then(|n| n.to_str()).is_some_and(|n| crate::denylist::is_list_name(n) || n == "..data")
+}
+
+/// [`watch`] with another trigger.
+pub fn watch_with(dirs: &[PathBuf], trigger: fn(Option<&std::ffi::OsStr>) -> bool) -> Result<Option<Watcher>> {
     let inotify = Inotify::init().context("inotify_init")?;
     let mut n = 0;
     for d in dirs {
         if !d.is_dir() {
-            info!(dir = %d.display(), "profile folder missing: not watched");
+            info!(dir = %d.display(), "folder missing: not watched (create it and send SIGHUP, or restart)");
             continue;
         }
         inotify.watches().add(d, MASK).with_context(|| format!("watching {}", d.display()))?;
         n += 1;
     }
-    Ok((n > 0).then_some(Watcher { inotify }))
+    Ok((n > 0).then_some(Watcher { inotify, trigger }))
 }
 
 /// Whether a change to this folder entry may change a profile: a `*.json` file, or `..data`,
@@ -58,7 +70,7 @@ impl Watcher {
                             // The folder itself went away (removed, unmounted): its watch is gone.
                             warn!("a profile folder is no longer watched (removed?): edits there need SIGHUP or a restart");
                         }
-                        if is_trigger(e.name) {
+                        if (self.trigger)(e.name) {
                             changed.insert(e.name.unwrap_or_default().to_string_lossy().into_owned());
                         }
                     }
@@ -81,7 +93,7 @@ impl Watcher {
                 match self.inotify.read_events(&mut buf) {
                     Ok(evs) => {
                         for e in evs {
-                            if is_trigger(e.name) {
+                            if (self.trigger)(e.name) {
                                 changed.insert(e.name.unwrap_or_default().to_string_lossy().into_owned());
                             }
                         }

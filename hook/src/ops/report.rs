@@ -157,7 +157,9 @@ fn line(ev: &EventView, who: &Who) {
                   profile = %ev.profile, rule = %who.rule, mode = %ev.mode, kind = ev.kind, verdict = ev.verdict,
                   syscall = ev.syscall.as_deref(), path = ev.path.as_deref(), access = ev.access.as_deref(), op = ev.op,
                   address = ev.address.as_deref(), port = ev.port, protocol = ev.protocol.as_deref(), family = ev.family.as_deref(),
-                  pid = ev.pid, comm = %ev.comm, cgroup_id = ev.root_cgroup, "{}", ev.detail)
+                  deny_list = ev.deny_list.as_deref(), deny_line = ev.deny_line,
+                  // An unconfined container refused by a node-wide deny list has no root: its own cgroup.
+                  pid = ev.pid, comm = %ev.comm, cgroup_id = if ev.root_cgroup == 0 { ev.cgroup_id } else { ev.root_cgroup }, "{}", ev.detail)
         };
     }
     if ev.verdict == "learned" {
