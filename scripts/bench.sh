@@ -7,7 +7,7 @@
 #   sudo ./scripts/bench.sh --quick    # few iterations: checks every part produces a figure
 #   options: --no-containers  --no-vm  (skip those parts)
 #
-# Parts: syscalls, network, scale, profile validation at the size limits (warden-bench,
+# Parts: syscalls, network, deny lists, scale, profile validation at the size limits (warden-bench,
 # native); container start and event flood (warden-bench-containers: private containerd +
 # `warden run`); file rules (warden-bench --part files inside the VM harness, tests/vm/run, on
 # Debian's 6.1 and 7.x kernels, since BPF-LSM needs BPF trampolines this host's kernel may
@@ -57,7 +57,7 @@ fi
 
 echo "# warden benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 echo
-"$target/release/warden-bench" --part syscalls,net,scale,profile "${native[@]}"
+"$target/release/warden-bench" --part syscalls,net,deny,scale,profile "${native[@]}"
 if [ "$containers" = 1 ]; then
     "$target/release/warden-bench-containers" "${ctr[@]}"
 fi

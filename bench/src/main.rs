@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 
+mod deny;
 mod files;
 mod scale;
 mod validation;
@@ -248,7 +249,7 @@ impl Drop for PinGuard {
 
 /// Which parts run (`--part a,b`): everything native by default; `files` needs BPF-LSM
 /// (scripts/bench.sh runs it inside the VM harness); `profile` alone needs no root.
-const ALL_PARTS: &[&str] = &["syscalls", "net", "scale", "profile"];
+const ALL_PARTS: &[&str] = &["syscalls", "net", "deny", "scale", "profile"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -269,8 +270,8 @@ fn main() -> Result<()> {
         None => ALL_PARTS.iter().map(|s| s.to_string()).collect(),
     };
     for p in &parts {
-        if !["syscalls", "net", "scale", "files", "profile"].contains(&p.as_str()) {
-            bail!("unknown part {p:?} (syscalls, net, scale, files, profile)");
+        if !["syscalls", "net", "deny", "scale", "files", "profile"].contains(&p.as_str()) {
+            bail!("unknown part {p:?} (syscalls, net, deny, scale, files, profile)");
         }
     }
     if parts.iter().any(|p| p != "profile") && unsafe { libc::geteuid() } != 0 {
@@ -287,7 +288,7 @@ fn main() -> Result<()> {
         let pin = PathBuf::from(format!("/sys/fs/bpf/warden-bench-{}-{part}", std::process::id()));
         let _pin_guard = PinGuard(pin.clone());
         match part.as_str() {
-            "syscalls" | "net" | "files" => {
+            "syscalls" | "net" | "deny" | "files" => {
                 let cgs = Cgroups {
                     confined: root.join(format!("warden-bench-confined-{}", std::process::id())),
                     other: root.join(format!("warden-bench-other-{}", std::process::id())),
@@ -298,6 +299,7 @@ fn main() -> Result<()> {
                 match part.as_str() {
                     "syscalls" => syscalls_part(&mut enf, &cgs, reps, iters)?,
                     "net" => net_part(&mut enf, &cgs, reps, net_iters)?,
+                    "deny" => deny::part(&mut enf, &cgs, reps, net_iters)?,
                     _ => files::part(&mut enf, &cgs, reps, file_iters)?,
                 }
             }

@@ -153,6 +153,11 @@ fn memlock(pin: &Path) -> Result<Vec<MapMemory>> {
     Ok(out)
 }
 
+/// memlock (bytes) of one pinned map.
+pub(crate) fn map_memlock(pin: &Path, name: &str) -> Result<u64> {
+    memlock(pin)?.into_iter().find(|m| m.0 == name).map(|m| m.1).with_context(|| format!("map {name} not pinned"))
+}
+
 struct Cleanup {
     pin: PathBuf,
     dir: PathBuf,

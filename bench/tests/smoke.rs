@@ -41,7 +41,7 @@ fn every_native_part_produces_figures() {
     let out = Command::new(env!("CARGO_BIN_EXE_warden-bench"))
         .args([
             "--part",
-            "syscalls,net,scale",
+            "syscalls,net,deny,scale",
             "--reps",
             "1",
             "--iters",
@@ -66,6 +66,10 @@ fn every_native_part_produces_figures() {
     assert!(sys.len() >= 36 && sys.iter().all(|v| *v > 0.0), "syscall figures: {sys:?}\n{text}");
     let net = figures(&text, "Network");
     assert!(net.len() >= 8 && net.iter().all(|v| *v > 0.0), "network figures: {net:?}\n{text}");
+    // 2 operations x 4 configurations (unconfined, no list, 10 and 100,000 entries).
+    let deny = figures(&text, "Deny lists");
+    assert!(deny.len() >= 16 && deny.iter().all(|v| *v > 0.0), "deny-list figures: {deny:?}\n{text}");
+    assert!(text.contains("100,000 CIDRs (random /16 to /32): parse "), "{text}");
     let scale = figures(&text, "Scale");
     assert!(scale.len() >= 8, "scale figures: {scale:?}\n{text}");
     assert!(text.contains("hot update: replace the profile of 10 cgroups"), "{text}");

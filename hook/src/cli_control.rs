@@ -102,6 +102,20 @@ fn print_daemon_status(v: &Value) {
         "sys_enter hook: {}",
         if v["sys_enter_attached"] == Value::Bool(true) { "attached" } else { "not attached (no syscall policy)" }
     );
+    // Node-wide deny lists (only a daemon knows them).
+    if let Some(lists) = v["deny_lists"].as_array() {
+        if lists.is_empty() {
+            println!("deny lists: none");
+        }
+        for l in lists {
+            let version = if l["version"].is_string() { s(&l["version"]).to_string() } else { "none in force".into() };
+            print!("deny list {}: {} entries, version {version}, {} hits", e(&l["name"]), l["entries"], l["hits"]);
+            if l["error"].is_string() {
+                print!("; current file REFUSED: {}", e(&l["error"]));
+            }
+            println!();
+        }
+    }
     println!(
         "{:<14} {:<30} {:<16} {:<20} {:<13} {:<9} {:>10} {:<8} {:<12}  denials",
         "CONTAINER-ID", "NAMESPACE/POD", "CONTAINER", "PROFILE", "VERSION", "MODE", "CGROUP-ID", "VIA", "RULE"

@@ -128,6 +128,7 @@ for f in /usr/bin/warden /lib/systemd/system/warden.service /etc/warden/config.t
 done
 for p in profiles/*.json; do [ -s "$root/usr/share/warden/profiles/$(basename "$p")" ] || fail "missing built-in $p"; done
 [ -d "$root/etc/warden/profiles" ] || fail "missing /etc/warden/profiles"
+[ -d "$root/etc/warden/deny-lists" ] || fail "missing /etc/warden/deny-lists"
 [ -z "$(ls -A "$root/etc/warden/profiles")" ] || fail "/etc/warden/profiles not empty"
 in_root cat /var/lib/dpkg/info/warden.conffiles | grep -qx /etc/warden/config.toml || fail "config.toml is not a conffile"
 gzip -dc "$root/usr/share/man/man1/warden.1.gz" | grep -q '^\.TH' || fail "man page is not roff"
@@ -207,6 +208,7 @@ rpm --root "$rpmroot" -i --nodeps "$rpmf" || fail "rpm -i"
 rpm --root "$rpmroot" -V --nodeps warden || fail "rpm -V (files as packaged)"
 chroot "$rpmroot" /usr/bin/warden --version >/dev/null || fail "rpm: warden --version"
 [ -d "$rpmroot/etc/warden/profiles" ] || fail "rpm: no /etc/warden/profiles"
+[ -d "$rpmroot/etc/warden/deny-lists" ] || fail "rpm: no /etc/warden/deny-lists"
 mkdir -p "$rpmroot/sys/fs/bpf/warden/links"
 rpm --root "$rpmroot" -U --replacepkgs --nodeps "$rpmf" || fail "rpm upgrade"
 [ -d "$rpmroot/sys/fs/bpf/warden/links" ] || fail "rpm upgrade released pinned state"
