@@ -10,7 +10,7 @@ use aya_ebpf::{
 use warden_common::{deny_state, kind, mode, verdict, CgroupPolicy, DenyEntry, DenyKey, DENY_KEY_HEAD_BITS};
 
 use crate::{
-    maps::{STATE_DENY, WARDEN_DENY, WARDEN_DENY_HITS, WARDEN_STATE},
+    maps::{STATE_DENY, WARDEN_DENY, WARDEN_DENY_EXEMPT, WARDEN_DENY_HITS, WARDEN_STATE},
     network::{sock_addr_attempt, AF_INET6},
     policy::policy_for,
     report::report_with,
@@ -54,12 +54,12 @@ pub(crate) fn refuse(cgid: u64, root: u64, pol: &CgroupPolicy, a: &Attempt, e: D
 
 /// The node-wide programs: only for cgroups warden does not confine (a confined one is judged,
 /// deny lists first, by its own programs; both run, as this one is attached with
-/// BPF_F_ALLOW_MULTI). Counters and the event rate window of all unconfined cgroups share the
+/// BPF_F_ALLOW_MULTI) and does not exempt (`WARDEN_DENY_EXEMPT`: its own namespace). Counters and the event rate window of all unconfined cgroups share the
 /// key 0, so that unconfined containers add no per-cgroup entries the daemon would never free.
 #[inline(always)]
 fn node_wide(ctx: &SockAddrContext, k: u8, v6: bool) -> i32 {
     let cgid = unsafe { bpf_get_current_cgroup_id() };
-    if policy_for(cgid).is_some() {
+    if policy_for(cgid).is_some() || unsafe { WARDEN_DENY_EXEMPT.get(&cgid) }.is_some() {
         return ALLOW;
     }
     let a = sock_addr_attempt(ctx, k, v6);

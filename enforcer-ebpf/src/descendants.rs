@@ -14,7 +14,7 @@ use crate::{
     globals::{
         global, OFF_CGROUP_KN, OFF_CGROUP_PARENT, OFF_CGROUP_ROOT, OFF_CGROUP_ROOT_HIERARCHY_ID, OFF_KERNFS_NODE_ID,
     },
-    maps::{STATE_INHERIT_FAILURES, WARDEN_CGROUPS, WARDEN_STATE},
+    maps::{STATE_INHERIT_FAILURES, WARDEN_CGROUPS, WARDEN_DENY_EXEMPT, WARDEN_STATE},
 };
 
 /// The cgroup2 id of a `struct cgroup *`, or None when the cgroup is on a cgroup v1 hierarchy
@@ -104,5 +104,7 @@ pub fn warden_cgroup_rmdir(ctx: RawTracePointContext) -> i32 {
             let _ = WARDEN_CGROUPS.remove(&id);
         }
     }
+    // A cgroup exempt from the node-wide deny lists takes its exemption with it.
+    let _ = WARDEN_DENY_EXEMPT.remove(&id);
     0
 }

@@ -67,6 +67,10 @@ pub(crate) static WARDEN_DENY: LpmTrie<DenyKey, DenyEntry> = LpmTrie::pinned(2 *
 /// Deny-list hits by list id, per CPU (`warden_deny_list_hits_total`).
 #[map]
 pub(crate) static WARDEN_DENY_HITS: PerCpuArray<u64> = PerCpuArray::pinned(DENY_MAX_LISTS, 0);
+/// Cgroups the node-wide deny programs leave alone (warden's own, and its namespace's
+/// containers): cgroup id -> 1. The cgroup_rmdir program drops an entry with its cgroup.
+#[map]
+pub(crate) static WARDEN_DENY_EXEMPT: HashMap<u64, u8> = HashMap::pinned(4096, 1 /* BPF_F_NO_PREALLOC */);
 /// Userspace only: deny-list names by list id (defined here so it is pinned with the rest).
 #[map]
 pub(crate) static WARDEN_DENY_NAMES: Array<DenyListName> = Array::pinned(DENY_MAX_LISTS, 0);

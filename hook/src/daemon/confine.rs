@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use super::oci::{self, OciRecord};
 use super::{ConfinedContainer, Daemon};
@@ -119,6 +119,9 @@ impl Daemon {
         self.pod_keys.started(&self.cfg.policy, &t.pod, &t.container);
         let (profile, mode, source, rule, baseline) = match policy::select(&self.cfg.policy, &t.pod, &t.container)? {
             Selection::Unconfined(why) => {
+                if t.pod.namespace == self.cfg.policy.own_namespace && self.cfg.deny_lists.node_cgroup.is_some() {
+                    self.exempt_own(t);
+                }
                 debug!(namespace = %t.pod.namespace, pod = %t.pod.name, container = %t.container, container_id = %t.id,
                        via = via.as_str(), why, "not confined");
                 return Ok(None);
@@ -184,6 +187,23 @@ impl Daemon {
     }
 
     /// The cgroup2 directory of a container, checked.
+    /// A container of warden's own namespace is exempt from the node-wide deny lists (it is
+    /// not confined either). A failure is logged: the lists then apply to it, which is safe.
+    fn exempt_own(&self, t: &Target) {
+        let r = self
+            .locate(&t.cgroup)
+            .and_then(|dir| cgroup::cgroup_id(&dir))
+            .and_then(|id| self.enforcer.lock().unwrap().exempt_from_deny_lists(id));
+        match r {
+            Ok(()) => info!(namespace = %t.pod.namespace, pod = %t.pod.name, container = %t.container,
+                            "exempt from the node-wide deny lists (warden's own namespace)"),
+            Err(e) => {
+                warn!(namespace = %t.pod.namespace, pod = %t.pod.name, container = %t.container, error = %format!("{e:#}"),
+                            "could not exempt a container of warden's own namespace from the node-wide deny lists")
+            }
+        }
+    }
+
     fn locate(&self, c: &CgroupOf) -> Result<PathBuf> {
         match c {
             CgroupOf::CgroupsPath(p) => {

@@ -89,6 +89,12 @@ impl Daemon {
         enforcer.reset_deny_hits();
         let node_cgroup = cfg.deny_lists.node_cgroup.as_ref().map(|c| cgroup2.join(c.strip_prefix("/").unwrap_or(c)));
         enforcer.attach_deny_node_wide(node_cgroup.as_deref()).context("deny_lists.node_cgroup")?;
+        if node_cgroup.is_some() {
+            // The daemon itself (a DaemonSet pod is below the pods' cgroup): its own namespace
+            // is exempt, its containers when they start (confine.rs).
+            let own = cgroup::cgroup_of_pid(&cgroup2, std::process::id() as i32)?;
+            enforcer.exempt_from_deny_lists(cgroup::cgroup_id(&own)?)?;
+        }
         let mut deny = crate::denylist::DenyLists::new(&cfg.deny_lists.dir);
         let r = deny.reload(&mut enforcer).context("loading the deny lists")?;
         crate::daemon::reload::log_deny_reload(&ops, &r, "start");

@@ -154,6 +154,12 @@ impl Enforcer {
         Ok(())
     }
 
+    /// Leaves cgroup `cgid` out of the node-wide deny programs (warden's own namespace); the
+    /// kernel drops the entry when the cgroup is removed.
+    pub fn exempt_from_deny_lists(&mut self, cgid: u64) -> Result<()> {
+        self.maps.deny_exempt.insert(cgid, 1, 0).context("writing a deny-list exemption")
+    }
+
     /// Clears the deny-list hit counters (a new daemon numbers the lists afresh).
     pub fn reset_deny_hits(&mut self) {
         let ncpu = aya::util::nr_cpus().unwrap_or(1);

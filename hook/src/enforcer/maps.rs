@@ -33,6 +33,7 @@ pub struct Maps {
     pub deny: LpmTrie<MapData, DenyKey, DenyEntry>,
     pub deny_hits: PerCpuArray<MapData, u64>,
     pub deny_names: Array<MapData, DenyListName>,
+    pub deny_exempt: HashMap<MapData, u64, u8>,
 }
 
 pub fn maps_dir(pin_dir: &Path) -> PathBuf {
@@ -71,6 +72,7 @@ impl Maps {
             deny: open(&dir, "WARDEN_DENY")?.try_into()?,
             deny_hits: open(&dir, "WARDEN_DENY_HITS")?.try_into()?,
             deny_names: open(&dir, "WARDEN_DENY_NAMES")?.try_into()?,
+            deny_exempt: open(&dir, "WARDEN_DENY_EXEMPT")?.try_into()?,
         })
     }
 

@@ -217,6 +217,11 @@ async fn node_wide_deny_lists_cover_unconfined_containers() {
     assert_eq!(ev["fields"]["profile"], "(not confined)", "{ev}");
     assert_ne!(ev["fields"]["cgroup_id"], 0, "{ev}");
 
+    // warden's own namespace is exempt (its containers are not confined either).
+    let own = c.run_pod("own", "warden-system", &[]).await.unwrap();
+    let got = attempts(&c, &own, "own", "app", &[format!("connect 127.0.0.5 {a}")]).await;
+    assert_eq!(got, vec![format!("connect 127.0.0.5 {a} => ok")], "warden's own namespace is exempt");
+
     // This test's own process is not below the pods' cgroup: not covered.
     let s = std::net::TcpStream::connect(("127.0.0.5", a));
     assert!(s.is_ok(), "the host outside node_cgroup is not covered: {s:?}");
