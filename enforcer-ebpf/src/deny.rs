@@ -7,14 +7,13 @@
 use aya_ebpf::{
     helpers::bpf_get_current_cgroup_id, macros::cgroup_sock_addr, maps::lpm_trie::Key, programs::SockAddrContext,
 };
-use warden_common::{deny_state, kind, mode, verdict, CgroupPolicy, DenyEntry, DenyKey, DENY_KEY_HEAD_BITS};
+use warden_common::{deny_state, kind, mode, CgroupPolicy, DenyEntry, DenyKey, DENY_KEY_HEAD_BITS};
 
 use crate::{
-    maps::{STATE_DENY, WARDEN_DENY, WARDEN_DENY_EXEMPT, WARDEN_DENY_HITS, WARDEN_STATE},
+    maps::{STATE_DENY, WARDEN_DENY, WARDEN_DENY_EXEMPT, WARDEN_STATE},
     network::{sock_addr_attempt, AF_INET6},
     policy::policy_for,
-    report::report_with,
-    verdict::{Attempt, ALLOW, DENY},
+    verdict::{judge_listed, Attempt, ALLOW, DENY},
 };
 
 /// The deny-list entry covering this destination, if any. `addr` is IPv4 in its first four
@@ -43,15 +42,6 @@ pub(crate) fn listed(a: &Attempt) -> Option<DenyEntry> {
     WARDEN_DENY.get(&Key::new(DENY_KEY_HEAD_BITS + 128, k)).copied()
 }
 
-/// Counts the hit for its list and reports the denial, naming the list and line.
-#[inline(always)]
-pub(crate) fn refuse(cgid: u64, root: u64, pol: &CgroupPolicy, a: &Attempt, e: DenyEntry) {
-    if let Some(n) = WARDEN_DENY_HITS.get_ptr_mut(e.list) {
-        unsafe { *n += 1 };
-    }
-    report_with(cgid, root, pol, verdict::DENIED, a, e.list + 1, e.line);
-}
-
 /// The node-wide programs: only for cgroups warden does not confine (a confined one is judged,
 /// deny lists first, by its own programs; both run, as this one is attached with
 /// BPF_F_ALLOW_MULTI) and does not exempt (`WARDEN_DENY_EXEMPT`: its own namespace). Counters and the event rate window of all unconfined cgroups share the
@@ -67,7 +57,7 @@ fn node_wide(ctx: &SockAddrContext, k: u8, v6: bool) -> i32 {
         None => ALLOW,
         Some(e) => {
             let pol = CgroupPolicy { mode: mode::ENFORCE, ..CgroupPolicy::default() };
-            refuse(cgid, 0, &pol, &a, e);
+            judge_listed(cgid, 0, &pol, true, &a, Some(e));
             DENY
         }
     }

@@ -11,16 +11,25 @@ use warden_common::{
     DENY_MAX_LISTS, LEARN_FILES_ENTRIES, LEARN_NET_ENTRIES,
 };
 
+/// BPF_F_NO_PREALLOC: hash-map elements are allocated when inserted (bpf_mem_alloc; allowed in
+/// tracing programs since 6.1), so a map costs its bucket array (16 bytes per slot) until used.
+/// Every map whose entries follow use (learn and complain records, counters, rate windows,
+/// rules) is allocated this way: an idle node pays ~13 MB instead of 84 MB (issue 19).
+/// `WARDEN_CGROUPS` stays preallocated on purpose: the cgroup_mkdir program's insert for a new
+/// sub-cgroup must not fail for want of memory (a failed inherit is a sub-cgroup without its
+/// root's policy; with preallocation it fails only when the table is full, which is counted).
+const NO_PREALLOC: u32 = 1;
+
 /// Confined cgroups by cgroup2 id: the daemon's entries and the ones the mkdir tracepoint
 /// inherits for their descendants.
 #[map]
 pub(crate) static WARDEN_CGROUPS: HashMap<u64, CgroupPolicy> = HashMap::pinned(65536, 0);
 /// Compiled profiles by profile id: flags, socket families, syscall bitmap.
 #[map]
-pub(crate) static WARDEN_PROFILES: HashMap<u32, ProfileHeader> = HashMap::pinned(4096, 0);
+pub(crate) static WARDEN_PROFILES: HashMap<u32, ProfileHeader> = HashMap::pinned(4096, NO_PREALLOC);
 /// Userspace only (which profile version an id holds); defined here so it is pinned with the rest.
 #[map]
-pub(crate) static WARDEN_PROFILE_META: HashMap<u32, ProfileMeta> = HashMap::pinned(4096, 0);
+pub(crate) static WARDEN_PROFILE_META: HashMap<u32, ProfileMeta> = HashMap::pinned(4096, NO_PREALLOC);
 /// IPv4 connect/sendmsg rules: (profile id, address prefix) -> port rules.
 #[map]
 pub(crate) static WARDEN_CONNECT4: LpmTrie<Net4Key, PortRules> = LpmTrie::pinned(65536, 0);
@@ -29,27 +38,27 @@ pub(crate) static WARDEN_CONNECT4: LpmTrie<Net4Key, PortRules> = LpmTrie::pinned
 pub(crate) static WARDEN_CONNECT6: LpmTrie<Net6Key, PortRules> = LpmTrie::pinned(65536, 0);
 /// Bind rules by profile id.
 #[map]
-pub(crate) static WARDEN_BIND: HashMap<u32, PortRules> = HashMap::pinned(4096, 0);
+pub(crate) static WARDEN_BIND: HashMap<u32, PortRules> = HashMap::pinned(4096, NO_PREALLOC);
 /// Exact violation and event counts per root cgroup.
 #[map]
-pub(crate) static WARDEN_COUNTERS: PerCpuHashMap<u64, Counters> = PerCpuHashMap::pinned(65536, 0);
+pub(crate) static WARDEN_COUNTERS: PerCpuHashMap<u64, Counters> = PerCpuHashMap::pinned(65536, NO_PREALLOC);
 /// Event rate window per root cgroup.
 #[map]
-pub(crate) static WARDEN_RATE: HashMap<u64, RateWindow> = HashMap::pinned(65536, 0);
+pub(crate) static WARDEN_RATE: HashMap<u64, RateWindow> = HashMap::pinned(65536, NO_PREALLOC);
 /// Syscalls seen per root cgroup: learned (learn mode) or would-deny (complain mode).
 #[map]
-pub(crate) static WARDEN_LEARN_SC: HashMap<u64, SyscallSet> = HashMap::pinned(65536, 0);
+pub(crate) static WARDEN_LEARN_SC: HashMap<u64, SyscallSet> = HashMap::pinned(65536, NO_PREALLOC);
 /// Distinct network items per root cgroup: learned (learn mode) or would-deny (complain mode).
 #[map]
-pub(crate) static WARDEN_LEARN_NET: HashMap<LearnKey, u8> = HashMap::pinned(LEARN_NET_ENTRIES, 0);
+pub(crate) static WARDEN_LEARN_NET: HashMap<LearnKey, u8> = HashMap::pinned(LEARN_NET_ENTRIES, NO_PREALLOC);
 /// Learn record bounds and socket families per root cgroup.
 #[map]
-pub(crate) static WARDEN_LEARN_INFO: HashMap<u64, LearnInfo> = HashMap::pinned(65536, 0);
+pub(crate) static WARDEN_LEARN_INFO: HashMap<u64, LearnInfo> = HashMap::pinned(65536, NO_PREALLOC);
 /// Distinct paths per root cgroup, with the access bits used: learned (learn mode) or
 /// would-deny (complain mode). Entries are allocated as they come (BPF_F_NO_PREALLOC).
 #[map]
 pub(crate) static WARDEN_LEARN_FILES: HashMap<LearnFileKey, LearnFileUse> =
-    HashMap::pinned(LEARN_FILES_ENTRIES, 1 /* BPF_F_NO_PREALLOC */);
+    HashMap::pinned(LEARN_FILES_ENTRIES, NO_PREALLOC);
 /// Events (denied, would-deny, learned) for the daemon: `Event`, or `FileEvent` for files and execs.
 #[map]
 pub(crate) static WARDEN_EVENTS: RingBuf = RingBuf::pinned(1 << 20, 0);
@@ -70,7 +79,7 @@ pub(crate) static WARDEN_DENY_HITS: PerCpuArray<u64> = PerCpuArray::pinned(DENY_
 /// Cgroups the node-wide deny programs leave alone (warden's own, and its namespace's
 /// containers): cgroup id -> 1. The cgroup_rmdir program drops an entry with its cgroup.
 #[map]
-pub(crate) static WARDEN_DENY_EXEMPT: HashMap<u64, u8> = HashMap::pinned(4096, 1 /* BPF_F_NO_PREALLOC */);
+pub(crate) static WARDEN_DENY_EXEMPT: HashMap<u64, u8> = HashMap::pinned(4096, NO_PREALLOC);
 /// Userspace only: deny-list names by list id (defined here so it is pinned with the rest).
 #[map]
 pub(crate) static WARDEN_DENY_NAMES: Array<DenyListName> = Array::pinned(DENY_MAX_LISTS, 0);

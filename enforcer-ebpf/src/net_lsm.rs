@@ -31,7 +31,7 @@ use crate::{
     maps::WARDEN_BIND,
     network::{v4_allowed, v6_allowed, AF_INET, AF_INET6},
     policy::{enforces, policy_for, profile},
-    verdict::{judge, Attempt, LSM_ALLOW, LSM_DENY},
+    verdict::{judge, judge_listed, Attempt, LSM_ALLOW, LSM_DENY},
 };
 
 const SOCK_STREAM: u16 = 1;
@@ -293,9 +293,10 @@ pub fn warden_socket_sendmsg(ctx: LsmContext) -> i32 {
         from_packet: false,
     };
     // The node's deny lists cover raw and ping sends too (entries without a port).
-    if let Some(e) = crate::deny::listed(&a) {
-        crate::deny::refuse(cgid, root, &pol, &a, e);
-        return LSM_DENY;
+    let listed = crate::deny::listed(&a);
+    if judge_listed(cgid, root, &pol, allowed, &a, listed) {
+        LSM_DENY
+    } else {
+        LSM_ALLOW
     }
-    verdict(cgid, root, &pol, allowed, &a)
 }

@@ -15,7 +15,7 @@ use warden_common::{kind, learn_kind, mode, profile_flags, proto, protocol_bit, 
 use crate::{
     maps::{WARDEN_BIND, WARDEN_CONNECT4, WARDEN_CONNECT6, WARDEN_LEARN_NET},
     policy::{policy_for, policy_for_skb, profile},
-    verdict::{judge, Attempt, ALLOW, DENY},
+    verdict::{judge, judge_listed, Attempt, ALLOW, DENY},
 };
 
 pub(crate) const AF_INET6: u16 = 10;
@@ -88,13 +88,8 @@ fn sock_addr(ctx: &SockAddrContext, k: u8, v6: bool) -> i32 {
     let Some((root, pol)) = policy_for(cgid) else { return ALLOW };
     let attempt = sock_addr_attempt(ctx, k, v6);
     let (proto, port, addr) = (attempt.nr as u8, attempt.port, attempt.addr);
-    // The node's deny lists come first and apply in every mode (see deny.rs).
-    if k != kind::BIND {
-        if let Some(e) = crate::deny::listed(&attempt) {
-            crate::deny::refuse(cgid, root, &pol, &attempt, e);
-            return DENY;
-        }
-    }
+    // The node's deny lists apply in every mode, whatever the profile says (see deny.rs).
+    let listed = if k != kind::BIND { crate::deny::listed(&attempt) } else { None };
 
     let allowed = match profile(pol.profile_id) {
         None => false, // confined, profile missing: fail closed
@@ -117,7 +112,7 @@ fn sock_addr(ctx: &SockAddrContext, k: u8, v6: bool) -> i32 {
             }
         }
     };
-    if judge(cgid, root, &pol, allowed, &attempt) {
+    if judge_listed(cgid, root, &pol, allowed, &attempt, listed) {
         DENY
     } else {
         ALLOW

@@ -1,6 +1,6 @@
 //! Reporting: exact per-cgroup violation counters, the per-cgroup event rate window, and the
 //! events sent to the daemon through the ring buffer.
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 use warden_common::{kind, verdict, CgroupPolicy, Counters, Event, FileEvent, RateWindow, EVENT_PATH_MAX};
 
 use crate::{
@@ -65,25 +65,31 @@ pub(crate) fn report_with(
         }
     }
 
+    // The event is written in place in the ring buffer, field by field: an Event built on the
+    // stack first (88 bytes, then copied by the memcpy subprogram) put warden_socket_sendmsg
+    // over 6.1's 512-byte limit for a program's stack plus its calls.
     let pid_tgid = if a.from_packet { 0 } else { bpf_get_current_pid_tgid() };
-    let ev = Event {
-        cgroup_id: cgid,
-        root_cgroup: root,
-        ktime_ns: now,
-        pid: pid_tgid as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        profile_id: pol.profile_id,
-        nr: a.nr,
-        kind: a.kind,
-        verdict,
-        mode: pol.mode,
-        _pad: 0,
-        family: a.family,
-        port: a.port,
-        addr: a.addr,
-        comm: if a.from_packet { [0; 16] } else { bpf_get_current_comm().unwrap_or([0; 16]) },
-        deny_list,
-        deny_line,
+    let fill = |p: *mut Event| unsafe {
+        (*p).cgroup_id = cgid;
+        (*p).root_cgroup = root;
+        (*p).ktime_ns = now;
+        (*p).pid = pid_tgid as u32;
+        (*p).tgid = (pid_tgid >> 32) as u32;
+        (*p).profile_id = pol.profile_id;
+        (*p).nr = a.nr;
+        (*p).kind = a.kind;
+        (*p).verdict = verdict;
+        (*p).mode = pol.mode;
+        (*p)._pad = 0;
+        (*p).family = a.family;
+        (*p).port = a.port;
+        (*p).addr = a.addr;
+        (*p).comm = [0; 16];
+        if !a.from_packet {
+            aya_ebpf::helpers::generated::bpf_get_current_comm((*p).comm.as_mut_ptr() as *mut _, 16);
+        }
+        (*p).deny_list = deny_list;
+        (*p).deny_line = deny_line;
     };
     if a.kind == kind::FILE || a.kind == kind::EXEC {
         let Some(mut entry) = WARDEN_EVENTS.reserve::<FileEvent>(0) else {
@@ -92,7 +98,7 @@ pub(crate) fn report_with(
         };
         let p = entry.as_mut_ptr();
         unsafe {
-            (*p).ev = ev;
+            fill(core::ptr::addr_of_mut!((*p).ev));
             let dst = (*p).path.as_mut_ptr();
             if aya_ebpf::helpers::generated::bpf_probe_read_kernel(
                 dst as *mut _,
@@ -110,7 +116,7 @@ pub(crate) fn report_with(
             counters.events_dropped += 1;
             return;
         };
-        entry.write(ev);
+        fill(entry.as_mut_ptr());
         entry.submit(0);
     }
     counters.events_sent += 1;

@@ -295,6 +295,18 @@ fn cases() {
 /// outside the connect rules although `icmp` is named, binds of raw and ping sockets. Each was
 /// allowed before (listen() succeeded, only the SYNs were dropped; ping went anywhere once
 /// named; raw and ping binds ran no hook at all).
+/// Puts `text` in force as the node's only deny list, `vm-list` (in process: the lists are a
+/// daemon's, and this test runs the engine without one).
+fn set_deny_list(w: &Warden, text: &str) {
+    use std::collections::BTreeMap;
+    use warden::denylist::{compile, parse, List};
+    let lists =
+        BTreeMap::from([("vm-list".to_string(), List { entries: parse(text).unwrap(), version: String::new() })]);
+    let items = compile(&lists, &BTreeMap::from([("vm-list".to_string(), 0)]));
+    let mut enf = warden::enforcer::Enforcer::open(&w.pin_dir).unwrap();
+    enf.install_deny_lists(&items, &[(0, "vm-list".into())]).unwrap();
+}
+
 fn net_cases(w: &Warden) {
     let _range = PingGroupRange::open();
     let mut events = w.follow_events();
@@ -330,6 +342,16 @@ fn net_cases(w: &Warden) {
         .expect("an event for the refused ping send");
     assert_eq!(ev["verdict"], "denied");
     assert_eq!(ev["protocol"], "icmp");
+    // A node-wide deny list beats the profile for ping too (issue 22): the send the rule above
+    // allows is refused while 127.0.0.2 is listed, and allowed again once it is not.
+    set_deny_list(w, "127.0.0.2 ; listed\n");
+    check(&mut a, "ping4 127.0.0.2", send_eperm());
+    let ev = events
+        .wait_for(WAIT, |e| e["deny_list"] == "vm-list" && e["address"] == "127.0.0.2" && e["cgroup_id"] == cg.id())
+        .expect("a deny-list event for the refused ping");
+    assert_eq!((ev["verdict"].as_str(), ev["deny_line"].as_u64()), (Some("denied"), Some(1)), "{ev}");
+    set_deny_list(w, "");
+    check(&mut a, "ping4 127.0.0.2", Outcome::ok());
     // listen() itself fails: judged as a bind of port 0
     check(&mut a, "listen-nobind", eperm());
     check(&mut a, "listen-nobind6", eperm());
