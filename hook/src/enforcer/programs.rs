@@ -164,12 +164,17 @@ impl Enforcer {
         match p.load(hook, btf) {
             Ok(()) => Ok(true),
             Err(e) => {
+                // Optional means "a hook this kernel may lack" (its BTF name is unknown here),
+                // not "may fail": a program the verifier refuses for a hook that exists is a
+                // defect that would silently drop a layer (it did: warden_socket_sendmsg over
+                // 6.1's stack limit), so it makes the BPF-LSM layer unusable, loudly.
+                let refused_by_verifier = matches!(e, aya::programs::ProgramError::LoadError { .. });
                 let e = anyhow::Error::from(e);
-                if required {
+                if required || refused_by_verifier {
                     return Err(e).with_context(|| format!("the lsm/{hook} program does not load on this kernel"));
                 }
                 // A hook this kernel lacks: that syscall class keeps only the sys_enter kill.
-                warn!(hook, "optional lsm program not loaded: {e:#}");
+                warn!(hook, "optional lsm program not loaded (hook missing here): {e:#}");
                 Ok(false)
             }
         }
