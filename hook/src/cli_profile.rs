@@ -55,6 +55,19 @@ enum Sub {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Write a profile's syscall allow-list as an OCI seccomp profile (JSON), for the
+    /// runtime's own seccomp (`securityContext.seccompProfile: Localhost`); notes on stderr.
+    ExportSeccomp {
+        /// A NAME in the search path, or a FILE (`extends` resolved).
+        profile: String,
+        /// Write the seccomp profile here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// A call outside the list kills the process (default: it fails with EPERM, which
+        /// programs can handle; the runtime's default profiles do the same).
+        #[arg(long)]
+        kill: bool,
+    },
     /// What B allows that A does not, and the reverse (compiled forms compared).
     Diff { a: String, b: String },
     /// Write a profile from what a cgroup in learn mode did (read from the pinned maps),
@@ -139,6 +152,7 @@ pub fn run(cmd: ProfileCmd, pin_dir: &Path, socket: &Path) -> Result<()> {
         Sub::Validate { files } => validate(&files, &search),
         Sub::Show { profile, json } => show(&profile, json, &search),
         Sub::ImportSeccomp { file, output, caps, kernel, name } => import(&file, output.as_deref(), caps, kernel, name),
+        Sub::ExportSeccomp { profile, output, kill } => export_seccomp(&profile, output.as_deref(), kill, &search),
         Sub::Diff { a, b } => diff_cmd(&a, &b, &search),
         Sub::Generate { target, output, name, extends, collapse_dir_files, previous } => {
             let (id, source) = target.resolve(socket)?;
@@ -163,6 +177,22 @@ pub fn run(cmd: ProfileCmd, pin_dir: &Path, socket: &Path) -> Result<()> {
         }
         Sub::Merge { profiles, output, name } => merge_cmd(&profiles, output.as_deref(), name.as_deref(), &search),
     }
+}
+
+/// `profile export-seccomp`: the profile is loaded and compiled first (an invalid profile is
+/// refused as everywhere else), then its syscall section is written as OCI seccomp JSON.
+fn export_seccomp(spec: &str, output: Option<&Path>, kill: bool, search: &SearchPath) -> Result<()> {
+    let (loaded, _) = load_compiled(spec, search, true)?;
+    let (sp, notes) = seccomp::export(&loaded.profile, kill).map_err(anyhow::Error::msg)?;
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    let text = serde_json::to_string_pretty(&sp)? + "\n";
+    match output {
+        Some(o) => std::fs::write(o, text).with_context(|| format!("writing {}", o.display()))?,
+        None => std::io::stdout().write_all(text.as_bytes())?,
+    }
+    Ok(())
 }
 
 /// Checks a generated profile like `validate` would, prints the report, writes it.

@@ -624,6 +624,91 @@ pub fn convert(sp: &SeccompProfile, opts: &ImportOptions) -> Imported {
     Imported { syscalls: Syscalls { default, allow }, report }
 }
 
+/// The other way: a warden profile's syscall allow-list as an OCI seccomp profile, for a team
+/// that wants the runtime's own seccomp (`securityContext.seccompProfile: Localhost`, the
+/// Security Profiles Operator) to apply the syscall list. Only the syscall layer goes over:
+/// files, execs, network and learn mode stay warden's. Returns the profile and notes (what was
+/// added or left out, and why).
+pub fn export(p: &super::Profile, kill: bool) -> Result<(SeccompProfile, Vec<String>), String> {
+    let Some(spec) = &p.syscalls else {
+        return Err(format!(
+            "profile {:?} has no `syscalls` section: it restricts no syscalls, so there is no seccomp \
+             allow-list to export",
+            p.name
+        ));
+    };
+    let (sys, _) = spec.to_allow();
+    let mut notes = Vec::new();
+    let (default_action, default_errno_ret) = match sys.default {
+        DefaultAction::Log => {
+            notes.push("the profile's default is `log`: exported as SCMP_ACT_LOG (nothing is refused)".to_string());
+            (Action::Log, None)
+        }
+        DefaultAction::Kill if kill => (Action::KillProcess, None),
+        DefaultAction::Kill => (Action::Errno, Some(libc::EPERM as u32)),
+    };
+    let mut names: BTreeSet<&str> = BTreeSet::new();
+    let mut other_arch = Vec::new();
+    for n in &sys.allow {
+        match sysnames::lookup(n) {
+            sysnames::Lookup::Host(_) => {
+                names.insert(n.as_str());
+            }
+            _ => other_arch.push(n.as_str()),
+        }
+    }
+    if !other_arch.is_empty() {
+        notes.push(format!(
+            "not syscalls of this architecture ({}), left out: {}",
+            sysnames::HOST_ARCH,
+            other_arch.join(", ")
+        ));
+    }
+    // runc installs the filter and then execs the entrypoint: without execve the container
+    // could not start (warden judges a container from its entrypoint on, after that exec).
+    if default_action != Action::Log && !names.contains("execve") {
+        names.insert("execve");
+        notes.push("added execve: the runtime execs the entrypoint after installing the filter".to_string());
+    }
+    let arch = match sysnames::HOST_ARCH {
+        "x86_64" => "SCMP_ARCH_X86_64",
+        "aarch64" => "SCMP_ARCH_AARCH64",
+        other => return Err(format!("no seccomp architecture name for {other}")),
+    };
+    // Only the native architecture: a call through another (32-bit compat) entry fails the
+    // architecture check, as under warden, which refuses every compat syscall.
+    notes.push(format!(
+        "{} syscalls allowed; everything else {}; architectures: {arch} only (32-bit compat calls refused, as warden does)",
+        names.len(),
+        match default_action {
+            Action::Errno => "fails with EPERM",
+            Action::KillProcess => "kills the process",
+            _ => "is logged",
+        }
+    ));
+    let sp = SeccompProfile {
+        default_action,
+        default_errno_ret,
+        architectures: Some(vec![arch.to_string()]),
+        arch_map: None,
+        flags: None,
+        listener_path: None,
+        listener_metadata: None,
+        syscalls: vec![Rule {
+            names: names.into_iter().map(str::to_string).collect(),
+            name: None,
+            action: Action::Allow,
+            errno_ret: None,
+            args: Vec::new(),
+            comment: Some(format!("exported from warden profile {}", p.name)),
+            includes: None,
+            excludes: None,
+        }],
+        extra: BTreeMap::new(),
+    };
+    Ok((sp, notes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -740,5 +825,27 @@ mod tests {
         ] {
             assert!(r.contains(expect), "report lacks {expect}:\n{r}");
         }
+    }
+
+    #[test]
+    fn export_round_trips_the_allow_list() {
+        let p: super::super::Profile = serde_json::from_str(
+            r#"{"name":"web","syscalls":{"default":"kill","allow":["read","write","exit_group","open"]}}"#,
+        )
+        .unwrap();
+        let (sp, notes) = export(&p, false).unwrap();
+        assert_eq!((sp.default_action, sp.default_errno_ret), (Action::Errno, Some(libc::EPERM as u32)));
+        let names = &sp.syscalls[0].names;
+        assert!(names.iter().any(|n| n == "execve"), "{names:?}");
+        assert!(notes.iter().any(|n| n.contains("added execve")), "{notes:?}");
+        // Imported back: the same allow-list (plus execve).
+        let back = convert(&sp, &ImportOptions::host());
+        for n in ["read", "write", "exit_group", "execve"] {
+            assert!(back.syscalls.allow.iter().any(|a| a == n), "{n}: {:?}", back.syscalls.allow);
+        }
+        let (sp, _) = export(&p, true).unwrap();
+        assert_eq!(sp.default_action, Action::KillProcess);
+        let none: super::super::Profile = serde_json::from_str(r#"{"name":"n"}"#).unwrap();
+        assert!(export(&none, false).unwrap_err().contains("no `syscalls` section"));
     }
 }

@@ -340,6 +340,41 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         annotations: &[(&str, &str)],
         mounts: &[(&Path, &str)],
     ) -> Result<String> {
+        self.create_container_linux(pod, name, command, annotations, mounts, cri::LinuxContainerConfig::default()).await
+    }
+
+    /// As [`Containerd::create_container_with`], with the runtime's own seccomp set to the
+    /// OCI seccomp profile at `seccomp` (`securityContext.seccompProfile: Localhost`).
+    pub async fn create_container_seccomp(
+        &self,
+        pod: &PodHandle,
+        name: &str,
+        command: &[&str],
+        mounts: &[(&Path, &str)],
+        seccomp: &Path,
+    ) -> Result<String> {
+        let linux = cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                seccomp: Some(cri::SecurityProfile {
+                    profile_type: cri::security_profile::ProfileType::Localhost as i32,
+                    localhost_ref: seccomp.display().to_string(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.create_container_linux(pod, name, command, &[], mounts, linux).await
+    }
+
+    async fn create_container_linux(
+        &self,
+        pod: &PodHandle,
+        name: &str,
+        command: &[&str],
+        annotations: &[(&str, &str)],
+        mounts: &[(&Path, &str)],
+        linux: cri::LinuxContainerConfig,
+    ) -> Result<String> {
         let config = cri::ContainerConfig {
             mounts: mounts
                 .iter()
@@ -355,7 +390,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             command: command.iter().map(|s| s.to_string()).collect(),
             log_path: format!("{name}.log"),
             annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            linux: Some(cri::LinuxContainerConfig::default()),
+            linux: Some(linux),
             ..Default::default()
         };
         let resp = self
