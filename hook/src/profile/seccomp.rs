@@ -7,7 +7,10 @@
 //! - `defaultAction`: errno/kill/trap/trace/notify become `kill` (warden denies by killing);
 //!   log becomes `log`; allow (a deny-list profile) becomes "every host syscall except those the
 //!   rules deny".
-//! - per-rule actions: only allow and log add names to the allow-list; the others are listed.
+//! - per-rule actions: only allow and log add names to the allow-list; the others are listed,
+//!   except an errno-ENOSYS rule whose fallback call the profile allows ([`FALLBACKS`]: clone3
+//!   falls back to clone): it is allowed, since warden could only kill where seccomp says
+//!   "does not exist here", and that killed every threaded glibc program.
 //! - `includes`/`excludes`: arches are evaluated for the host, caps against a stated capability
 //!   set (Docker's default unless told), `minKernel` against the running kernel.
 //! - `args` filters are widened to "allow the syscall", with a warning naming it.
@@ -296,6 +299,8 @@ pub enum Kind {
     Skipped,
     /// An argument filter widened to "allow the syscall".
     Widened,
+    /// An ENOSYS rule whose fallback call is allowed: allowed (see [`FALLBACKS`]).
+    Fallback,
     /// A deny-like rule: listed, with what warden does instead.
     Denied,
     /// Names the host table does not know.
@@ -311,6 +316,7 @@ impl Kind {
             Kind::Applied => "Rules applied",
             Kind::Skipped => "Rules skipped (their conditions do not hold here)",
             Kind::Widened => "WARNING: argument filters widened (the syscall is allowed with any arguments)",
+            Kind::Fallback => "ENOSYS rules allowed (their callers would fall back to a call this profile allows; warden cannot return ENOSYS, only kill)",
             Kind::Denied => "Deny rules (warden cannot return an errno: a denied call kills the process)",
             Kind::UnknownName => "Names skipped (not syscalls of this architecture's table)",
             Kind::Ignored => "Ignored (no warden equivalent)",
@@ -446,6 +452,17 @@ fn evaluate(rule: &Rule, opts: &ImportOptions) -> Result<Vec<String>, String> {
     Ok(why)
 }
 
+/// Calls that seccomp profiles answer with ENOSYS so that callers use an older call instead:
+/// (newer call, the call its callers fall back to).
+pub const FALLBACKS: &[(&str, &str)] = &[
+    ("clone3", "clone"),
+    ("openat2", "openat"),
+    ("faccessat2", "faccessat"),
+    ("fchmodat2", "fchmodat"),
+    ("epoll_pwait2", "epoll_pwait"),
+    ("close_range", "close"),
+];
+
 /// Converts a seccomp profile into warden's allow-list form for `opts`.
 pub fn convert(sp: &SeccompProfile, opts: &ImportOptions) -> Imported {
     let mut report = Report::default();
@@ -495,6 +512,8 @@ pub fn convert(sp: &SeccompProfile, opts: &ImportOptions) -> Imported {
     // Names allowed and denied by applicable rules, with the first rule index that said so.
     let mut allowed: BTreeMap<String, usize> = BTreeMap::new();
     let mut denied: BTreeMap<String, usize> = BTreeMap::new();
+    // ENOSYS rules, decided after every rule is read: (name, rule index, label, conditions).
+    let mut fallback_candidates: Vec<(String, usize, String, String)> = Vec::new();
     let mut unknown: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let table: BTreeSet<&str> = sysnames::names_on(&opts.arch).into_iter().collect();
 
@@ -549,10 +568,15 @@ pub fn convert(sp: &SeccompProfile, opts: &ImportOptions) -> Imported {
                 Action::Trap => "sends SIGSYS".into(),
                 _ => "kills".into(),
             };
-            let mut text = format!("{label}: seccomp {what}{cond}; warden denies (kills)");
-            if rule.errno_ret == Some(libc::ENOSYS as u32) {
-                text.push_str(". NOTE: ENOSYS tells callers to fall back (glibc tries clone3 then clone); under warden the caller is killed instead, so allow the call if the workload uses it");
+            let enosys = rule.action == Action::Errno && rule.errno_ret == Some(libc::ENOSYS as u32);
+            if enosys {
+                // Decided below, once every rule's allow-list is known.
+                for n in &known {
+                    fallback_candidates.push((n.to_string(), i, label.clone(), cond.clone()));
+                }
+                continue;
             }
+            let mut text = format!("{label}: seccomp {what}{cond}; warden denies (kills)");
             if !rule.args.is_empty() {
                 text.push_str(&format!(
                     " (its argument filter {} is not applied: the whole call is denied)",
@@ -562,6 +586,39 @@ pub fn convert(sp: &SeccompProfile, opts: &ImportOptions) -> Imported {
             report.push(Kind::Denied, text);
             for n in known {
                 denied.entry(n.to_string()).or_insert(i);
+            }
+        }
+    }
+
+    // ENOSYS rules: "this call does not exist here", so that the caller falls back to an older
+    // call (glibc: clone3 -> clone for every new thread). warden cannot return ENOSYS (sys_enter
+    // can only kill), and killing there kills every threaded glibc program. So the call is
+    // allowed when its fallback is allowed: the caller could do the same through the fallback.
+    // What Docker's clone3 rule guards (clone3's flags are in memory, where a seccomp filter
+    // cannot look) is the namespace flags its `clone` rule filters; that filter is widened by
+    // this import anyway (see the warnings), so allowing clone3 adds nothing `clone` does not
+    // already allow. Without an allowed fallback the call is denied (kills), as any deny rule.
+    for (n, i, label, cond) in fallback_candidates {
+        match FALLBACKS.iter().find(|(new, _)| *new == n).map(|(_, old)| *old) {
+            Some(old) if allowed.contains_key(old) => {
+                report.push(
+                    Kind::Fallback,
+                    format!("`{n}` ({label}: seccomp returns ENOSYS{cond}): allowed, because its callers fall back to `{old}`, which this profile allows"),
+                );
+                allowed.entry(n).or_insert(i);
+            }
+            fb => {
+                report.push(
+                    Kind::Denied,
+                    format!(
+                        "{label}: seccomp returns ENOSYS for `{n}`{cond}; warden denies (kills){}",
+                        match fb {
+                            Some(old) => format!(": its fallback `{old}` is not allowed either"),
+                            None => ": no known fallback call (callers that do not fall back die instead of failing)".into(),
+                        }
+                    ),
+                );
+                denied.entry(n).or_insert(i);
             }
         }
     }
@@ -809,10 +866,13 @@ mod tests {
         ] {
             assert!(allow.contains(&must.to_string()), "{must} missing");
         }
-        for never in ["mount", "bpf", "init_module", "kexec_load", "clone3", "reboot"] {
+        for never in ["mount", "bpf", "init_module", "kexec_load", "reboot", "unshare"] {
             assert!(!allow.contains(&never.to_string()), "{never} allowed");
         }
+        // Docker answers clone3 with ENOSYS so that glibc falls back to clone: allowed, said so.
+        assert!(allow.contains(&"clone3".to_string()), "clone3 (threads) must run");
         let r = imp.report.to_string();
+        assert!(r.contains("`clone3`") && r.contains("fall back to `clone`, which this profile allows"), "{r}");
         for expect in [
             "chown32",
             "`socket`",
