@@ -158,7 +158,9 @@ impl DenyLists {
         let mut ids = self.ids.clone();
         for (name, content) in files {
             let parsed = content.and_then(|text| {
-                let entries = parse(&text).map_err(|e| format!("{}:{}", self.dir.join(&name).display(), e))?;
+                let entries = parse(&text).map_err(|e| {
+                    format!("{}:{}: {}: {:?}", self.dir.join(&name).display(), e.line, e.reason, e.text)
+                })?;
                 let version = hex12(&Sha256::digest(text.as_bytes()));
                 Ok(List { entries, version })
             });

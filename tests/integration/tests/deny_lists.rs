@@ -150,7 +150,7 @@ async fn deny_lists_beat_every_profile_live() {
         st["error"].is_string().then_some(st)
     });
     let err = st["error"].as_str().unwrap();
-    assert!(err.contains("feed.txt:line 2") && err.contains("not an IPv4 or IPv6"), "{err}");
+    assert!(err.contains("feed.txt:2: ") && err.contains("not an IPv4 or IPv6"), "{err}");
     assert_eq!(st["version"], v1, "the previous version stays in force: {st}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(latest_line(&c, "live", "loop").await, "errno=EPERM", "127.0.0.4 still refused");
