@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent installer for the private containerd the NRI tests and the demo use.
 #
+#   - containerd 2.x from Debian sid the same way, into $WARDEN_CACHE/containerd2 (issue 20).
 #   - containerd 1.7.x (NRI v1alpha1) from Debian trixie, fetched WITHOUT adding trixie to the
 #     system's apt sources: a private sources file and private lists/cache folders, then
 #     `apt-get download` and `dpkg-deb -x` into $WARDEN_CACHE/containerd.
@@ -21,6 +22,8 @@ CACHE="${WARDEN_CACHE:-/var/cache/warden-build}"
 SUITE="${WARDEN_CONTAINERD_SUITE:-trixie}"
 MIRROR="${WARDEN_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 CTRD_DIR="${CACHE}/containerd"
+SUITE2="${WARDEN_CONTAINERD2_SUITE:-sid}"
+CTRD2_DIR="${CACHE}/containerd2"
 IMG_DIR="${CACHE}/images"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "${HERE}/.." && pwd)"
@@ -34,7 +37,9 @@ apt_system_packages() {
     apt_ensure runc busybox-static
 }
 
+# containerd_private SUITE DIR: containerd from Debian SUITE, unpacked into DIR.
 containerd_private() {
+    local SUITE="$1" CTRD_DIR="$2"
     local stamp="${CTRD_DIR}/.warden-${SUITE}"
     if [ -f "$stamp" ] && [ -x "${CTRD_DIR}/usr/bin/containerd" ]; then return 0; fi
     local apt_dir="${CACHE}/apt-${SUITE}"
@@ -136,13 +141,17 @@ pause_image() {
 
 mkdir -p "$CACHE" "$IMG_DIR"
 apt_system_packages
-containerd_private
+containerd_private "$SUITE" "$CTRD_DIR"
+# containerd 2.x (issue 20): sid's, the same private way; its Go binaries need glibc 2.34,
+# which bookworm has. The tests pick it with WARDEN_TEST_CONTAINERD=2.
+containerd_private "$SUITE2" "$CTRD2_DIR"
 busybox_image
 pause_image
 
 if [ "${1:-}" = "--print-env" ]; then
     printf 'WARDEN_CONTAINERD_BIN=%s\n' "${CTRD_DIR}/usr/bin"
+    printf 'WARDEN_CONTAINERD2_BIN=%s\n' "${CTRD2_DIR}/usr/bin"
     printf 'WARDEN_BUSYBOX_IMAGE_TAR=%s\nWARDEN_BUSYBOX_IMAGE=%s\n' "${IMG_DIR}/busybox.tar" "$BUSYBOX_REF"
     printf 'WARDEN_PAUSE_IMAGE_TAR=%s\nWARDEN_PAUSE_IMAGE=%s\n' "${IMG_DIR}/pause.tar" "$PAUSE_REF"
 fi
-log "ready: $(cat "${CTRD_DIR}/.warden-${SUITE}")"
+log "ready: $(cat "${CTRD_DIR}/.warden-${SUITE}"), $(cat "${CTRD2_DIR}/.warden-${SUITE2}")"

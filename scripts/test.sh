@@ -39,6 +39,15 @@ suite_build "build (static warden-attempt)" cargo rustc --locked -p warden-attem
 suite_cargo "unit tests and kernel tests (real cgroups, real eBPF, containerd, VMs)" \
     test --locked --no-fail-fast --lib --bins --tests
 
+# The containerd suite again under containerd 2.x (Debian sid's, fetched by
+# scripts/containerd.sh): config version 3 with the shipped NRI snippet, its NRI version.
+export WARDEN_TEST_CONTAINERD=2
+suite_cargo "containerd 2.x: the containerd suite again (NRI, backstop, restarts, learn, deny lists, seccomp export)" \
+    test --locked --no-fail-fast -p warden-integration-tests --test warden_nri --test never_unconfined \
+    --test operator_policy --test deny_lists --test seccomp_export --test ops --test control_nri --test churn \
+    --test containerd_cleanup --test nri_containerd
+unset WARDEN_TEST_CONTAINERD
+
 # The VM harness proves that a failure, panic or hang inside a VM fails the suite, on each
 # kernel, and that BPF-LSM programs really run there.
 suite_cmd "VM harness self-test (bookworm 6.1, sid 7.x)" bash tests/vm/selftest.sh bookworm sid

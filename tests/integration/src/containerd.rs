@@ -21,7 +21,10 @@ use tonic::transport::Channel;
 /// Where scripts/containerd.sh put things (from `--print-env`).
 #[derive(Clone, Debug)]
 pub struct Install {
+    /// containerd's binaries: 1.7 (trixie), or 2.x (sid) under `WARDEN_TEST_CONTAINERD=2`.
     pub bin_dir: PathBuf,
+    /// Whether `bin_dir` is containerd 2.x (config version 3, the split CRI plugins).
+    pub v2: bool,
     pub busybox_tar: PathBuf,
     pub busybox_image: String,
     pub pause_tar: PathBuf,
@@ -46,8 +49,10 @@ impl Install {
             .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
             .collect();
         let get = |k: &str| env.get(k).cloned().with_context(|| format!("{} did not print {k}", script.display()));
+        let v2 = containerd_major() == 2;
         Ok(Install {
-            bin_dir: get("WARDEN_CONTAINERD_BIN")?.into(),
+            bin_dir: get(if v2 { "WARDEN_CONTAINERD2_BIN" } else { "WARDEN_CONTAINERD_BIN" })?.into(),
+            v2,
             busybox_tar: get("WARDEN_BUSYBOX_IMAGE_TAR")?.into(),
             busybox_image: get("WARDEN_BUSYBOX_IMAGE")?,
             pause_tar: get("WARDEN_PAUSE_IMAGE_TAR")?.into(),
@@ -119,6 +124,10 @@ impl Containerd {
     }
 
     fn config(&self) -> String {
+        if self.install.v2 {
+            return self.config_v3();
+        }
+        // (The OCI runtime: runc unless WARDEN_TEST_OCI_RUNTIME names another, see oci_runtime.)
         let r = self.root.display();
         format!(
             r#"version = 2
@@ -143,22 +152,86 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
-        BinaryName = "/usr/sbin/runc"
+        BinaryName = "{oci_runtime}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{r}/cni"
-[plugins."io.containerd.nri.v1.nri"]
-  disable = false
-  disable_connections = false
-  socket_path = "{r}/nri.sock"
-  plugin_path = "{r}/nri-plugins"
-  plugin_config_path = "{r}/nri-conf"
-  plugin_registration_timeout = "5s"
-  plugin_request_timeout = "{request_timeout}"
-"#,
+{nri}"#,
             pause = self.install.pause_image,
-            request_timeout = nri_request_timeout(),
+            oci_runtime = oci_runtime(),
+            nri = self.nri_snippet("containerd-nri-1.7.toml"),
         )
+    }
+
+    /// containerd 2.x's config (version 3): the CRI plugin is split into images and runtime
+    /// parts, the sandbox image is a pinned image, the rest as for 1.7.
+    fn config_v3(&self) -> String {
+        let r = self.root.display();
+        format!(
+            r#"version = 3
+root = "{r}/root"
+state = "{r}/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.erofs",
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "{r}/containerd.sock"
+[ttrpc]
+  address = "{r}/containerd.sock.ttrpc"
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{pause}"
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        BinaryName = "{oci_runtime}"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "{r}/cni"
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+{nri}"#,
+            pause = self.install.pause_image,
+            oci_runtime = oci_runtime(),
+            nri = self.nri_snippet("containerd-nri-2.x.toml"),
+        )
+    }
+
+    /// The NRI table as the docs tell operators to write it (packaging/k8s/`file`), with this
+    /// instance's socket and plugin folders and the request timeout the test asks for: the
+    /// shipped snippet is what the tests run, under 1.7 and 2.x.
+    fn nri_snippet(&self, file: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/k8s").join(file);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let r = self.root.display();
+        let mut out = String::new();
+        for line in text.lines() {
+            match line.trim_start().split([' ', '=']).next().unwrap_or("") {
+                "socket_path" => out.push_str(&format!(
+                    "  socket_path = \"{r}/nri.sock\"\n  plugin_path = \"{r}/nri-plugins\"\n  plugin_config_path = \"{r}/nri-conf\"\n"
+                )),
+                "plugin_request_timeout" => {
+                    out.push_str(&format!("  plugin_request_timeout = \"{}\"\n", nri_request_timeout()))
+                }
+                _ => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        assert!(
+            out.contains("/nri.sock") && out.contains("disable = false"),
+            "{} lost its NRI settings",
+            path.display()
+        );
+        out
     }
 
     /// Starts (or restarts) the containerd process on this instance's folder.
@@ -195,7 +268,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             }
             if self.address.exists() && self.nri_socket.exists() {
                 if let Ok(mut cri) = self.cri().await {
-                    if cri.version(cri::VersionRequest::default()).await.is_ok() {
+                    if let Ok(v) = cri.version(cri::VersionRequest::default()).await {
+                        // The major asked for is the one that answers (no silent fallback).
+                        let v = v.into_inner().runtime_version;
+                        let major = v.trim_start_matches('v').split('.').next().unwrap_or("").to_string();
+                        let want = if self.install.v2 { "2" } else { "1" };
+                        if major != want {
+                            bail!("containerd {v} answered; the test asked for {want}.x (WARDEN_TEST_CONTAINERD)");
+                        }
                         return Ok(());
                     }
                 }
@@ -639,5 +719,25 @@ fn nri_request_timeout() -> &'static str {
         "10s"
     } else {
         "2s"
+    }
+}
+
+/// The OCI runtime containerd's runc shim runs: bookworm's runc, or what
+/// `WARDEN_TEST_OCI_RUNTIME` names (`crun`, or a path): scripts/test.sh runs the containerd
+/// tests a second time under crun (issue 20), whose init and cgroup handling differ from runc's.
+pub fn oci_runtime() -> String {
+    match std::env::var("WARDEN_TEST_OCI_RUNTIME").ok().filter(|v| !v.is_empty()).as_deref() {
+        None | Some("runc") => crate::gate::RUNC.to_string(),
+        Some("crun") => "/usr/bin/crun".to_string(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Which containerd the tests start: 1 (1.7, the default) or 2 (`WARDEN_TEST_CONTAINERD=2`;
+/// scripts/test.sh runs the NRI suite under both).
+pub fn containerd_major() -> u32 {
+    match std::env::var("WARDEN_TEST_CONTAINERD").ok().as_deref() {
+        Some("2") => 2,
+        _ => 1,
     }
 }
