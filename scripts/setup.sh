@@ -27,7 +27,8 @@ need_root() {
 apt_packages() {
     apt_ensure protobuf-compiler pkg-config iproute2 busybox-static runc \
         containernetworking-plugins qemu-system-x86 qemu-utils cpio kmod linux-libc-dev python3 \
-        curl wget openssl git sqlite3 perl   # the learn corpus's programs (with python3, busybox)
+        curl wget openssl git sqlite3 perl \
+        podman   # the learn corpus's programs (with python3, busybox); podman for tests/podman.rs
 }
 
 rust_components() {
