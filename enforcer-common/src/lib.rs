@@ -675,7 +675,11 @@ mod tests {
         assert_eq!(size_of::<PortRules>(), 8 + 8 * MAX_PORT_RULES);
         assert_eq!(size_of::<Net4Key>(), 8);
         assert_eq!(size_of::<Net6Key>(), 20);
-        assert_eq!(size_of::<Event>(), 8 * 3 + 4 * 4 + 4 + 4 + 16 + 16);
+        assert_eq!(size_of::<Event>(), 8 * 3 + 4 * 4 + 4 + 4 + 16 + 16 + 4 + 4);
+        // LPM key data: version, with-port flag, protocol, port, address; no padding.
+        assert_eq!(size_of::<DenyKey>(), 1 + 1 + 1 + 2 + 16);
+        assert_eq!(size_of::<DenyEntry>(), 8);
+        assert_eq!(size_of::<DenyListName>(), 64);
         assert_eq!(size_of::<LearnKey>(), 32);
         assert_eq!(size_of::<LearnInfo>(), 32 + 64);
         assert_eq!(size_of::<FileEvent>(), size_of::<Event>() + EVENT_PATH_MAX);

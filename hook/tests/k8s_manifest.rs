@@ -230,6 +230,7 @@ fn packaged_config_and_containerd_snippets_match_defaults() {
     let mut c = Config::from_toml(&uncommented).expect("uncommented packaged config");
     c.policy.rules.clear();
     c.metrics_address = None; // documented example; off by default
+    c.deny_lists.node_cgroup = None; // documented example; confined containers only by default
     assert_eq!(c, Config::default());
 
     let def = Config::default();
