@@ -83,6 +83,7 @@ pub(super) fn load_object(pin_dir: &Path) -> Result<Ebpf> {
     let net_ok: u64 = off.net.is_some() as u64;
     let net = off.net.unwrap_or_default();
     let maps_dir = maps::maps_dir(pin_dir);
+    preallocate_before_6_1(&maps_dir)?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(&maps_dir)
         .override_global(globals::CGROUP_KN, &off.cgroup_kn, true)
@@ -141,6 +142,82 @@ pub(super) fn load_object(pin_dir: &Path) -> Result<Ebpf> {
     }
 
     Ok(ebpf)
+}
+
+/// Maps the object asks to allocate per element (BPF_F_NO_PREALLOC, enforcer-ebpf maps.rs),
+/// created preallocated instead on kernels before 6.1: there the verifier WARNs ("trace type
+/// BPF program uses run-time allocation", a kernel splat and taint) for every tracing program
+/// (sys_enter, cgroup_mkdir/rmdir) using one, because allocating from those contexts could
+/// deadlock before the BPF memory allocator (6.1). They are made and pinned under their names
+/// before the object loads; aya adopts a pinned map as it is. Costs the memory 6.1+ saves.
+/// `WARDEN_PREALLOC_MAPS=1` forces it on any kernel (tests). `WARDEN_LEARN_FILES` is left
+/// alone: only BPF-LSM programs, which that check does not cover, use it.
+fn preallocate_before_6_1(maps_dir: &Path) -> Result<()> {
+    const NO_PREALLOC: u32 = 1;
+    const HASH: u32 = 1;
+    const PERCPU_HASH: u32 = 5;
+    let forced = std::env::var_os("WARDEN_PREALLOC_MAPS").is_some_and(|v| v == "1");
+    let old = crate::profile::seccomp::KernelVersion::running().is_some_and(|k| (k.0, k.1) < (6, 1));
+    if !(forced || old) {
+        return Ok(());
+    }
+    let obj = aya_obj::Object::parse(EBPF_OBJECT).context("reading the eBPF object's map definitions")?;
+    std::fs::create_dir_all(maps_dir).with_context(|| format!("creating {}", maps_dir.display()))?;
+    for (name, m) in &obj.maps {
+        let per_element = m.map_flags() & NO_PREALLOC != 0;
+        if !per_element || !matches!(m.map_type(), HASH | PERCPU_HASH) || name == "WARDEN_LEARN_FILES" {
+            continue;
+        }
+        let pin = maps_dir.join(name);
+        if pin.exists() {
+            continue; // adopted as it was made
+        }
+        create_and_pin(
+            name,
+            m.map_type(),
+            m.key_size(),
+            m.value_size(),
+            m.max_entries(),
+            m.map_flags() & !NO_PREALLOC,
+            &pin,
+        )
+        .with_context(|| format!("creating map {name} preallocated (kernel before 6.1)"))?;
+        debug!(map = %name, "created preallocated (kernel before 6.1)");
+    }
+    Ok(())
+}
+
+/// BPF_MAP_CREATE, then BPF_OBJ_PIN at `pin` (the fd is closed after pinning).
+fn create_and_pin(name: &str, ty: u32, key: u32, value: u32, max: u32, flags: u32, pin: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    // union bpf_attr, map-create part: type, key_size, value_size, max_entries, map_flags,
+    // inner_map_fd, numa_node, map_name[16]; the rest zero (the kernel checks the tail is).
+    let mut attr = [0u8; 128];
+    for (i, v) in [ty, key, value, max, flags].iter().enumerate() {
+        attr[i * 4..i * 4 + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+    let n = name.as_bytes();
+    let len = n.len().min(15);
+    attr[28..28 + len].copy_from_slice(&n[..len]);
+    let fd = unsafe {
+        libc::syscall(libc::SYS_bpf, 0 /* BPF_MAP_CREATE */, attr.as_ptr(), attr.len())
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("BPF_MAP_CREATE");
+    }
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    let path = std::ffi::CString::new(pin.as_os_str().as_bytes())?;
+    // BPF_OBJ_PIN: pathname (u64), bpf_fd (u32), file_flags (u32).
+    let mut pattr = [0u8; 128];
+    pattr[0..8].copy_from_slice(&(path.as_ptr() as u64).to_ne_bytes());
+    pattr[8..12].copy_from_slice(&(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32).to_ne_bytes());
+    if unsafe {
+        libc::syscall(libc::SYS_bpf, 6 /* BPF_OBJ_PIN */, pattr.as_ptr(), pattr.len())
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("pinning {}", pin.display()));
+    }
+    Ok(())
 }
 
 impl Enforcer {
