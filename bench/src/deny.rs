@@ -2,7 +2,6 @@
 //! the kernel memory they take, and what they add to a confined connect and UDP send, against
 //! the same 100-rule profile without lists and with 10 entries (one LPM lookup either way).
 use std::collections::BTreeMap;
-use std::net::{TcpListener, UdpSocket};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -12,7 +11,7 @@ use warden::{
     enforcer::{deny::DenyItem, Enforcer, Mode},
 };
 
-use crate::{measure, median, net100, scale, Cgroups, Op};
+use crate::{loopback_targets, measure, median, net100, scale, Cgroups, Op};
 
 /// `n` distinct CIDRs, /16 to /32, spread over the IPv4 space by a fixed LCG (none covering
 /// loopback or 0/8), as list text.
@@ -43,18 +42,7 @@ fn items(text: &str) -> Result<Vec<DenyItem>> {
 }
 
 pub(crate) fn part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, net_iters: u64) -> Result<()> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    unsafe {
-        use std::os::fd::AsRawFd as _;
-        libc::listen(listener.as_raw_fd(), 4096);
-    }
-    let tport = listener.local_addr()?.port();
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            drop(s);
-        }
-    });
-    let sink = UdpSocket::bind("127.0.0.1:0")?;
+    let (tport, sink) = loopback_targets()?;
     let uport = sink.local_addr()?.port();
     let net = net100(tport, uport)?;
     let confined_id = cgroup::cgroup_id(&cgs.confined)?;

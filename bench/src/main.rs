@@ -410,7 +410,9 @@ fn syscalls_part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, iters: u64) -> 
     Ok(())
 }
 
-fn net_part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, net_iters: u64) -> Result<()> {
+/// The loopback targets of the network parts: a TCP listener that accepts and drops on its
+/// own thread, and a UDP sink (kept open by the caller). Returns (tcp port, udp sink).
+pub(crate) fn loopback_targets() -> Result<(u16, UdpSocket)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     // A deep accept queue: with std's default backlog (128) a burst of connects can overflow
     // it and a dropped SYN costs a 1 s retransmit, which is what the connect figure measured.
@@ -424,7 +426,11 @@ fn net_part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, net_iters: u64) -> R
             drop(s);
         }
     });
-    let sink = UdpSocket::bind("127.0.0.1:0")?;
+    Ok((tport, UdpSocket::bind("127.0.0.1:0")?))
+}
+
+fn net_part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, net_iters: u64) -> Result<()> {
+    let (tport, sink) = loopback_targets()?;
     let uport = sink.local_addr()?.port();
     let net = net100(tport, uport)?;
     let confined_id = cgroup::cgroup_id(&cgs.confined)?;

@@ -107,7 +107,8 @@ fn read_dir(dir: &Path) -> Result<BTreeMap<String, Result<String, String>>> {
 /// The trie entries of `lists` (ids by name): IPv4 as IPv4-mapped IPv6, one entry per
 /// protocol when a port has none. Duplicates keep their first list and line.
 pub fn compile(lists: &BTreeMap<String, List>, ids: &BTreeMap<String, u32>) -> Vec<DenyItem> {
-    let mut out: BTreeMap<(u32, [u8; 21]), DenyItem> = BTreeMap::new();
+    // Keyed by (prefix, ported, protocol, port, address): the trie key, comparable.
+    let mut out: BTreeMap<(u32, u8, u8, u16, [u8; 16]), DenyItem> = BTreeMap::new();
     for (name, list) in lists {
         let id = ids[name];
         for e in &list.entries {
@@ -119,12 +120,7 @@ pub fn compile(lists: &BTreeMap<String, List>, ids: &BTreeMap<String, u32>) -> V
             let mut push = |ported: u8, proto: u8, port: u16| {
                 let key = DenyKey { version: 0, ported, proto, port_be: port.to_be_bytes(), addr };
                 let prefix_len = DENY_KEY_HEAD_BITS + bits;
-                let mut raw = [0u8; 21];
-                raw[1] = ported;
-                raw[2] = proto;
-                raw[3..5].copy_from_slice(&port.to_be_bytes());
-                raw[5..].copy_from_slice(&addr);
-                out.entry((prefix_len, raw)).or_insert(DenyItem { prefix_len, key, entry });
+                out.entry((prefix_len, ported, proto, port, addr)).or_insert(DenyItem { prefix_len, key, entry });
             };
             match e.port {
                 None => push(0, 0, 0),
