@@ -5,6 +5,7 @@
 #   - containerd 1.7.x (NRI v1alpha1) from Debian trixie, fetched WITHOUT adding trixie to the
 #     system's apt sources: a private sources file and private lists/cache folders, then
 #     `apt-get download` and `dpkg-deb -x` into $WARDEN_CACHE/containerd.
+#   - crun from trixie the same way, with its own trixie libraries, into $WARDEN_CACHE/crun.
 #   - bookworm's runc and busybox-static from the system sources (apt).
 #   - two local OCI image-layout tarballs (there is no registry here):
 #       $WARDEN_CACHE/images/busybox.tar  docker.io/warden/busybox:local (busybox-static + applets)
@@ -24,6 +25,7 @@ MIRROR="${WARDEN_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 CTRD_DIR="${CACHE}/containerd"
 SUITE2="${WARDEN_CONTAINERD2_SUITE:-sid}"
 CTRD2_DIR="${CACHE}/containerd2"
+CRUN_DIR="${CACHE}/crun"
 IMG_DIR="${CACHE}/images"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "${HERE}/.." && pwd)"
@@ -37,33 +39,68 @@ apt_system_packages() {
     apt_ensure runc busybox-static
 }
 
-# containerd_private SUITE DIR: containerd from Debian SUITE, unpacked into DIR.
-containerd_private() {
-    local SUITE="$1" CTRD_DIR="$2"
-    local stamp="${CTRD_DIR}/.warden-${SUITE}"
-    if [ -f "$stamp" ] && [ -x "${CTRD_DIR}/usr/bin/containerd" ]; then return 0; fi
+# apt_private SUITE PKG...: downloads PKG's .deb files from Debian SUITE into
+# $CACHE/apt-SUITE/dl (cleared first) through private lists: every option that could touch the
+# system's apt state points into that folder, nothing is installed.
+apt_private() {
+    local SUITE="$1"; shift
     local apt_dir="${CACHE}/apt-${SUITE}"
     mkdir -p "${apt_dir}/lists/partial" "${apt_dir}/cache/archives/partial" "${apt_dir}/dl"
     local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
     printf 'deb [signed-by=%s] %s %s main\n' "$keyring" "$MIRROR" "$SUITE" > "${apt_dir}/sources.list"
-    # Every option that could touch the system's apt state points into the private folder.
     local opts=(-o "Dir::Etc::sourcelist=${apt_dir}/sources.list" -o "Dir::Etc::sourceparts=-"
                 -o "Dir::State::Lists=${apt_dir}/lists" -o "Dir::Cache=${apt_dir}/cache"
                 -o "APT::Get::List-Cleanup=0" -o "Debug::NoLocking=1"
                 -o "APT::Sandbox::User=root")
     log "apt-get update (private ${SUITE} lists in ${apt_dir})"
     apt-get "${opts[@]}" update -qq >&2
-    log "apt-get download containerd (${SUITE})"
-    rm -f "${apt_dir}"/dl/containerd_*.deb
-    (cd "${apt_dir}/dl" && apt-get "${opts[@]}" download containerd >&2)
+    log "apt-get download $* (${SUITE})"
+    rm -f "${apt_dir}"/dl/*.deb
+    (cd "${apt_dir}/dl" && apt-get "${opts[@]}" download "$@" >&2)
+}
+
+# containerd_private SUITE DIR: containerd from Debian SUITE, unpacked into DIR.
+containerd_private() {
+    local SUITE="$1" CTRD_DIR="$2"
+    local stamp="${CTRD_DIR}/.warden-${SUITE}"
+    if [ -f "$stamp" ] && [ -x "${CTRD_DIR}/usr/bin/containerd" ]; then return 0; fi
+    apt_private "$SUITE" containerd
     local deb
-    deb=$(ls "${apt_dir}"/dl/containerd_*.deb | head -n1)
+    deb=$(ls "${CACHE}/apt-${SUITE}"/dl/containerd_*.deb | head -n1)
     [ -n "$deb" ] || { log "containerd .deb not downloaded"; exit 1; }
     rm -rf "${CTRD_DIR}.new"; mkdir -p "${CTRD_DIR}.new"
     dpkg-deb -x "$deb" "${CTRD_DIR}.new"
     "${CTRD_DIR}.new/usr/bin/containerd" --version >&2
     rm -rf "${CTRD_DIR}"; mv "${CTRD_DIR}.new" "${CTRD_DIR}"
     basename "$deb" > "$stamp"
+}
+
+# crun_private SUITE DIR: crun from Debian SUITE (trixie: 1.21) for the crun run of the
+# containerd suite (issue 20). Bookworm's crun 1.8.1 cannot serve containerd 1.7/2.x at all: it
+# refuses their config.json ("unknown version specified": it accepted ociVersion 1.0.x only,
+# a check crun dropped in 1.14.3). Trixie's binary needs glibc 2.38 and bookworm has 2.36, so
+# it runs unchanged on its own trixie libraries: libc6 and its four library dependencies are
+# unpacked beside it and the binary's ELF interpreter and DT_RPATH (not RUNPATH: RPATH also
+# applies to the libraries' own dependencies) point there (patchelf). The
+# code is trixie's crun as a trixie node runs it; only where it finds its libraries differs.
+crun_private() {
+    local SUITE="$1" DIR="$2"
+    local stamp="${DIR}/.warden-${SUITE}"
+    if [ -f "$stamp" ] && [ -x "${DIR}/usr/bin/crun" ]; then return 0; fi
+    apt_ensure patchelf
+    apt_private "$SUITE" crun libc6 libcap2 libseccomp2 libsystemd0 libyajl2
+    rm -rf "${DIR}.new"; mkdir -p "${DIR}.new"
+    local deb
+    for deb in "${CACHE}/apt-${SUITE}"/dl/*.deb; do dpkg-deb -x "$deb" "${DIR}.new"; done
+    # Paths are final ones: the folder is renamed into place below.
+    local interp libs
+    interp=$(cd "${DIR}.new" && find . -name 'ld-linux-x86-64.so.2' -type f | head -n1)
+    [ -n "$interp" ] || { log "no ld-linux-x86-64.so.2 in ${SUITE}'s libc6"; exit 1; }
+    libs="${DIR}/usr/lib/x86_64-linux-gnu:${DIR}/lib/x86_64-linux-gnu"
+    patchelf --set-interpreter "${DIR}/${interp#./}" --force-rpath --set-rpath "$libs" "${DIR}.new/usr/bin/crun"
+    rm -rf "${DIR}"; mv "${DIR}.new" "${DIR}"
+    "${DIR}/usr/bin/crun" --version >&2
+    ls "${CACHE}/apt-${SUITE}"/dl/crun_*.deb | xargs -n1 basename > "$stamp"
 }
 
 # sha256 of a file, hex only.
@@ -145,13 +182,15 @@ containerd_private "$SUITE" "$CTRD_DIR"
 # containerd 2.x (issue 20): sid's, the same private way; its Go binaries need glibc 2.34,
 # which bookworm has. The tests pick it with WARDEN_TEST_CONTAINERD=2.
 containerd_private "$SUITE2" "$CTRD2_DIR"
+crun_private "$SUITE" "$CRUN_DIR"
 busybox_image
 pause_image
 
 if [ "${1:-}" = "--print-env" ]; then
     printf 'WARDEN_CONTAINERD_BIN=%s\n' "${CTRD_DIR}/usr/bin"
     printf 'WARDEN_CONTAINERD2_BIN=%s\n' "${CTRD2_DIR}/usr/bin"
+    printf 'WARDEN_CRUN=%s\n' "${CRUN_DIR}/usr/bin/crun"
     printf 'WARDEN_BUSYBOX_IMAGE_TAR=%s\nWARDEN_BUSYBOX_IMAGE=%s\n' "${IMG_DIR}/busybox.tar" "$BUSYBOX_REF"
     printf 'WARDEN_PAUSE_IMAGE_TAR=%s\nWARDEN_PAUSE_IMAGE=%s\n' "${IMG_DIR}/pause.tar" "$PAUSE_REF"
 fi
-log "ready: $(cat "${CTRD_DIR}/.warden-${SUITE}"), $(cat "${CTRD2_DIR}/.warden-${SUITE2}")"
+log "ready: $(cat "${CTRD_DIR}/.warden-${SUITE}"), $(cat "${CTRD2_DIR}/.warden-${SUITE2}"), $(cat "${CRUN_DIR}/.warden-${SUITE}")"

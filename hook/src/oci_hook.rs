@@ -20,7 +20,7 @@ use oci_spec::runtime::{ContainerState, Spec, State};
 use crate::control::{Client, ConfineRequest, Request};
 
 /// The stage the hook runs at: from `--stage`, else from the state's status (`creating` at
-/// createRuntime, `stopped` at poststop).
+/// createRuntime, or `created` as crun says there; `stopped` at poststop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Stage {
     #[value(name = "createRuntime")]
@@ -53,7 +53,9 @@ pub fn run_state(opts: &Options, text: &str) -> Result<()> {
     let state: State = serde_json::from_str(text).context("the container state on stdin is not OCI state JSON")?;
     let stage = match (opts.stage, state.status()) {
         (Some(s), _) => s,
-        (None, ContainerState::Creating) => Stage::CreateRuntime,
+        // The spec says `creating` at createRuntime (runc); crun (1.8 to 1.21 at least) says
+        // `created` there. Both mean: the init process exists, the entrypoint has not run.
+        (None, ContainerState::Creating | ContainerState::Created) => Stage::CreateRuntime,
         (None, ContainerState::Stopped) => Stage::Poststop,
         (None, other) => bail!(
             "container {}: state {other} is neither createRuntime (creating) nor poststop (stopped); pass --stage",
@@ -228,10 +230,12 @@ mod tests {
 
     #[test]
     fn annotated_without_daemon_fails_closed_unless_fail_open() {
-        let s = state("creating", r#"{"warden.io/profile":"web"}"#);
-        let e = format!("{:#}", run_state(&opts(false), &s).unwrap_err());
-        assert!(e.contains("container c1 not started") && e.contains("daemon is not running"), "{e}");
-        run_state(&opts(true), &s).unwrap();
+        for status in ["creating", "created"] {
+            let s = state(status, r#"{"warden.io/profile":"web"}"#);
+            let e = format!("{:#}", run_state(&opts(false), &s).unwrap_err());
+            assert!(e.contains("container c1 not started") && e.contains("daemon is not running"), "{status}: {e}");
+            run_state(&opts(true), &s).unwrap();
+        }
         let e =
             format!("{:#}", run_state(&opts(false), &state("stopped", r#"{"warden.io/profile":"web"}"#)).unwrap_err());
         assert!(e.contains("release failed"), "{e}");
@@ -243,8 +247,11 @@ mod tests {
     fn backstop_without_daemon_refuses_the_start() {
         let mut o = opts(true);
         o.backstop = true;
-        let e = format!("{:#}", run_state(&o, &state("creating", "{}")).unwrap_err());
-        assert!(e.contains("container c1 not started") && e.contains("backstop"), "{e}");
+        // `created`: what crun hands a createRuntime hook (runc: `creating`).
+        for status in ["creating", "created"] {
+            let e = format!("{:#}", run_state(&o, &state(status, "{}")).unwrap_err());
+            assert!(e.contains("container c1 not started") && e.contains("backstop"), "{status}: {e}");
+        }
         let e = format!("{:#}", run_state(&o, &state("stopped", "{}")).unwrap_err());
         assert!(e.contains("--backstop is a createRuntime hook"), "{e}");
     }

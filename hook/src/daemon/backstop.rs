@@ -120,11 +120,34 @@ impl Daemon {
             return Ok(None);
         }
         let t = Target::nri(pod, c);
-        match policy::select(&self.cfg.policy, &t.pod, &t.container) {
+        let (profile, mode, source, rule, baseline) = match policy::select(&self.cfg.policy, &t.pod, &t.container) {
             Ok(Selection::Unconfined(_)) => return Ok(None),
-            Ok(Selection::Confine { .. }) => {}
+            Ok(Selection::Confine { profile, mode, source, rule, baseline }) => (profile, mode, source, rule, baseline),
             Err(e) if self.cfg.fail_open && !e.violation => return Ok(None),
             Err(e) => return Err(format!("warden: {e}")),
+        };
+        // The policy itself is checked here too (unknown or invalid profile, a layer the kernel
+        // lacks), so a refusal reaches the user as containerd's NRI error, with its reason. At
+        // the hook it would only be an exit status under crun, which discards a hook's output
+        // ("error executing hook ... (exit code: 1)"); runc passes it on. The compile is cached
+        // by content (a profile at every limit: 18 ms), so the hook's own compile is a lookup
+        // and the CreateContainer answer stays far inside containerd's NRI timeout.
+        {
+            let _gate = self.ops.profiles_read();
+            if let Err(e) = self
+                .compile_policy(profile.as_deref(), baseline.as_deref(), mode)
+                .with_context(|| format!("{source}, rule {rule:?}"))
+            {
+                self.ops.metrics.profile_error("create");
+                if self.cfg.fail_open {
+                    // StartContainer meets the same error and says FAIL-OPEN loudly.
+                    return Ok(None);
+                }
+                return Err(format!(
+                    "warden: pod {}/{}, container {}: {e:#}",
+                    t.pod.namespace, t.pod.name, t.container
+                ));
+            }
         }
         let binary = self.hook_binary().map_err(|e| format!("warden: {e:#}"))?;
         let socket = self.cfg.control_socket.to_string_lossy().into_owned();

@@ -29,6 +29,8 @@ pub struct Install {
     pub busybox_image: String,
     pub pause_tar: PathBuf,
     pub pause_image: String,
+    /// The OCI runtime containerd's runc shim runs (see [`oci_runtime_choice`]).
+    pub oci_runtime: PathBuf,
 }
 
 impl Install {
@@ -57,6 +59,11 @@ impl Install {
             busybox_image: get("WARDEN_BUSYBOX_IMAGE")?,
             pause_tar: get("WARDEN_PAUSE_IMAGE_TAR")?.into(),
             pause_image: get("WARDEN_PAUSE_IMAGE")?,
+            oci_runtime: match oci_runtime_choice() {
+                OciRuntime::Runc => crate::gate::RUNC.into(),
+                OciRuntime::Crun => get("WARDEN_CRUN")?.into(),
+                OciRuntime::Path(p) => p,
+            },
         })
     }
 }
@@ -102,6 +109,9 @@ impl Containerd {
     /// As [`Containerd::start`], with plugins for containerd to launch (at every start).
     pub async fn start_with(prelaunch: Vec<Prelaunch>) -> Result<Containerd> {
         let install = tokio::task::spawn_blocking(Install::ensure).await??;
+        if let Some(why) = runtime_unusable_here(&install.oci_runtime) {
+            bail!("WARDEN_TEST_OCI_RUNTIME: {why}");
+        }
         let dir = tempfile::Builder::new().prefix("warden-ctrd-").tempdir().context("temp folder")?;
         let root = dir.path().to_path_buf();
         let tag = root.file_name().and_then(|n| n.to_str()).unwrap_or("x").replace('.', "-");
@@ -158,7 +168,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     conf_dir = "{r}/cni"
 {nri}"#,
             pause = self.install.pause_image,
-            oci_runtime = oci_runtime(),
+            oci_runtime = self.install.oci_runtime.display(),
             nri = self.nri_snippet("containerd-nri-1.7.toml"),
         )
     }
@@ -199,7 +209,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   stream_server_port = "0"
 {nri}"#,
             pause = self.install.pause_image,
-            oci_runtime = oci_runtime(),
+            oci_runtime = self.install.oci_runtime.display(),
             nri = self.nri_snippet("containerd-nri-2.x.toml"),
         )
     }
@@ -722,15 +732,63 @@ fn nri_request_timeout() -> &'static str {
     }
 }
 
-/// The OCI runtime containerd's runc shim runs: bookworm's runc, or what
-/// `WARDEN_TEST_OCI_RUNTIME` names (`crun`, or a path): scripts/test.sh runs the containerd
-/// tests a second time under crun (issue 20), whose init and cgroup handling differ from runc's.
-pub fn oci_runtime() -> String {
+/// Which OCI runtime containerd's runc shim runs.
+pub enum OciRuntime {
+    /// bookworm's runc (the default).
+    Runc,
+    /// trixie's crun 1.21, fetched by scripts/containerd.sh (bookworm's 1.8.1 refuses the
+    /// config.json of containerd 1.7 and 2.x: "unknown version specified").
+    Crun,
+    /// Any other runtime binary, by path.
+    Path(PathBuf),
+}
+
+/// `WARDEN_TEST_OCI_RUNTIME`: unset or `runc`, `crun`, or a path. scripts/test.sh runs the
+/// containerd suite a second time under crun (issue 20), whose init and cgroup handling differ
+/// from runc's.
+pub fn oci_runtime_choice() -> OciRuntime {
     match std::env::var("WARDEN_TEST_OCI_RUNTIME").ok().filter(|v| !v.is_empty()).as_deref() {
-        None | Some("runc") => crate::gate::RUNC.to_string(),
-        Some("crun") => "/usr/bin/crun".to_string(),
-        Some(other) => other.to_string(),
+        None | Some("runc") => OciRuntime::Runc,
+        Some("crun") => OciRuntime::Crun,
+        Some(other) => OciRuntime::Path(other.into()),
     }
+}
+
+/// Whether a failing hook's output reaches the caller's error: runc puts the hook's stderr in
+/// its error; crun discards a hook's stdout and stderr and reports only "error executing hook
+/// `PATH` (exit code: N)" (the reason is then in warden's log: "container start refused").
+pub fn hook_output_reaches_caller() -> bool {
+    !matches!(oci_runtime_choice(), OciRuntime::Crun)
+}
+
+/// Asserts that `msg`, a start error, is a refusal by warden's hook: naming all of `why` where
+/// the runtime passes the hook's output on, else the bare hook failure crun reports.
+pub fn assert_hook_refusal(msg: &str, why: &[&str]) {
+    if hook_output_reaches_caller() {
+        assert!(why.iter().all(|w| msg.contains(w)), "the hook's refusal ({why:?}) reaches the caller: {msg}");
+    } else {
+        assert!(
+            msg.contains("error executing hook") && msg.contains("warden") && msg.contains("exit code: 1"),
+            "crun reports the hook's failure: {msg}"
+        );
+    }
+}
+
+/// Why `runtime` cannot serve containerd on this host, if it cannot: crun refuses a hybrid
+/// cgroup layout (v1 controllers, cgroup2 at /sys/fs/cgroup/unified: "cgroups in hybrid mode
+/// not supported"). Showing it the cgroup2 mount alone (a mount namespace) is not enough either:
+/// containerd's CRI gives every sandbox cpu shares, and on a hybrid host the cpu controller
+/// belongs to cgroup v1 ("controller `cpu` is not available"). tests/vm/crun.sh runs the
+/// suite under crun in a VM, on a pure cgroup2 Debian kernel.
+pub fn runtime_unusable_here(runtime: &Path) -> Option<String> {
+    let hybrid = Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists();
+    (runtime.file_name().is_some_and(|n| n == "crun") && hybrid).then(|| {
+        format!(
+            "{} needs a pure cgroup2 host and this one has hybrid cgroups (v1 controllers, cgroup2 at \
+             /sys/fs/cgroup/unified); run the crun suite in a VM: tests/vm/crun.sh",
+            runtime.display()
+        )
+    })
 }
 
 /// Which containerd the tests start: 1 (1.7, the default) or 2 (`WARDEN_TEST_CONTAINERD=2`;

@@ -478,8 +478,11 @@ pub fn all_syscalls_except(name: &str, deny: &[&str]) -> String {
     ProfileBuilder::new(name).syscalls_all_except(deny).json()
 }
 
-/// Waits until `f` returns Some, or panics after `timeout` with `what`.
+/// Waits until `f` returns Some, or panics after `timeout` with `what`. Inside a TCG VM
+/// (WARDEN_VM, set by tests/vm/run) the wait is ten times longer: everything there runs one to
+/// two orders of magnitude slower, and these are waits for an outcome, not speed assertions.
 pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let timeout = if std::env::var_os("WARDEN_VM").is_some() { timeout * 10 } else { timeout };
     let end = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -642,6 +645,15 @@ impl WardenDaemon {
 impl Drop for WardenDaemon {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            // A failing test shows what the daemon saw (the end of its log).
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- warden daemon log (last {} lines) ---", tail.len());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         let out = self.warden.run(&["reset"]);
         if self.warden.pin_dir.exists() {
             eprintln!(

@@ -8,9 +8,19 @@ use crate::{eventually, static_attempt, WardenDaemon};
 
 pub const ATTEMPT: &str = "/warden-attempt";
 
+/// A loopback TCP listener and its port. A thread accepts (and drops) every connection: a
+/// container that connects in a loop must not fill the accept queue (128), after which its
+/// connects hang in SYN retries. Seen in the VMs, where a daemon start takes ~15 s and a loop
+/// ran past 128 connects before warden confined it. The port stays bound for the process.
 pub fn listener() -> (TcpListener, u16) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let p = l.local_addr().unwrap().port();
+    let acceptor = l.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for conn in acceptor.incoming() {
+            drop(conn);
+        }
+    });
     (l, p)
 }
 

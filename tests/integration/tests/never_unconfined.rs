@@ -1,7 +1,7 @@
 //! Never unconfined (issue 17): an annotated container whose policy is not in place does not
 //! run. Real containerd 1.7, `warden run`, busybox pods running `warden-attempt`.
 //! Needs root; under CI=true a missing piece fails the test.
-use warden_integration_tests::containerd::Containerd;
+use warden_integration_tests::containerd::{assert_hook_refusal, Containerd};
 use warden_integration_tests::scenarios::{exit_code, listener, run_attempts, ATTEMPT};
 use warden_integration_tests::*;
 
@@ -79,16 +79,13 @@ async fn warden_gone_between_create_and_start_means_the_container_does_not_start
 
     w.kill();
     let err = c.start_container(&crashed).await.expect_err("warden is down: the start must fail");
-    assert!(
-        err.message().contains("backstop") && err.message().contains("daemon"),
-        "the hook's refusal reaches the caller: {}",
-        err.message()
-    );
+    assert_hook_refusal(err.message(), &["backstop", "daemon"]);
     assert_eq!(c.container_log("backstop", "crashed"), "", "the entrypoint never ran");
 
     w.start();
     let err = c.start_container(&restarted).await.expect_err("no pending start after a restart: refused");
-    assert!(err.message().contains("no pending start"), "{}", err.message());
+    assert_hook_refusal(err.message(), &["no pending start"]);
+    assert!(w.log_text().contains("no pending start"), "the daemon logs why: {}", w.log_text());
     assert_eq!(c.container_log("backstop", "restarted"), "", "the entrypoint never ran");
 
     let fresh = create("fresh").await;

@@ -15,6 +15,19 @@ use warden_integration_tests::*;
 
 const PODMAN: &str = "/usr/bin/podman";
 
+/// The OCI runtime podman runs (and which runs the hook): runc, or with
+/// `WARDEN_TEST_OCI_RUNTIME=crun` bookworm's crun 1.8.1, podman 4.3's own default there (it
+/// accepts podman's config.json, unlike containerd's; tests/vm/crun.sh runs this test so in a
+/// VM, as crun refuses this host's hybrid cgroups). crun hands createRuntime hooks the state
+/// `created` where runc says `creating`, and discards their output.
+fn runtime() -> String {
+    match containerd::oci_runtime_choice() {
+        containerd::OciRuntime::Runc => RUNC.to_string(),
+        containerd::OciRuntime::Crun => "/usr/bin/crun".to_string(),
+        containerd::OciRuntime::Path(p) => p.display().to_string(),
+    }
+}
+
 /// Podman with its own storage, runc (the hooks run by the runtime), cgroupfs, no network and
 /// explicit ulimits (podman's defaults raise RLIMIT_NOFILE/NPROC, which needs
 /// CAP_SYS_RESOURCE; this project's CI root lacks it).
@@ -53,7 +66,7 @@ impl Podman {
             .arg(self.dir.join("root"))
             .arg("--runroot")
             .arg(self.dir.join("runroot"))
-            .args(["--storage-driver", "overlay", "--runtime", RUNC, "--cgroup-manager", "cgroupfs"])
+            .args(["--storage-driver", "overlay", "--runtime", &runtime(), "--cgroup-manager", "cgroupfs"])
             .args(["--events-backend", "none", "--hooks-dir"])
             .arg(&self.hooks)
             .args(args);
@@ -149,6 +162,12 @@ fn podman_runs_are_confined_through_the_packaged_hook() {
     let o = p.run(&["warden.io/profile=nope"], &["getpid"]);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(!String::from_utf8_lossy(&o.stdout).contains("getpid"), "{}", text(&o));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("nope"), "the refusal names the profile: {}", text(&o));
+    if containerd::hook_output_reaches_caller() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("nope"), "the refusal names the profile: {}", text(&o));
+    } else {
+        // crun discards the hook's output: the reason is in warden's log only.
+        containerd::assert_hook_refusal(&String::from_utf8_lossy(&o.stderr), &[]);
+        assert!(w.log_text().contains("unknown profile"), "{}", w.log_text());
+    }
 }
