@@ -8,6 +8,12 @@ use crate::{eventually, static_attempt, WardenDaemon};
 
 pub const ATTEMPT: &str = "/warden-attempt";
 
+/// A TCP port free on 127.0.0.1 right now: the kernel's pick, bound and released for the
+/// caller (a server in a container) to take.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A loopback TCP listener and its port. A thread accepts (and drops) every connection: a
 /// container that connects in a loop must not fill the accept queue (128), after which its
 /// connects hang in SYN retries. Seen in the VMs, where a daemon start takes ~15 s and a loop

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use warden_integration_tests::scenarios::free_port;
 use warden_integration_tests::*;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -534,12 +535,6 @@ fn listening_port(o: &Outcome) -> u16 {
         Outcome::Reply(s) if s.starts_with("listening ") => s["listening ".len()..].parse().unwrap(),
         other => panic!("expected `listening PORT`, got {other:?}"),
     }
-}
-
-/// A port nothing listens on right now (bound and released).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 #[test]

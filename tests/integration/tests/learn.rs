@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
+use warden_integration_tests::scenarios::free_port;
 use warden_integration_tests::*;
 
 const LEARNING: &str = r#"{"name":"learning"}"#;
@@ -47,10 +48,6 @@ fn assert_all_ok(out: &Output, attempts: &[String], what: &str) {
     for (a, res) in r {
         assert_eq!(res, "ok", "{what}: `{a}`");
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn generate(w: &Warden, cg: &Path, name: &str) -> (PathBuf, Value, String) {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use warden_integration_tests::containerd::{Containerd, PodHandle};
-use warden_integration_tests::scenarios::{exit_code, latest_line, listener, run_attempts, ATTEMPT};
+use warden_integration_tests::scenarios::{exit_code, free_port, latest_line, listener, run_attempts, ATTEMPT};
 use warden_integration_tests::*;
 
 /// Every syscall but unshare; connect only to 127.0.0.1:`port`; no bind.
@@ -255,11 +255,6 @@ fn builtin_profiles(port: u16) -> Vec<(String, String)> {
             (e.path().file_stem().unwrap().to_string_lossy().into_owned(), v.to_string())
         })
         .collect()
-}
-
-/// A TCP port free on 127.0.0.1 right now (the kernel's pick; released for the caller to use).
-fn free_port() -> u16 {
-    warden_integration_tests::scenarios::listener().1
 }
 
 async fn sh(c: &Containerd, pod: &PodHandle, name: &str, script: &str) -> String {
