@@ -49,7 +49,7 @@ pub fn part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, iters: u64) -> Resul
         "confined, file profile at the rule limit",
     ];
     let mut r: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); ops.len()]; configs.len()];
-    // The three configurations alternate within every repetition, so slow drift of the VM
+    // The configurations alternate within every repetition, so slow drift of the VM
     // (TCG, a shared host) spreads over all of them instead of landing on one block. Between
     // repetitions the LSM programs are detached (the last user released) and attached again;
     // on Debian's 7.2 kernel a re-attach right after a detach can fail with EBUSY while the old

@@ -133,15 +133,14 @@ impl Daemon {
         // lacks), so a refusal reaches the user as containerd's NRI error, with its reason. At
         // the hook it would only be an exit status under crun, which discards a hook's output
         // ("error executing hook ... (exit code: 1)"); runc passes it on. The compile is cached
-        // by content (a profile at every limit: 18 ms), so the hook's own compile is a lookup
-        // and the CreateContainer answer stays far inside containerd's NRI timeout.
+        // by content (a profile at every limit: 18 ms): the hook's request reads and hashes the
+        // file again but finds it compiled, and the CreateContainer answer stays far inside
+        // containerd's NRI timeout.
         {
             let _gate = self.ops.profiles_read();
-            if let Err(e) = self
-                .compile_policy(profile.as_deref(), baseline.as_deref(), mode)
-                .with_context(|| format!("{source}, rule {rule:?}"))
+            if let Err(e) =
+                self.compile_selected(profile.as_deref(), baseline.as_deref(), mode, &source, &rule, "create")
             {
-                self.ops.metrics.profile_error("create");
                 if self.cfg.fail_open {
                     // StartContainer meets the same error and says FAIL-OPEN loudly.
                     return Ok(None);

@@ -129,10 +129,7 @@ impl Daemon {
             Selection::Confine { profile, mode, source, rule, baseline } => (profile, mode, source, rule, baseline),
         };
         let _gate = self.ops.profiles_read();
-        let compiled = self
-            .compile_policy(profile.as_deref(), baseline.as_deref(), mode)
-            .inspect_err(|_| self.ops.metrics.profile_error("start"))
-            .with_context(|| format!("{source}, rule {rule:?}"))?;
+        let compiled = self.compile_selected(profile.as_deref(), baseline.as_deref(), mode, &source, &rule, "start")?;
         // Learning inside a baseline: the kernel records everything and still enforces the
         // baseline (cgroup_flags::FLOOR).
         let floor = baseline.is_some() && mode == Mode::Learn;
@@ -167,6 +164,23 @@ impl Daemon {
         }
         registry.insert(t.id.clone(), rec.clone());
         Ok(Some(rec))
+    }
+
+    /// [`Self::compile_policy`] for a selection, its errors naming the setting and rule that
+    /// chose it and counted in `warden_profile_errors_total{stage}` (CreateContainer's check,
+    /// or the confine at a start).
+    pub fn compile_selected(
+        &self,
+        profile: Option<&str>,
+        baseline: Option<&str>,
+        mode: Mode,
+        source: &str,
+        rule: &str,
+        stage: &str,
+    ) -> Result<CompiledProfile> {
+        self.compile_policy(profile, baseline, mode)
+            .inspect_err(|_| self.ops.metrics.profile_error(stage))
+            .with_context(|| format!("{source}, rule {rule:?}"))
     }
 
     /// The kernel form of a selection: the pod's profile, intersected with the rule's baseline

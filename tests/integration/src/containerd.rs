@@ -743,9 +743,9 @@ pub enum OciRuntime {
     Path(PathBuf),
 }
 
-/// `WARDEN_TEST_OCI_RUNTIME`: unset or `runc`, `crun`, or a path. scripts/test.sh runs the
-/// containerd suite a second time under crun (issue 20), whose init and cgroup handling differ
-/// from runc's.
+/// `WARDEN_TEST_OCI_RUNTIME`: unset or `runc`, `crun`, or a path. tests/vm/crun.sh runs the
+/// core of the containerd suite under crun in a VM (issue 20), whose init, cgroup handling and
+/// hook handling differ from runc's.
 pub fn oci_runtime_choice() -> OciRuntime {
     match std::env::var("WARDEN_TEST_OCI_RUNTIME").ok().filter(|v| !v.is_empty()).as_deref() {
         None | Some("runc") => OciRuntime::Runc,
