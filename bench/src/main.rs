@@ -17,6 +17,7 @@ use anyhow::{bail, Context as _, Result};
 mod deny;
 mod files;
 mod scale;
+mod trampoline;
 mod validation;
 use warden::{
     cgroup,
@@ -328,21 +329,142 @@ fn machine() -> String {
     )
 }
 
+/// The per-function configurations of the syscall part (issue 19, item 3), measured where the
+/// kernel runs BPF trampolines (the Debian VM kernels; this project's CI host refuses them).
+struct FentrySetup {
+    btf: aya_obj::btf::Btf,
+    /// Entry functions of the measured syscalls, in `syscall_ops` order.
+    measured: Vec<String>,
+    /// Entry functions of the syscalls runtime-default forbids.
+    forbidden_by_default: Vec<String>,
+    /// Entry functions of every other native syscall.
+    every_other: Vec<String>,
+    /// Whether the verifier takes fmod_ret on each measured syscall's entry (7.x accepts
+    /// `__x64_sys_*` names, not the `__do_sys_*` of SYSCALL_DEFINE0 syscalls; 6.1 neither).
+    modify_return: Vec<bool>,
+}
+
+const FENTRY_CONFIGS: [&str; 7] = [
+    "no-op fentry on the measured syscall's entry function",
+    "no-op fentry on runtime-default's forbidden syscalls",
+    "no-op fentry on every other syscall",
+    "warden fentry judge on the measured syscall, caller unconfined",
+    "warden fentry judge on the measured syscall, caller confined, allowed",
+    "confined, per-function layer, measured syscall not hooked",
+    "no-op fmod_ret on the measured syscall's entry function",
+];
+
+/// Probes BPF trampolines and the fmod_ret rules, prints what the kernel said, and resolves the
+/// entry functions. None where a no-op fentry cannot be loaded.
+fn fentry_setup() -> Result<Option<FentrySetup>> {
+    use trampoline::{attach_noop, entry_point, Kind};
+    let btf = match aya_obj::btf::Btf::from_sys_fs() {
+        Ok(b) => b,
+        Err(e) => {
+            println!("Per-function syscall hooks: not measured (no kernel BTF: {e}).\n");
+            return Ok(None);
+        }
+    };
+    let measured: Vec<String> = ["getppid", "read"]
+        .iter()
+        .map(|n| entry_point(&btf, n).with_context(|| format!("no entry function for {n} in the kernel's BTF")))
+        .collect::<Result<_>>()?;
+    println!("Per-function syscall hooks (issue 19, item 3): what this kernel accepts (no-op programs, loaded and attached, then detached):\n");
+    let probe = |target: &str, kind: Kind| -> bool {
+        let r = attach_noop(&btf, target, kind);
+        println!(
+            "- {} on `{target}`: {}",
+            if kind == Kind::Fentry { "fentry" } else { "fmod_ret" },
+            match &r {
+                Ok(_) => "accepted".to_string(),
+                Err(e) => format!("refused ({e})"),
+            }
+        );
+        r.is_ok()
+    };
+    let fentry = probe(&measured[0], Kind::Fentry);
+    let modify_return: Vec<bool> = measured.iter().map(|t| probe(t, Kind::ModifyReturn)).collect();
+    probe("__x64_sys_getcpu", Kind::ModifyReturn);
+    // Issue 18's route for the file layer where `bpf` is not an active LSM.
+    probe("security_file_open", Kind::ModifyReturn);
+    println!();
+    if !fentry {
+        return Ok(None);
+    }
+    let default: serde_json::Value = serde_json::from_str(include_str!("../../profiles/runtime-default.json"))?;
+    let allowed: std::collections::BTreeSet<&str> = default["syscalls"]["allow"]
+        .as_array()
+        .context("runtime-default has no syscalls.allow")?
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let mut forbidden_by_default = Vec::new();
+    let mut every_other = Vec::new();
+    for s in syscalls::Sysno::iter() {
+        let Some(f) = entry_point(&btf, s.name()) else { continue };
+        if measured.contains(&f) || every_other.contains(&f) {
+            continue;
+        }
+        if !allowed.contains(s.name()) {
+            forbidden_by_default.push(f.clone());
+        }
+        every_other.push(f);
+    }
+    Ok(Some(FentrySetup { btf, measured, forbidden_by_default, every_other, modify_return }))
+}
+
+/// Runs getppid in the confined cgroup under a profile without it, with the fentry judge on
+/// `target` and sys_enter detached; says how the child ended.
+fn fentry_judge_kills(enf: &mut Enforcer, cgs: &Cgroups, target: &str) -> Result<String> {
+    let allow: Vec<&str> = syscalls::Sysno::iter().map(|s| s.name()).filter(|n| *n != "getppid").collect();
+    let p = compiled(&serde_json::json!({"name":"bench-no-getppid","syscalls":{"allow":allow}}).to_string())?;
+    enf.apply(&cgs.confined, &p, Mode::Enforce)?;
+    enf.detach_sys_enter_for_measurement()?;
+    let judge = enf.attach_syscall_fentry("warden_sc_fentry_getppid", target)?;
+    let r = measure(Op::Getppid, 1000, Some(cgs.confined.as_path()), false);
+    drop(judge);
+    enf.release(cgroup::cgroup_id(&cgs.confined)?)?;
+    Ok(match r {
+        Err(e) if format!("{e:#}").contains("SIGKILL") => "killed (SIGKILL), as sys_enter would".into(),
+        Err(e) => bail!("the fentry judge check failed: {e:#}"),
+        Ok(ns) => {
+            bail!("the fentry judge let a forbidden getppid run ({ns:.0} ns/op): the measured program does not judge")
+        }
+    })
+}
+
 fn syscalls_part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, iters: u64) -> Result<()> {
     let all = all_syscalls()?;
     let empty = compiled(r#"{"name":"bench-empty"}"#)?;
     let confined_id = cgroup::cgroup_id(&cgs.confined)?;
     let other_id = cgroup::cgroup_id(&cgs.other)?;
     let syscall_ops = [Op::Getppid, Op::ReadZero];
-    let configs: &[&str] = &[
+    let fentry = fentry_setup()?;
+    let mut configs: Vec<String> = [
         "no warden hook attached",
         "warden loaded, no syscall policy anywhere",
         "no-op sys_enter program (calibration)",
         "unconfined, another cgroup has a syscall policy",
         "confined, every syscall allowed",
         "seccomp filter, same allow-list, no warden",
-    ];
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(f) = &fentry {
+        let n = FENTRY_CONFIGS.len() - usize::from(!f.modify_return.contains(&true));
+        for (i, c) in FENTRY_CONFIGS[..n].iter().enumerate() {
+            configs.push(match i {
+                1 => format!("{c} ({} functions)", f.forbidden_by_default.len()),
+                2 => format!("{c} ({} functions)", f.every_other.len()),
+                _ => c.to_string(),
+            });
+        }
+    }
     let mut sys: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); syscall_ops.len()]; configs.len()];
+    // Wall time to attach and to detach (close) each no-op set, per repetition.
+    let mut attach_ms: Vec<Vec<f64>> = vec![Vec::new(); 2];
+    let mut detach_ms: Vec<Vec<f64>> = vec![Vec::new(); 2];
     for rep in 0..reps {
         eprintln!("syscalls: repetition {}/{reps}", rep + 1);
         // Alternate the order every repetition: no configuration always runs first.
@@ -350,6 +472,8 @@ fn syscalls_part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, iters: u64) -> 
             if rep % 2 == 0 { (0..configs.len()).collect() } else { (0..configs.len()).rev().collect() };
         for ci in order {
             let mut noop = None;
+            let mut trampolines = Vec::new();
+            let mut judges = Vec::new();
             let (cg, seccomp): (Option<&Path>, bool) = match ci {
                 0 => (None, false),
                 1 => {
@@ -368,16 +492,80 @@ fn syscalls_part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, iters: u64) -> 
                     enf.apply(&cgs.confined, &all, Mode::Enforce)?;
                     (Some(cgs.confined.as_path()), false)
                 }
-                _ => (None, true),
+                5 => (None, true),
+                _ => {
+                    let f = fentry.as_ref().expect("fentry configurations only with a setup");
+                    use trampoline::{attach_noop, Kind};
+                    let noop_set = |targets: &[String], kind: Kind| -> Result<Vec<trampoline::Attached>> {
+                        targets.iter().map(|t| attach_noop(&f.btf, t, kind).map_err(anyhow::Error::msg)).collect()
+                    };
+                    match ci - 6 {
+                        0 => trampolines = noop_set(&f.measured, Kind::Fentry)?,
+                        k @ (1 | 2) => {
+                            let set = if k == 1 { &f.forbidden_by_default } else { &f.every_other };
+                            let t = Instant::now();
+                            trampolines = noop_set(set, Kind::Fentry)?;
+                            attach_ms[k - 1].push(t.elapsed().as_secs_f64() * 1e3);
+                        }
+                        k @ 3..=5 => {
+                            let (cg, path) =
+                                if k == 3 { (None, &cgs.other) } else { (Some(cgs.confined.as_path()), &cgs.confined) };
+                            enf.apply(path, &all, Mode::Enforce)?;
+                            enf.detach_sys_enter_for_measurement()?;
+                            if k != 5 {
+                                judges.push(enf.attach_syscall_fentry("warden_sc_fentry_getppid", &f.measured[0])?);
+                                judges.push(enf.attach_syscall_fentry("warden_sc_fentry_read", &f.measured[1])?);
+                            }
+                            for (oi, op) in syscall_ops.iter().enumerate() {
+                                sys[ci][oi].push(measure(op.clone(), iters, cg, false)?);
+                            }
+                            drop(judges);
+                            enf.release(other_id)?;
+                            enf.release(confined_id)?;
+                            continue;
+                        }
+                        _ => {
+                            // Only where the verifier took it; the other operation stays unmeasured.
+                            let accepted: Vec<String> = f
+                                .measured
+                                .iter()
+                                .zip(&f.modify_return)
+                                .filter(|(_, ok)| **ok)
+                                .map(|(t, _)| t.clone())
+                                .collect();
+                            trampolines = noop_set(&accepted, Kind::ModifyReturn)?;
+                            for (oi, op) in syscall_ops.iter().enumerate() {
+                                if f.modify_return[oi] {
+                                    sys[ci][oi].push(measure(op.clone(), iters, None, false)?);
+                                }
+                            }
+                            drop(trampolines);
+                            continue;
+                        }
+                    }
+                    (None, false)
+                }
             };
             for (oi, op) in syscall_ops.iter().enumerate() {
                 sys[ci][oi].push(measure(op.clone(), iters, cg, seccomp)?);
             }
             drop(noop);
+            let t = Instant::now();
+            drop(trampolines);
+            if ci == 7 || ci == 8 {
+                detach_ms[ci - 7].push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            drop(judges);
             enf.release(other_id)?;
             enf.release(confined_id)?;
         }
     }
+    // The measured judge must be one that judges: a confined getppid outside the profile, with
+    // only the fentry judge attached (no sys_enter), is killed.
+    let judge_check = match &fentry {
+        Some(f) => Some(fentry_judge_kills(enf, cgs, &f.measured[0])?),
+        None => None,
+    };
     println!("### Syscalls\n\n{reps} repetitions, configurations alternating within each (order reversed every other repetition); medians of per-run means over {iters} calls.\n");
     // Medians, and the best run of each configuration: on a shared machine the least
     // disturbed run is the closest to the cost itself.
@@ -389,6 +577,10 @@ fn syscalls_part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, iters: u64) -> 
         let noop = median(&mut sys[2][oi].clone());
         let noop_best = best(&sys[2][oi]);
         for (ci, label) in configs.iter().enumerate() {
+            if sys[ci][oi].is_empty() {
+                println!("| {} | {label} | refused by the verifier | | | | |", op.label());
+                continue;
+            }
             let m = median(&mut sys[ci][oi].clone());
             let b = best(&sys[ci][oi]);
             println!(
@@ -405,6 +597,48 @@ fn syscalls_part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, iters: u64) -> 
     for (oi, op) in syscall_ops.iter().enumerate() {
         let r: Vec<String> = sys[4][oi].iter().zip(&sys[2][oi]).map(|(c, n)| format!("{:.2}", c / n)).collect();
         println!("\n{}: confined / no-op hook per repetition: {}", op.label(), r.join(", "));
+    }
+    // Issue 19's syscall target: what an allowed call of a confined process adds, against what
+    // seccomp adds for the same allow-list (<= 2x), for each layer.
+    println!("\nAdded per call over no hook (median ns), against seccomp's:\n");
+    println!(
+        "| operation | seccomp adds | sys_enter, confined, allowed | x seccomp |{}",
+        if fentry.is_some() {
+            " fentry judge, confined, allowed | x seccomp | fentry judge, unconfined caller | not hooked, confined |"
+        } else {
+            ""
+        }
+    );
+    println!("|---|---:|---:|---:|{}", if fentry.is_some() { "---:|---:|---:|---:|" } else { "" });
+    for (oi, op) in syscall_ops.iter().enumerate() {
+        let m = |ci: usize| median(&mut sys[ci][oi].clone());
+        let base = m(0);
+        let sec = m(5) - base;
+        let se = m(4) - base;
+        let mut row = format!("| {} | {sec:+.0} | {se:+.0} | {:.1} |", op.label(), se / sec);
+        if fentry.is_some() {
+            let fj = m(10) - base;
+            row += &format!(" {fj:+.0} | {:.1} | {:+.0} | {:+.0} |", fj / sec, m(9) - base, m(11) - base);
+        }
+        println!("{row}");
+    }
+    if let Some(c) = judge_check {
+        println!("\nCheck: a confined getppid outside its profile, with only the fentry judge attached: {c}.");
+    }
+    if let Some(f) = &fentry {
+        for (k, (set, label)) in
+            [(&f.forbidden_by_default, "runtime-default's forbidden set"), (&f.every_other, "every other syscall")]
+                .iter()
+                .enumerate()
+        {
+            println!(
+                "\nAttaching no-op fentry programs to {label} ({} functions): {:.0} ms (median; {:.1} ms each), detaching (closing the links): {:.0} ms.",
+                set.len(),
+                median(&mut attach_ms[k].clone()),
+                median(&mut attach_ms[k].clone()) / set.len().max(1) as f64,
+                median(&mut detach_ms[k].clone()),
+            );
+        }
     }
     println!();
     Ok(())

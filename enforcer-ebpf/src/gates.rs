@@ -23,7 +23,7 @@ const PT_REGS_SYSCALL_NR: usize = 34 * 8 + 8; // aarch64 syscallno
 
 /// The syscall the current task is in (from its saved user registers), or -1.
 #[inline(always)]
-fn current_syscall() -> i64 {
+pub(crate) fn current_syscall() -> i64 {
     unsafe {
         let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf();
         let regs = aya_ebpf::helpers::generated::bpf_task_pt_regs(task) as *const u8;

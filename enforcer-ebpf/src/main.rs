@@ -5,6 +5,8 @@
 //! Programs, by module:
 //! - `syscalls`: `warden_sys_enter` (raw_tp sys_enter): per-profile syscall bitmap; SIGKILL /
 //!   report / learn. Attached only while some confined cgroup needs it.
+//! - `syscall_fentry`: `warden_sc_fentry_getppid` / `_read`: the same syscall judge as per-function
+//!   fentry programs, for the benchmark only (issue 19, item 3; the engine never loads them).
 //! - `network`: `warden_connect4/6`, `warden_sendmsg4/6`, `warden_bind4/6` (cgroup sock_addr)
 //!   and `warden_sock_create` (cgroup sock): network allow-lists; denial = EPERM. Attached to
 //!   each confined cgroup, so they only ever run for confined processes. `warden_ingress`
@@ -61,6 +63,7 @@ mod net_lsm;
 mod network;
 mod policy;
 mod report;
+mod syscall_fentry;
 mod syscalls;
 mod verdict;
 

@@ -212,7 +212,7 @@ fn floor_syscall(cgid: u64, root: u64, pol: &CgroupPolicy, nr: u64) {
 /// another instruction; the syscall itself has already run on kernels without BPF-LSM), event
 /// only in complain.
 #[inline(always)]
-fn deny_syscall(cgid: u64, root: u64, pol: &CgroupPolicy, k: u8, nr: u32) {
+pub(crate) fn deny_syscall(cgid: u64, root: u64, pol: &CgroupPolicy, k: u8, nr: u32) {
     let a = Attempt { kind: k, nr, family: 0, port: 0, addr: [0; 16], path: core::ptr::null(), from_packet: false };
     if judge(cgid, root, pol, false, &a) {
         unsafe { bpf_send_signal(SIGKILL) };
