@@ -209,6 +209,20 @@ pub fn warden_bprm_check(ctx: LsmContext) -> i32 {
     judge_path(cgid, root, &pol, restricts, s, n, access::EXEC, file_op::EXEC, kind::EXEC)
 }
 
+/// The exec check for the fmod_ret path (issue 18; the loader takes it for
+/// `security_bprm_check` instead of `warden_bprm_check`): the verifier allows bpf_d_path in
+/// fmod_ret programs only on an allow-list of functions, and `security_bprm_check` is not on
+/// it. So the path is built by the dentry walk the path_* hooks use. Never loaded on the lsm/
+/// path. Its own section: two programs in one section make 6.1 see the second as a subprogram.
+#[lsm(hook = "bprm_check_security_walk")]
+#[inline(always)]
+pub fn warden_bprm_check_walk(ctx: LsmContext) -> i32 {
+    let bprm: *const u8 = ctx.arg(0);
+    let file: *const u8 =
+        unsafe { core::ptr::read_volatile(bprm.wrapping_add(global(&OFF_BPRM_FILE) as usize) as *const *const u8) };
+    whole_path(file.wrapping_add(global(&OFF_FILE_F_PATH) as usize), access::EXEC, file_op::EXEC, kind::EXEC)
+}
+
 /// Builds the path of `dentry` on mount `vfsmnt`, as the current task sees it (up to its root,
 /// across mounts), into `s.path`; returns its length with the NUL, or -1. bpf_d_path is not
 /// allowed in the path_* hooks, so this walks d_parent / mnt_parent like d_path does.
@@ -300,62 +314,62 @@ fn build_path(s: &mut PathScratch, vfsmnt: *const u8, dentry: *const u8) -> i64 
     n as i64
 }
 
-/// Judges `dentry` below the directory `dir` (a `struct path *`) for `need`.
+/// Judges `dentry` below the directory `dir` (a `struct path *`) for `need`, reported as `k`.
 #[inline(always)]
-fn dir_entry(dir: *const u8, dentry: *const u8, need: u8, op: u16) -> i32 {
+fn dir_entry(dir: *const u8, dentry: *const u8, need: u8, op: u16, k: u8) -> i32 {
     let Some((cgid, root, pol, restricts)) = files_policy() else { return LSM_ALLOW };
     let Some(s) = scratch() else { return LSM_DENY };
     let Some(mnt) = (unsafe { read::<*const u8>(dir, global(&OFF_PATH_MNT)) }) else { return LSM_DENY };
     let n = build_path(s, mnt, dentry);
-    judge_path(cgid, root, &pol, restricts, s, n, need, op, kind::FILE)
+    judge_path(cgid, root, &pol, restricts, s, n, need, op, k)
 }
 
-/// Judges the object of a `struct path *` for `need`.
+/// Judges the object of a `struct path *` for `need`, reported as `k`.
 #[inline(always)]
-fn whole_path(path: *const u8, need: u8, op: u16) -> i32 {
+fn whole_path(path: *const u8, need: u8, op: u16, k: u8) -> i32 {
     let Some(dentry) = (unsafe { read::<*const u8>(path, global(&OFF_PATH_DENTRY)) }) else { return LSM_DENY };
-    dir_entry(path, dentry, need, op)
+    dir_entry(path, dentry, need, op, k)
 }
 
 #[lsm(hook = "path_mknod")]
 #[inline(always)]
 pub fn warden_path_mknod(ctx: LsmContext) -> i32 {
-    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::CREATE)
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::CREATE, kind::FILE)
 }
 
 #[lsm(hook = "path_mkdir")]
 #[inline(always)]
 pub fn warden_path_mkdir(ctx: LsmContext) -> i32 {
-    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::MKDIR)
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::MKDIR, kind::FILE)
 }
 
 #[lsm(hook = "path_unlink")]
 #[inline(always)]
 pub fn warden_path_unlink(ctx: LsmContext) -> i32 {
-    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::UNLINK)
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::UNLINK, kind::FILE)
 }
 
 #[lsm(hook = "path_rmdir")]
 #[inline(always)]
 pub fn warden_path_rmdir(ctx: LsmContext) -> i32 {
-    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::RMDIR)
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::RMDIR, kind::FILE)
 }
 
 #[lsm(hook = "path_symlink")]
 #[inline(always)]
 pub fn warden_path_symlink(ctx: LsmContext) -> i32 {
-    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::SYMLINK)
+    dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::SYMLINK, kind::FILE)
 }
 
 /// Both ends of a rename need w.
 #[lsm(hook = "path_rename")]
 #[inline(always)]
 pub fn warden_path_rename(ctx: LsmContext) -> i32 {
-    let r = dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::RENAME_FROM);
+    let r = dir_entry(ctx.arg(0), ctx.arg(1), access::WRITE, file_op::RENAME_FROM, kind::FILE);
     if r != LSM_ALLOW {
         return r;
     }
-    dir_entry(ctx.arg(2), ctx.arg(3), access::WRITE, file_op::RENAME_TO)
+    dir_entry(ctx.arg(2), ctx.arg(3), access::WRITE, file_op::RENAME_TO, kind::FILE)
 }
 
 /// The new name needs w, and since files are judged by path, a hard link must not reach more
@@ -385,17 +399,17 @@ pub fn warden_path_link(ctx: LsmContext) -> i32 {
 #[lsm(hook = "path_truncate")]
 #[inline(always)]
 pub fn warden_path_truncate(ctx: LsmContext) -> i32 {
-    whole_path(ctx.arg(0), access::WRITE, file_op::TRUNCATE)
+    whole_path(ctx.arg(0), access::WRITE, file_op::TRUNCATE, kind::FILE)
 }
 
 #[lsm(hook = "path_chmod")]
 #[inline(always)]
 pub fn warden_path_chmod(ctx: LsmContext) -> i32 {
-    whole_path(ctx.arg(0), access::WRITE, file_op::CHMOD)
+    whole_path(ctx.arg(0), access::WRITE, file_op::CHMOD, kind::FILE)
 }
 
 #[lsm(hook = "path_chown")]
 #[inline(always)]
 pub fn warden_path_chown(ctx: LsmContext) -> i32 {
-    whole_path(ctx.arg(0), access::WRITE, file_op::CHOWN)
+    whole_path(ctx.arg(0), access::WRITE, file_op::CHOWN, kind::FILE)
 }

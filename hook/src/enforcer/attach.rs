@@ -80,6 +80,15 @@ impl Enforcer {
             if !self.load_lsm(prog, hook, *required)? {
                 continue; // optional hook this kernel lacks
             }
+            if let Some(fd) = self.fmod_progs.get(*prog) {
+                // fmod_ret path: the same pin, so attach state and detach are path-blind.
+                match super::modify_return::attach_and_pin(fd, &pin) {
+                    Ok(()) => info!(hook, "lsm program attached (fmod_ret)"),
+                    Err(e) if *required => return Err(e).with_context(|| format!("attaching {prog} as fmod_ret")),
+                    Err(e) => warn!(hook, "lsm program not attached (fmod_ret): {e:#}"),
+                }
+                continue;
+            }
             let Some(p) = self.ebpf.program_mut(prog) else { bail!("program {prog} missing from the object") };
             let p: &mut Lsm = p.try_into()?;
             // Right after the last link of a hook went away, 7.x kernels were seen to refuse a

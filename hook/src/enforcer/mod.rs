@@ -15,6 +15,7 @@ pub mod maps;
 mod attach;
 pub mod deny;
 mod install;
+mod modify_return;
 mod programs;
 
 use std::fs::File;
@@ -102,8 +103,13 @@ pub struct Enforcer {
     ebpf: Ebpf,
     maps: Maps,
     pin_dir: PathBuf,
-    /// Ok: the BPF-LSM programs are loaded. Err: why the bpf-lsm layer is unusable here.
-    lsm: std::result::Result<(), String>,
+    /// Ok: how the BPF-LSM programs run here (lsm/ or fmod_ret). Err: why the bpf-lsm layer
+    /// is unusable here.
+    lsm: std::result::Result<crate::kernel::probe::LsmPath, String>,
+    /// The fmod_ret path (issue 18): the relocated object while programs are being loaded,
+    /// and each loaded program by name.
+    fmod: Option<modify_return::Relocated>,
+    fmod_progs: std::collections::HashMap<String, std::os::fd::OwnedFd>,
     /// The kernel's BTF, parsed when the first LSM program is loaded.
     btf: Option<Btf>,
     /// How long a shared hook (sys_enter, each LSM group) stays attached after the last
@@ -150,6 +156,8 @@ impl Enforcer {
             maps,
             pin_dir: pin_dir.to_path_buf(),
             lsm,
+            fmod: None,
+            fmod_progs: Default::default(),
             btf: None,
             idle_grace: Duration::ZERO,
             idle_since: [None; 4],
@@ -170,6 +178,11 @@ impl Enforcer {
     /// Err says what is missing.
     pub fn lsm_status(&self) -> std::result::Result<(), &str> {
         self.lsm.as_ref().map(|_| ()).map_err(|s| s.as_str())
+    }
+
+    /// How the BPF-LSM programs run here, if they can.
+    pub fn lsm_path(&self) -> Option<crate::kernel::probe::LsmPath> {
+        self.lsm.as_ref().ok().copied()
     }
 
     pub fn pin_dir(&self) -> &Path {

@@ -9,9 +9,10 @@ use warden_common::globals;
 
 use super::{maps, Enforcer};
 use crate::kernel::btf::KernelOffsets;
+use crate::kernel::probe::LsmPath;
 
 /// The eBPF object built by hook/build.rs.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/warden"));
+pub(super) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/warden"));
 
 /// Programs attached to every confined cgroup.
 pub(super) const CGROUP_PROGRAMS: &[&str] = &[
@@ -224,6 +225,9 @@ impl Enforcer {
     /// Loads LSM program `prog` for `hook` unless loaded. Ok(false): an optional program this
     /// kernel cannot load (warned); Err: a required one.
     pub(super) fn load_lsm(&mut self, prog: &str, hook: &str, required: bool) -> Result<bool> {
+        if self.lsm_path() == Some(LsmPath::ModifyReturn) {
+            return self.load_modify_return(prog, hook, required);
+        }
         // Loaded already: no BTF needed (preload_lsm drops the parsed BTF afterwards).
         {
             let Some(p) = self.ebpf.program_mut(prog) else { bail!("program {prog} missing from the object") };
@@ -257,6 +261,37 @@ impl Enforcer {
         }
     }
 
+    /// The fmod_ret path of [`Self::load_lsm`]: `prog` as fmod_ret on `security_<hook>`.
+    fn load_modify_return(&mut self, prog: &str, hook: &str, required: bool) -> Result<bool> {
+        if self.fmod_progs.contains_key(prog) {
+            return Ok(true);
+        }
+        if self.btf.is_none() {
+            self.btf = Some(Btf::from_sys_fs().context("reading the kernel BTF for the BPF-LSM programs")?);
+        }
+        let btf = self.btf.as_ref().expect("parsed above");
+        let target = super::modify_return::security_function(hook);
+        if btf.id_by_type_name_kind(&target, aya_obj::btf::BtfKind::Func).is_err() {
+            let e = anyhow::anyhow!(
+                "the kernel has no function {target} in its BTF (inlined, or the hook is not built), so lsm/{hook} cannot run as fmod_ret"
+            );
+            if required {
+                return Err(e);
+            }
+            warn!(hook, "optional fmod_ret program not loaded: {e:#}");
+            return Ok(false);
+        }
+        if self.fmod.is_none() {
+            self.fmod = Some(super::modify_return::Relocated::new(&self.ebpf, btf)?);
+        }
+        // bpf_d_path is not allowed for fmod_ret on security_bprm_check: its variant walks
+        // the dentries instead (enforcer-ebpf files.rs).
+        let code = if prog == "warden_bprm_check" { "warden_bprm_check_walk" } else { prog };
+        let fd = self.fmod.as_ref().expect("made above").load(code, hook, btf)?;
+        self.fmod_progs.insert(prog.to_string(), fd);
+        Ok(true)
+    }
+
     /// Loads (verifies) every BPF-LSM program now instead of at first use: for a long-running
     /// daemon, so that the first container with a `files` profile does not wait for the
     /// verifier inside the runtime's request timeout. A required program that does not load
@@ -272,10 +307,11 @@ impl Enforcer {
                 return;
             }
         }
-        info!("BPF-LSM programs loaded");
-        // Every LSM program is verified: the parsed kernel BTF (tens of MB) is not needed
-        // again unless one is reloaded (load_lsm parses it anew then).
+        info!(via = self.lsm_path().map(LsmPath::name), "BPF-LSM programs loaded");
+        // Every LSM program is verified: the parsed kernel BTF (tens of MB) and the relocated
+        // object are not needed again unless one is reloaded (load_lsm makes them anew then).
         self.btf = None;
+        self.fmod = None;
         return_load_memory();
     }
 }

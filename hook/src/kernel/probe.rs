@@ -16,6 +16,10 @@ pub struct Layer {
     pub available: bool,
     /// Why not, and what would enable it (empty when available).
     pub missing: Vec<String>,
+    /// How the layer's programs run here, when that can differ (`bpf-lsm`: "lsm" or
+    /// "fmod_ret"), and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +65,7 @@ impl Probe {
             covers: "syscall allow-list (raw_tp sys_enter, SIGKILL); non-inet socket families",
             available: m.is_empty(),
             missing: m,
+            via: None,
         });
 
         let mut m = common.clone();
@@ -73,15 +78,24 @@ impl Probe {
             covers: "connect/sendmsg/bind allow-lists, inet socket families, raw sockets and other protocols (EPERM); connections to listeners on ports the profile may not bind (dropped)",
             available: m.is_empty(),
             missing: m,
+            via: None,
         });
 
         let mut m = common;
-        m.extend(bpf_lsm_missing(active_lsms.as_deref()));
+        let (path, why) = match lsm_path(active_lsms.as_deref()) {
+            Ok((p, note)) => (Some(p), note),
+            Err(why) => (None, why),
+        };
+        let via = path.map(|p| format!("{}: {why}", p.name()));
+        if path.is_none() {
+            m.push(why);
+        }
         layers.push(Layer {
             name: "bpf-lsm",
             covers: "file and exec allow-lists, dangerous syscalls denied before they run (EPERM)",
             available: m.is_empty(),
             missing: m,
+            via,
         });
 
         Probe { kernel, btf, cgroup2_mount, bpffs, active_lsms, layers }
@@ -129,6 +143,9 @@ impl Probe {
         for l in &self.layers {
             s +=
                 &format!("  {:<9} {}  {}\n", l.name, if l.available { "available  " } else { "UNAVAILABLE" }, l.covers);
+            if let Some(via) = &l.via {
+                s += &format!("            via {via}\n");
+            }
             for why in &l.missing {
                 s += &format!("            - {why}\n");
             }
@@ -166,9 +183,10 @@ fn read_lsms() -> Option<Vec<String>> {
 }
 
 /// How to get a usable bpf-lsm layer (appended to refusals of profiles with `files` rules).
-pub const ENABLE_BPF_LSM: &str = "To enable it: put `bpf` in the active LSM list (kernel command line \
-    lsm=...,bpf, e.g. lsm=landlock,lockdown,yama,apparmor,bpf) on a kernel built with \
-    CONFIG_BPF_LSM=y and working BPF trampolines (fentry/lsm programs must load); \
+pub const ENABLE_BPF_LSM: &str = "To enable it: a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y) and working BPF \
+    trampolines (fentry/lsm programs must load); with `bpf` in the active LSM list (kernel command line \
+    lsm=...,bpf, e.g. lsm=landlock,lockdown,yama,apparmor,bpf, on a kernel built with CONFIG_BPF_LSM=y) warden \
+    runs lsm/ programs, without it fmod_ret programs on the security_* functions; \
     `warden probe` shows what this kernel has";
 
 /// Why BPF-LSM programs cannot run here (empty: they can), given the active LSM list. `bpf` in
@@ -200,15 +218,108 @@ fn bpf_lsm_missing(active_lsms: Option<&[String]>) -> Vec<String> {
     why
 }
 
-/// Whether BPF-LSM programs can run here: `bpf` in the active LSM list AND a trampoline
-/// program loads. Err says what is missing and how to enable it.
-pub fn bpf_lsm_status() -> Result<(), String> {
-    let why = bpf_lsm_missing(read_lsms().as_deref());
-    if why.is_empty() {
-        Ok(())
-    } else {
-        Err(why.join("; "))
+/// How warden's BPF-LSM programs run on this kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LsmPath {
+    /// As `lsm/` programs: `bpf` is an active LSM.
+    Lsm,
+    /// As `fmod_ret` programs on the kernel's `security_<hook>` functions: `bpf` is not an
+    /// active LSM (Ubuntu's and Flatcar's default boot) but BPF trampolines work (issue 18).
+    ModifyReturn,
+}
+
+impl LsmPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            LsmPath::Lsm => "lsm",
+            LsmPath::ModifyReturn => "fmod_ret",
+        }
     }
+}
+
+/// Which path the BPF-LSM programs take here and why, or why neither works (with what would
+/// enable it). `lsm/` where `bpf` is active; `fmod_ret` on `security_*` otherwise, if a probe
+/// fmod_ret program loads and attaches there. `WARDEN_LSM_PATH=fmod_ret` takes the fmod_ret
+/// path even where `bpf` is active (tests and diagnosis: both paths judge the same).
+fn lsm_path(active_lsms: Option<&[String]>) -> Result<(LsmPath, String), String> {
+    let why = bpf_lsm_missing(active_lsms);
+    let forced = std::env::var("WARDEN_LSM_PATH").ok();
+    if why.is_empty() && forced.as_deref() != Some("fmod_ret") {
+        return Ok((LsmPath::Lsm, "`bpf` is an active LSM".into()));
+    }
+    let because = if why.is_empty() { "WARDEN_LSM_PATH=fmod_ret".to_string() } else { why.join("; ") };
+    match modify_return_works() {
+        Ok(()) => Ok((
+            LsmPath::ModifyReturn,
+            format!("fmod_ret programs on the kernel's security_* functions, because {because}"),
+        )),
+        Err(e) => Err(format!("{because}; and the fmod_ret route on security_* functions does not work either: {e:#}")),
+    }
+}
+
+/// Whether BPF-LSM programs can run here, and how: `bpf` in the active LSM list and a
+/// trampoline program loads (lsm/), or fmod_ret on security_* works. Err says what is missing
+/// and how to enable it.
+pub fn bpf_lsm_status() -> Result<LsmPath, String> {
+    lsm_path(read_lsms().as_deref()).map(|(p, _)| p)
+}
+
+/// bpf(2) for a command that returns a file descriptor.
+pub(crate) fn sys_bpf(
+    cmd: aya_obj::generated::bpf_cmd,
+    attr: &aya_obj::generated::bpf_attr,
+) -> anyhow::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd as _;
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *const aya_obj::generated::bpf_attr,
+            std::mem::size_of::<aya_obj::generated::bpf_attr>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// Whether the fmod_ret route works here: a two-instruction fmod_ret program (`return 0`) on
+/// `security_file_open` loads and attaches (then is detached). Says what failed.
+fn modify_return_works() -> anyhow::Result<()> {
+    use anyhow::{anyhow, Context as _};
+    use aya_obj::btf::{Btf, BtfKind};
+    use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_prog_type};
+    use std::os::fd::AsRawFd as _;
+    let btf = Btf::from_sys_fs().context("reading the kernel BTF (CONFIG_DEBUG_INFO_BTF=y)")?;
+    let target = "security_file_open";
+    let id = btf
+        .id_by_type_name_kind(target, BtfKind::Func)
+        .map_err(|_| anyhow!("the kernel has no function {target} in its BTF"))?;
+    // mov64 r0, 0; exit
+    let insns: [u64; 2] = [0xb7, 0x95];
+    let license = c"GPL";
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    unsafe {
+        let a = &mut attr.__bindgen_anon_3;
+        a.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
+        a.expected_attach_type = bpf_attach_type::BPF_MODIFY_RETURN as u32;
+        a.insns = insns.as_ptr() as u64;
+        a.insn_cnt = insns.len() as u32;
+        a.license = license.as_ptr() as u64;
+        a.attach_btf_id = id;
+    }
+    let prog = sys_bpf(bpf_cmd::BPF_PROG_LOAD, &attr).with_context(|| {
+        format!(
+            "loading a probe fmod_ret program on {target} (BPF trampolines refused: CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS and CONFIG_BPF_JIT are needed)"
+        )
+    })?;
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.raw_tracepoint.prog_fd = prog.as_raw_fd() as u32;
+    let link = sys_bpf(bpf_cmd::BPF_RAW_TRACEPOINT_OPEN, &attr)
+        .with_context(|| format!("attaching a probe fmod_ret program to {target}"))?;
+    drop(link);
+    Ok(())
 }
 
 pub fn is_bpffs(p: &Path) -> bool {

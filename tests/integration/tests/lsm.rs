@@ -17,6 +17,13 @@ use warden_integration_tests::*;
 const WAIT: Duration = Duration::from_secs(5);
 const IN_VM: &str = "WARDEN_LSM_IN_VM";
 const KERNELS: &[&str] = &["bookworm", "sid"];
+/// The LSM path the VM's boot configuration must make warden take (`lsm` or `fmod_ret`),
+/// checked against `warden probe` inside the VM.
+const VIA_EXPECTED: &str = "WARDEN_LSM_VIA_EXPECTED";
+/// Issue 18: each kernel boots twice. As Debian ships it (`bpf` an active LSM: lsm/ programs),
+/// and as Ubuntu and Flatcar ship theirs, `bpf` left out of the LSM list (fmod_ret programs on
+/// the security_* functions). Both run the whole suite.
+const BOOTS: &[(&str, &str)] = &[("lsm", ""), ("fmod_ret", "lsm=landlock,lockdown,yama,apparmor")];
 
 fn eperm() -> Outcome {
     Outcome::errno("EPERM")
@@ -634,6 +641,14 @@ fn files_and_execs_with_bpf_lsm() {
     }
     match bpf_lsm_status() {
         Ok(()) => {
+            if let Ok(want) = std::env::var(VIA_EXPECTED) {
+                let via = lsm_via();
+                assert!(
+                    via.starts_with(&format!("{want}:")),
+                    "this boot must run the BPF-LSM programs via {want}; warden probe says via {via:?}"
+                );
+                eprintln!("bpf-lsm layer via {via}");
+            }
             if std::env::var_os(IN_VM).is_some() {
                 // Inside the VM a failure ends the run at once: unwinding through a containerd
                 // harness mid-scenario was seen to hang until the VM timeout, and the VM is
@@ -648,6 +663,11 @@ fn files_and_execs_with_bpf_lsm() {
                 cases();
             } else {
                 assert!(!in_ci(), "CI runs every case");
+            }
+            // WARDEN_LSM_ONLY=cases (debugging; never in CI): the cases without the corpus.
+            if std::env::var("WARDEN_LSM_ONLY").as_deref() == Ok("cases") {
+                assert!(!in_ci(), "CI runs the learn corpus too");
+                return;
             }
             // Issue 23: the learn corpus with files and execs (natively: learn_corpus.rs).
             if let Some(tool) = corpus::missing_tool() {
@@ -681,58 +701,80 @@ fn files_and_execs_with_bpf_lsm() {
             _ => true,
         })
         .collect();
-    // Both kernels at once: each VM is single-threaded TCG (one host core), and this machine
-    // has two; one after the other they took ~35 minutes of CI's 60. Each line of a VM's output
-    // is prefixed with its kernel.
-    let runs: Vec<_> = kernels
-        .iter()
-        .map(|k| {
-            let start = Instant::now();
-            let mut child = std::process::Command::new(&runner)
-                // The cases, two containerd pods and ten learned-pod starts under TCG, the
-                // attach/detach stress, then the learn corpus (issue 23), single-threaded TCG.
-                // Before the corpus: bookworm 1,095 s, sid 1,019 s boot to result; the corpus
-                // adds ~14 min per kernel (2026-12-04). The limit is for hangs, not for a slow
-                // machine.
-                .args(["--kernel", k, "--timeout", "3300", "--mem", "2048", "--"])
-                .arg(&exe)
-                // Both tests in one boot per kernel: the cases and the hook attach/detach stress.
-                .args(["--exact", "files_and_execs_with_bpf_lsm", "hook_attach_detach_stress", "--nocapture"])
-                .arg("--test-threads=1")
-                .env(IN_VM, "1")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("running the VM runner");
-            let relay = |r: Box<dyn std::io::Read + Send>, k: &'static str| {
-                std::thread::spawn(move || {
-                    use std::io::BufRead as _;
-                    // Straight to stderr, not eprintln!: the test harness captures what the
-                    // test's threads print and shows it only if the test fails, and a CI log
-                    // must show a VM that hangs while it hangs.
-                    use std::io::Write as _;
-                    for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
-                        let _ = writeln!(std::io::stderr().lock(), "[{k}] {line}");
-                    }
-                })
-            };
+    // Every kernel in both boot configurations: four boots, in two lanes at once (each VM is
+    // single-threaded TCG, one host core, and this machine has two). The lanes pair the slower
+    // kernel's boot with the other kernel's so both end at about the same time. Each line of a
+    // VM's output is prefixed with its kernel and path.
+    let mut boots: Vec<(&'static str, &'static str, &'static str)> = Vec::new();
+    for (via, append) in BOOTS {
+        for k in &kernels {
             let k: &'static str = KERNELS.iter().copied().find(|x| x == k).unwrap();
-            let relays =
-                [relay(Box::new(child.stdout.take().unwrap()), k), relay(Box::new(child.stderr.take().unwrap()), k)];
-            (k, start, child, relays)
-        })
-        .collect();
-    let mut failed = Vec::new();
-    for (k, start, mut child, relays) in runs {
-        let st = child.wait().expect("waiting for the VM runner");
-        for r in relays {
-            let _ = r.join();
-        }
-        eprintln!("VM {k}: {st} after {:.1}s (boot to result)", start.elapsed().as_secs_f64());
-        if !st.success() {
-            failed.push(format!("{k} ({st})"));
+            boots.push((k, via, append));
         }
     }
+    // [b-lsm, s-lsm, b-fmod, s-fmod] -> lanes [b-lsm, s-fmod] and [s-lsm, b-fmod].
+    let mut lanes: Vec<Vec<(&str, &str, &str)>> = vec![Vec::new(), Vec::new()];
+    let n = kernels.len();
+    for (i, b) in boots.into_iter().enumerate() {
+        let lane = if i < n { i % 2 } else { (i - n + 1) % 2 };
+        lanes[lane].push(b);
+    }
+    let lanes: Vec<_> = lanes
+        .into_iter()
+        .map(|lane| {
+            let runner = runner.clone();
+            let exe = exe.clone();
+            std::thread::spawn(move || {
+                let mut failed = Vec::new();
+                for (k, via, append) in lane {
+                    let start = Instant::now();
+                    let label = format!("{k}/{via}");
+                    let mut child = std::process::Command::new(&runner)
+                        // The cases, two containerd pods and ten learned-pod starts under TCG,
+                        // the attach/detach stress, then the learn corpus (issue 23). Boot to
+                        // result (2026-12-04): bookworm ~920 s, sid ~510 s per configuration.
+                        // The limit is for hangs, not for a slow machine.
+                        .args(["--kernel", k, "--timeout", "3300", "--mem", "2048", "--append", append, "--"])
+                        .arg(&exe)
+                        // Both tests in one boot: the cases and the hook attach/detach stress.
+                        .args(["--exact", "files_and_execs_with_bpf_lsm", "hook_attach_detach_stress", "--nocapture"])
+                        .arg("--test-threads=1")
+                        .env(IN_VM, "1")
+                        .env(VIA_EXPECTED, via)
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .expect("running the VM runner");
+                    let relay = |r: Box<dyn std::io::Read + Send>, label: String| {
+                        std::thread::spawn(move || {
+                            use std::io::BufRead as _;
+                            // Straight to stderr, not eprintln!: the test harness captures what
+                            // the test's threads print and shows it only if the test fails, and
+                            // a CI log must show a VM that hangs while it hangs.
+                            use std::io::Write as _;
+                            for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+                                let _ = writeln!(std::io::stderr().lock(), "[{label}] {line}");
+                            }
+                        })
+                    };
+                    let relays = [
+                        relay(Box::new(child.stdout.take().unwrap()), label.clone()),
+                        relay(Box::new(child.stderr.take().unwrap()), label.clone()),
+                    ];
+                    let st = child.wait().expect("waiting for the VM runner");
+                    for r in relays {
+                        let _ = r.join();
+                    }
+                    eprintln!("VM {label}: {st} after {:.1}s (boot to result)", start.elapsed().as_secs_f64());
+                    if !st.success() {
+                        failed.push(format!("{label} ({st})"));
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let failed: Vec<String> = lanes.into_iter().flat_map(|l| l.join().expect("a VM lane panicked")).collect();
     assert!(failed.is_empty(), "BPF-LSM cases failed in the VM(s): {}", failed.join(", "));
 }
 
@@ -857,11 +899,21 @@ fn kernel_trouble_since(before: &[String]) -> Vec<String> {
     kernel_log().into_iter().filter(|l| !seen.contains(l) && TROUBLE.iter().any(|t| l.contains(t))).collect()
 }
 
-/// Whether BPF-LSM works here, as warden's probe says (`warden probe --json`).
-fn bpf_lsm_status() -> Result<(), String> {
+/// warden's probe's bpf-lsm layer (`warden probe --json`).
+fn bpf_lsm_layer() -> serde_json::Value {
     let out = std::process::Command::new(bin("warden")).args(["probe", "--json"]).output().expect("warden probe");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("probe JSON");
-    let l = v["layers"].as_array().unwrap().iter().find(|l| l["name"] == "bpf-lsm").expect("bpf-lsm layer").clone();
+    v["layers"].as_array().unwrap().iter().find(|l| l["name"] == "bpf-lsm").expect("bpf-lsm layer").clone()
+}
+
+/// How the probe says the BPF-LSM programs run here ("lsm: ..." or "fmod_ret: ..."), or "".
+fn lsm_via() -> String {
+    bpf_lsm_layer()["via"].as_str().unwrap_or("").to_string()
+}
+
+/// Whether BPF-LSM works here, as warden's probe says (`warden probe --json`).
+fn bpf_lsm_status() -> Result<(), String> {
+    let l = bpf_lsm_layer();
     if l["available"] == true {
         Ok(())
     } else {
