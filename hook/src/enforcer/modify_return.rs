@@ -44,6 +44,8 @@ pub(super) fn security_function(hook: &str) -> String {
 /// the instructions of every program, ready for BPF_PROG_LOAD.
 pub(super) struct Relocated {
     obj: Object,
+    /// The kernel's BTF as btf-rs reads it, for the argument-layout check.
+    types: btf_rs::Btf,
 }
 
 fn map_fd(m: &Map) -> Option<RawFd> {
@@ -92,7 +94,16 @@ impl Relocated {
         obj.relocate_maps(maps.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)), &text_sections)
             .map_err(|e| anyhow!("relocating map references: {e}"))?;
         obj.relocate_calls(&text_sections).map_err(|e| anyhow!("linking calls: {e}"))?;
-        Ok(Relocated { obj })
+        let types = btf_rs::Btf::from_file(crate::kernel::btf::VMLINUX_BTF).context("reading the kernel BTF")?;
+        Ok(Relocated { obj, types })
+    }
+
+    /// Whether `security_<hook>` takes the arguments the lsm/`hook` program reads: the same
+    /// parameter types as the kernel's `bpf_lsm_<hook>` (the function BPF-LSM programs attach
+    /// to). A wrapper that differed would make the program read the wrong argument, so it is
+    /// refused rather than loaded.
+    pub(super) fn check_layout(&self, hook: &str) -> Result<()> {
+        layout_matches(&self.types, hook)
     }
 
     fn instructions(&self, prog: &str) -> Result<&[bpf_insn]> {
@@ -179,4 +190,64 @@ pub(super) fn attach_and_pin(prog: &OwnedFd, pin: &Path) -> Result<()> {
         return Err(std::io::Error::last_os_error()).with_context(|| format!("pinning {}", pin.display()));
     }
     Ok(())
+}
+
+/// See [`Relocated::check_layout`].
+fn layout_matches(types: &btf_rs::Btf, hook: &str) -> Result<()> {
+    use crate::kernel::btf::function_signature;
+    let target = security_function(hook);
+    let lsm = format!("bpf_lsm_{hook}");
+    let want = function_signature(types, &lsm).with_context(|| {
+        format!("cannot check what {target} takes: the kernel has no {lsm} (it needs CONFIG_BPF_LSM=y)")
+    })?;
+    let have = function_signature(types, &target)?;
+    if want != have {
+        bail!(
+            "{target} takes ({}) but the lsm/{hook} program reads ({}): not run as fmod_ret",
+            have.join(", "),
+            want.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On the running kernel, every hook warden uses has a security_ wrapper with the hook's
+    /// arguments (the name mapping included), and a mismatch is detected. Needs the kernel's
+    /// BTF and CONFIG_BPF_LSM (bpf_lsm_* functions); with CI=true their absence fails.
+    #[test]
+    fn security_functions_take_the_hooks_arguments() {
+        let btf = Path::new(crate::kernel::btf::VMLINUX_BTF);
+        let types = match btf_rs::Btf::from_file(btf) {
+            Ok(t) if crate::kernel::btf::function_signature(&t, "bpf_lsm_file_open").is_ok() => t,
+            _ => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "CI=true: this kernel has no BTF with bpf_lsm_* functions"
+                );
+                eprintln!("SKIPPED: no kernel BTF with bpf_lsm_* functions");
+                return;
+            }
+        };
+        let mut checked = 0;
+        for (_, hook, _, required) in super::super::programs::LSM_PROGRAMS {
+            match layout_matches(&types, hook) {
+                Ok(()) => checked += 1,
+                // An optional hook this kernel lacks altogether (no bpf_lsm_ function either).
+                Err(_)
+                    if !required
+                        && crate::kernel::btf::function_signature(&types, &format!("bpf_lsm_{hook}")).is_err() => {}
+                Err(e) => panic!("{hook}: {e:#}"),
+            }
+        }
+        assert!(checked >= 20, "only {checked} hooks checked");
+        // The check is not vacuous: two different prototypes differ.
+        let a = crate::kernel::btf::function_signature(&types, "security_file_open").unwrap();
+        let b = crate::kernel::btf::function_signature(&types, "security_path_unlink").unwrap();
+        assert_eq!(a, vec!["ptr struct file".to_string()]);
+        assert_ne!(a, b);
+    }
 }

@@ -284,6 +284,13 @@ impl Enforcer {
         if self.fmod.is_none() {
             self.fmod = Some(super::modify_return::Relocated::new(&self.ebpf, btf)?);
         }
+        if let Err(e) = self.fmod.as_ref().expect("made above").check_layout(hook) {
+            if required {
+                return Err(e);
+            }
+            warn!(hook, "optional fmod_ret program not loaded: {e:#}");
+            return Ok(false);
+        }
         // bpf_d_path is not allowed for fmod_ret on security_bprm_check: its variant walks
         // the dentries instead (enforcer-ebpf files.rs).
         let code = if prog == "warden_bprm_check" { "warden_bprm_check_walk" } else { prog };

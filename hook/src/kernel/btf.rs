@@ -204,6 +204,43 @@ fn find_member(btf: &Btf, ty: &Type, want: &str) -> Result<Option<(u64, Type)>> 
     Ok(None)
 }
 
+/// The parameter types of kernel function `name`, each as a short signature (`ptr struct file`,
+/// `int 4`, `ptr void`, ...), typedefs and qualifiers resolved. Used to check that a
+/// `security_<hook>` function takes what the BPF-LSM hook's programs read (issue 18).
+pub fn function_signature(btf: &Btf, name: &str) -> Result<Vec<String>> {
+    let f = btf
+        .resolve_types_by_name(name)
+        .with_context(|| format!("BTF has no function {name}"))?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Func(f) => Some(f),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow!("BTF has no function {name}"))?;
+    let Type::FuncProto(proto) = btf.resolve_chained_type(&f)? else { bail!("{name} has no prototype in BTF") };
+    proto
+        .parameters
+        .iter()
+        .map(|p| {
+            let ty = resolve(btf, btf.resolve_chained_type(p)?)?;
+            Ok(match &ty {
+                Type::Ptr(ptr) => format!("ptr {}", shallow(btf, &resolve(btf, btf.resolve_chained_type(ptr)?)?)),
+                t => shallow(btf, t),
+            })
+        })
+        .collect()
+}
+
+/// A type's kind and, for structs, unions and ints, its name or size.
+fn shallow(btf: &Btf, t: &Type) -> String {
+    match t {
+        Type::Struct(s) => format!("struct {}", btf.resolve_name(s).unwrap_or_default()),
+        Type::Union(u) => format!("union {}", btf.resolve_name(u).unwrap_or_default()),
+        Type::Int(i) => format!("int {}", i.size()),
+        other => other.name().to_string(),
+    }
+}
+
 fn resolve(btf: &Btf, mut ty: Type) -> Result<Type> {
     for _ in 0..16 {
         ty = match &ty {
