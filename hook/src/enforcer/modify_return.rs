@@ -24,11 +24,11 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::maps::Map;
 use aya::Ebpf;
 use aya_obj::btf::{Btf, BtfKind};
-use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type};
+use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_insn};
 use aya_obj::Object;
 
 use super::programs::EBPF_OBJECT;
-use crate::kernel::probe::sys_bpf;
+use crate::kernel::probe::{load_modify_return, sys_bpf};
 
 /// The kernel function a BPF-LSM hook is called through. The wrapper's name is the hook's with
 /// `security_` in front, but for these (security/security.c).
@@ -120,32 +120,13 @@ impl Relocated {
             .id_by_type_name_kind(&target, BtfKind::Func)
             .map_err(|_| anyhow!("the kernel has no function {target} in its BTF (inlined or not built)"))?;
         let insns = self.instructions(prog)?;
-        let license = CString::new("GPL")?;
-        let mut log = vec![0u8; 64 * 1024];
-        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-        let name = prog.as_bytes();
-        unsafe {
-            let a = &mut attr.__bindgen_anon_3;
-            a.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
-            a.expected_attach_type = bpf_attach_type::BPF_MODIFY_RETURN as u32;
-            a.insns = insns.as_ptr() as u64;
-            a.insn_cnt = insns.len() as u32;
-            a.license = license.as_ptr() as u64;
-            a.attach_btf_id = id;
-            for (i, b) in name.iter().take(15).enumerate() {
-                a.prog_name[i] = *b as libc::c_char;
-            }
-        }
-        let r = sys_bpf(bpf_cmd::BPF_PROG_LOAD, &attr);
+        // bpf_insn is the kernel's 8-byte instruction (4-byte aligned: read as bytes).
+        let raw = unsafe { std::slice::from_raw_parts(insns.as_ptr() as *const u8, std::mem::size_of_val(insns)) };
+        let r = load_modify_return(raw, prog, id, None);
         let Err(e) = r else { return r };
         // Load again with the verifier's log for the error (not on the fast path).
-        unsafe {
-            let a = &mut attr.__bindgen_anon_3;
-            a.log_level = 1;
-            a.log_size = log.len() as u32;
-            a.log_buf = log.as_mut_ptr() as u64;
-        }
-        let _ = sys_bpf(bpf_cmd::BPF_PROG_LOAD, &attr);
+        let mut log = vec![0u8; 64 * 1024];
+        let _ = load_modify_return(raw, prog, id, Some(&mut log));
         let text = String::from_utf8_lossy(&log);
         let tail: Vec<&str> = text.trim_end_matches('\0').lines().rev().take(4).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();

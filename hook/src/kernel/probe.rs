@@ -284,20 +284,16 @@ pub(crate) fn sys_bpf(
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
 }
 
-/// Whether the fmod_ret route works here: a two-instruction fmod_ret program (`return 0`) on
-/// `security_file_open` loads and attaches (then is detached). Says what failed.
-fn modify_return_works() -> anyhow::Result<()> {
-    use anyhow::{anyhow, Context as _};
-    use aya_obj::btf::{Btf, BtfKind};
+/// BPF_PROG_LOAD of `insns` (the bytes of 8-byte instructions) as an fmod_ret (TRACING,
+/// BPF_MODIFY_RETURN) program named `name` on the vmlinux BTF function `btf_id`. With `log`,
+/// the verifier's log goes there.
+pub(crate) fn load_modify_return(
+    insns: &[u8],
+    name: &str,
+    btf_id: u32,
+    log: Option<&mut [u8]>,
+) -> anyhow::Result<std::os::fd::OwnedFd> {
     use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_prog_type};
-    use std::os::fd::AsRawFd as _;
-    let btf = Btf::from_sys_fs().context("reading the kernel BTF (CONFIG_DEBUG_INFO_BTF=y)")?;
-    let target = "security_file_open";
-    let id = btf
-        .id_by_type_name_kind(target, BtfKind::Func)
-        .map_err(|_| anyhow!("the kernel has no function {target} in its BTF"))?;
-    // mov64 r0, 0; exit
-    let insns: [u64; 2] = [0xb7, 0x95];
     let license = c"GPL";
     let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
     unsafe {
@@ -305,11 +301,36 @@ fn modify_return_works() -> anyhow::Result<()> {
         a.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
         a.expected_attach_type = bpf_attach_type::BPF_MODIFY_RETURN as u32;
         a.insns = insns.as_ptr() as u64;
-        a.insn_cnt = insns.len() as u32;
+        a.insn_cnt = (insns.len() / 8) as u32;
         a.license = license.as_ptr() as u64;
-        a.attach_btf_id = id;
+        a.attach_btf_id = btf_id;
+        for (i, b) in name.as_bytes().iter().take(15).enumerate() {
+            a.prog_name[i] = *b as libc::c_char;
+        }
+        if let Some(log) = log {
+            a.log_level = 1;
+            a.log_size = log.len() as u32;
+            a.log_buf = log.as_mut_ptr() as u64;
+        }
     }
-    let prog = sys_bpf(bpf_cmd::BPF_PROG_LOAD, &attr).with_context(|| {
+    sys_bpf(bpf_cmd::BPF_PROG_LOAD, &attr)
+}
+
+/// Whether the fmod_ret route works here: a two-instruction fmod_ret program (`return 0`) on
+/// `security_file_open` loads and attaches (then is detached). Says what failed.
+fn modify_return_works() -> anyhow::Result<()> {
+    use anyhow::{anyhow, Context as _};
+    use aya_obj::btf::{Btf, BtfKind};
+    use aya_obj::generated::{bpf_attr, bpf_cmd};
+    use std::os::fd::AsRawFd as _;
+    let btf = Btf::from_sys_fs().context("reading the kernel BTF (CONFIG_DEBUG_INFO_BTF=y)")?;
+    let target = "security_file_open";
+    let id = btf
+        .id_by_type_name_kind(target, BtfKind::Func)
+        .map_err(|_| anyhow!("the kernel has no function {target} in its BTF"))?;
+    // mov64 r0, 0; exit
+    let insns: [u8; 16] = [0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0];
+    let prog = load_modify_return(&insns, "warden_probe", id, None).with_context(|| {
         format!(
             "loading a probe fmod_ret program on {target} (BPF trampolines refused: CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS and CONFIG_BPF_JIT are needed)"
         )
