@@ -3,7 +3,7 @@
 # (machine, kernel, every comparison measured alternating in one run, medians) on stdout;
 # progress goes to stderr.
 #
-#   sudo ./scripts/bench.sh            # everything (~10-15 min on a 2-core VM)
+#   sudo ./scripts/bench.sh            # everything (~20-25 min on a 2-core VM; the VM syscall part ~8 min)
 #   sudo ./scripts/bench.sh --quick    # few iterations: checks every part produces a figure
 #   options: --no-containers  --no-vm  (skip those parts)
 #
