@@ -28,7 +28,11 @@ apt_packages() {
     apt_ensure protobuf-compiler pkg-config iproute2 busybox-static runc \
         containernetworking-plugins qemu-system-x86 qemu-utils cpio kmod linux-libc-dev python3 \
         curl wget openssl git sqlite3 perl \
-        podman   # the learn corpus's programs (with python3, busybox); podman for tests/podman.rs
+        podman crun
+    # The learn corpus's programs (with python3, busybox); podman for tests/podman.rs, and crun
+    # named on its own: podman depends on `crun | runc`, and with runc in the same install apt
+    # takes runc and leaves crun out (seen on a fresh machine: tests/vm/crun.sh's podman run,
+    # bookworm's crun 1.8.1, then failed with "no valid executable found for OCI runtime").
 }
 
 rust_components() {

@@ -23,6 +23,16 @@ suite_init() {
     SUITE_FAILURES=()
     SUITE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/warden-suite.XXXXXX")
     SUITE_STEP=0
+    SUITE_TIMES=()
+    SUITE_T0=$SECONDS
+}
+
+# _suite_took TITLE START: notes how long a step took (printed again by suite_finish, so a slow
+# run shows where its time went).
+_suite_took() {
+    local t=$((SECONDS - $2))
+    SUITE_TIMES+=("$(printf '%6d s  %s' "$t" "$1")")
+    echo "[suite] $1: ${t} s"
 }
 
 # _suite_run LOG CMD...: runs CMD with stdout+stderr streamed (cargo's per-crate
@@ -51,7 +61,7 @@ _suite_fail() { # TITLE WHY
 }
 
 suite_build() {
-    local title=$1 log rc=0
+    local title=$1 log rc=0 t0=$SECONDS
     shift
     log=$(_suite_next_log)
     echo "== $title"
@@ -61,11 +71,12 @@ suite_build() {
         _suite_fail "$title" "exit $rc"
         echo "$title: FAILED (exit $rc)"
     fi
+    _suite_took "$title" "$t0"
     return 0
 }
 
 suite_cmd() {
-    local title=$1 log rc=0
+    local title=$1 log rc=0 t0=$SECONDS
     shift
     log=$(_suite_next_log)
     echo "== $title"
@@ -78,6 +89,7 @@ suite_cmd() {
         _suite_fail "$title" "exit $rc"
         echo "$title: FAILED (exit $rc)"
     fi
+    _suite_took "$title" "$t0"
     return 0
 }
 
@@ -88,7 +100,7 @@ suite_cmd() {
 # counted as failed (a build error, a bad flag) counts as one failed test too, so the closing
 # line can never say "0 failed" for a failed step.
 suite_cargo() {
-    local title=$1 log rc=0 p f bin_failed res_failed
+    local title=$1 log rc=0 p f bin_failed res_failed t0=$SECONDS
     shift
     log=$(_suite_next_log)
     echo "== $title"
@@ -121,6 +133,7 @@ suite_cargo() {
     SUITE_PASSED=$((SUITE_PASSED + p))
     SUITE_FAILED=$((SUITE_FAILED + f))
     echo "$title: $p passed, $f failed (cargo exit $rc)"
+    _suite_took "$title" "$t0"
     return 0
 }
 
@@ -136,6 +149,10 @@ suite_finish() {
         printf '[suite]   %s\n' "${SUITE_FAILURES[@]}"
     fi
     [ "$SUITE_FAILED" = 0 ] || status=1
+    if [ "${#SUITE_TIMES[@]}" -gt 0 ]; then
+        echo "[suite] time per step (${SUITE_SETUP_SECONDS:+setup before the steps ${SUITE_SETUP_SECONDS} s, }steps $((SECONDS - SUITE_T0)) s):"
+        printf '[suite] %s\n' "${SUITE_TIMES[@]}"
+    fi
     rm -rf "$SUITE_DIR"
     echo "$SUITE_NAME: $SUITE_PASSED passed, $SUITE_FAILED failed"
     return $status

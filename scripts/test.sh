@@ -8,9 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+setup_t0=$SECONDS
 bash scripts/setup.sh
 bash scripts/containerd.sh   # private containerd 1.7 with NRI, runc, local images
 bash scripts/vm-kernels.sh   # Debian kernels (bookworm 6.1, sid 7.x) and qemu for the VM tests
+export SUITE_SETUP_SECONDS=$((SECONDS - setup_t0))
+echo "[setup] ${SUITE_SETUP_SECONDS} s"
 
 . scripts/suite.sh
 suite_init warden
