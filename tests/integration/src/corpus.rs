@@ -329,26 +329,48 @@ fn learn_and_enforce(w: &Warden, enf: &mut Enforcer, env: &Env, p: &Program, fil
     }
 }
 
-/// WARDEN_CORPUS=python3,curl (debugging; never in CI) narrows the corpus.
-fn selected() -> Vec<&'static Program> {
+/// Which programs of the corpus a run takes: all, or share `k` of `n` (the programs whose
+/// index is `k` modulo `n`). lsm.rs boots each VM kernel twice (BPF-LSM through `lsm/`, then
+/// through `fmod_ret`) and gives each boot half: every program runs on every kernel, each
+/// path judges real programs, and the corpus's ~10 min per bookworm boot under TCG is paid
+/// once per kernel, not twice.
+#[derive(Clone, Copy, Debug)]
+pub enum Share {
+    All,
+    Part { k: usize, n: usize },
+}
+
+/// The programs of `share`; WARDEN_CORPUS=python3,curl (debugging; never in CI) narrows them.
+fn selected(share: Share) -> Vec<&'static Program> {
     let only = std::env::var("WARDEN_CORPUS").ok();
     if only.is_some() {
         assert!(!in_ci(), "CI runs the whole corpus");
     }
-    CORPUS.iter().filter(|p| only.as_deref().is_none_or(|o| o.split(',').any(|n| n == p.name))).collect()
+    CORPUS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| match share {
+            Share::All => true,
+            Share::Part { k, n } => i % n == k,
+        })
+        .map(|(_, p)| p)
+        .filter(|p| only.as_deref().is_none_or(|o| o.split(',').any(|n| n == p.name)))
+        .collect()
 }
 
-/// The corpus: learned, enforced `ENFORCED_RUNS` times, new behaviours refused. `files`: BPF-LSM
-/// works here, so the learned profiles have files and execs, and new files and execs must be
-/// refused too. Returns the table (also printed).
-pub fn corpus(files: bool) -> String {
+/// The corpus (the programs of `share`): learned, enforced `ENFORCED_RUNS` times, new behaviours
+/// refused. `files`: BPF-LSM works here, so the learned profiles have files and execs, and new
+/// files and execs must be refused too. Returns the table (also printed).
+pub fn corpus(files: bool, share: Share) -> String {
     let env = fixtures();
     // Confine and release in process: the CLI loads the eBPF object for every command (~2 s in
     // a debug build), ~400 times here. Generating goes through the CLI (it only reads the maps).
     let w = Warden::new();
     let mut enf = Enforcer::open(&w.pin_dir).expect("opening the enforcer");
     let mut rows = Vec::new();
-    for p in selected() {
+    let programs = selected(share);
+    assert!(!programs.is_empty(), "no corpus program selected ({share:?})");
+    for p in &programs {
         let t0 = std::time::Instant::now();
         let r = learn_and_enforce(&w, &mut enf, &env, p, files);
         eprintln!("corpus {}: done in {:.1}s", p.name, t0.elapsed().as_secs_f64());
@@ -363,7 +385,7 @@ pub fn corpus(files: bool) -> String {
         if files { " / files" } else { "" }
     );
     t += "|---|---|---|---|---|---|\n";
-    for (r, p) in rows.iter().zip(selected()) {
+    for (r, p) in rows.iter().zip(&programs) {
         let files_col = match (files, r.files) {
             (true, Some(n)) => format!(" / {n}"),
             _ => String::new(),

@@ -17,5 +17,5 @@ fn learned_profiles_of_real_programs_hold_and_refuse_what_is_new() {
     }
     // With BPF-LSM (run inside a VM, or a kernel that has it) files and execs are learned and
     // enforced too; this project's CI kernel has none, and lsm.rs runs the corpus in the VMs.
-    corpus::corpus(corpus::bpf_lsm_works());
+    corpus::corpus(corpus::bpf_lsm_works(), corpus::Share::All);
 }
