@@ -55,7 +55,7 @@ unset WARDEN_TEST_CONTAINERD
 # kernel, and that BPF-LSM programs really run there.
 suite_cmd "VM harness self-test (bookworm 6.1, sid 7.x)" bash tests/vm/selftest.sh bookworm sid
 # crun (trixie's 1.21 under containerd 1.7, bookworm's 1.8.1 under Podman) refuses this host's
-# hybrid cgroups: the containerd suite's core and the Podman test run under it in one VM boot.
+# hybrid cgroups: the containerd suite's core and the Podman test run under it in two VM boots at once.
 suite_cmd "crun: warden_nri, never_unconfined, seccomp_export, podman in a VM (pure cgroup2)" \
     bash tests/vm/crun.sh
 # Builds the deb and rpm (release), installs them into a bookworm chroot and an rpm root.
