@@ -738,8 +738,8 @@ fn files_and_execs_with_bpf_lsm() {
                     let label = format!("{k}/{via}");
                     let mut child = std::process::Command::new(&runner)
                         // The cases, two containerd pods and ten learned-pod starts under TCG,
-                        // the attach/detach stress, then the learn corpus (issue 23). Boot to
-                        // result (2026-12-04): bookworm ~920 s, sid ~510 s per configuration.
+                        // the attach/detach stress, then half the learn corpus (issue 23).
+                        // Boot to result (2026-12-05): bookworm ~860-900 s, sid ~650-780 s.
                         // The limit is for hangs, not for a slow machine.
                         .args(["--kernel", k, "--timeout", "3300", "--mem", "2048", "--append", append, "--"])
                         .arg(&exe)
