@@ -445,7 +445,7 @@ impl<H: Handler> Dispatch<H> {
             (pod.name.clone(), pod.namespace.clone(), c.as_ref().map(|c| c.name.clone()).unwrap_or_default());
         let deadline = *self.deadline.lock().unwrap();
         let (late_pod, late_c) = (pod.clone(), c.clone());
-        let task = self.spawn_blocking(move |h| {
+        let mut task = self.spawn_blocking(move |h| {
             let need = |c: &Option<Container>| c.clone().ok_or_else(|| format!("{ev:?} event without a container"));
             match ev {
                 Event::CreateContainer => return h.on_create_container(&pod, &need(&c)?),
@@ -460,13 +460,16 @@ impl<H: Handler> Dispatch<H> {
             }
             .map(|()| None)
         });
-        let res = match tokio::time::timeout(deadline, task).await {
+        let res = match tokio::time::timeout(deadline, &mut task).await {
             Ok(joined) => joined_result(joined),
             Err(_) => {
-                // Answer now, refusing; the handler still runs. When it ends, the handler may
-                // undo what it did (a confined container that will never run).
+                // Answer now, refusing; the handler still runs. Only when it has ended may it
+                // undo what it did (a confined container that will never run): undone any
+                // earlier, the handler would confine again after the undo and leave the entry
+                // pinned (seen in CI: released at the deadline, confined again 1.5 s later).
                 let h = self.handler.clone();
                 tokio::spawn(async move {
+                    let _ = task.await;
                     let _ = tokio::task::spawn_blocking(move || {
                         h.on_late(ev, &late_pod, late_c.as_ref());
                     })

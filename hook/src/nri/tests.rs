@@ -29,6 +29,10 @@ impl Handler for Recorder {
         Ok(())
     }
     fn on_start_container(&self, pod: &PodSandbox, c: &Container) -> Result<(), String> {
+        if c.name == "slow" {
+            // Past the deadline: the runtime is answered before this returns.
+            std::thread::sleep(Duration::from_millis(800));
+        }
         self.seen.lock().unwrap().push(format!("start {}/{} pid {} {}", pod.name, c.name, c.pid, c.cgroups_path()));
         if c.name == "bad" {
             return Err(format!("refused: {}", c.name));
@@ -37,6 +41,10 @@ impl Handler for Recorder {
     }
     fn on_shutdown(&self) {
         self.seen.lock().unwrap().push("shutdown".into());
+    }
+    fn on_late(&self, event: Event, _pod: &PodSandbox, c: Option<&Container>) {
+        let name = c.map(|c| c.name.as_str()).unwrap_or("-");
+        self.seen.lock().unwrap().push(format!("late {event:?} {name}"));
     }
 }
 
@@ -288,4 +296,52 @@ fn handlers_answer_before_the_runtime_gives_up() {
     assert_eq!(answer_deadline(2000), Duration::from_millis(1500));
     assert_eq!(answer_deadline(10_000), Duration::from_millis(9500), "at most 500 ms of margin");
     assert_eq!(answer_deadline(400), Duration::from_millis(300));
+}
+
+/// A handler past the deadline: the runtime gets a refusal at the deadline, and the undo
+/// (`on_late`) runs only after the handler has returned, never beside it: an undo that ran
+/// first would be undone by the handler's own late work (a confined entry left pinned).
+#[tokio::test]
+async fn a_late_handler_is_refused_at_the_deadline_and_undone_after_it_ends() {
+    use std::os::fd::IntoRawFd as _;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fd = ours.into_raw_fd();
+    theirs.set_nonblocking(true).unwrap();
+    let mut rt =
+        FakeRuntime { s: UnixStream::from_std(theirs).unwrap(), decoders: Default::default(), next_id: 1, frame: 4096 };
+    let handler = Arc::new(Recorder::default());
+    let h2 = handler.clone();
+    let connect = tokio::spawn(async move {
+        let opts = PluginOptions::new("warden", "10").unwrap();
+        Plugin::connect(&Endpoint::Fd(fd), &opts, h2).await
+    });
+    rt.expect_register().await;
+    // 400 ms request timeout: 300 ms to answer (answer_deadline).
+    let cfg = ConfigureRequest { request_timeout: 400, ..Default::default() };
+    assert!(ok(&rt.call("Configure", cfg.encode_to_vec()).await));
+    assert!(ok(&rt.call("Synchronize", SynchronizeRequest::default().encode_to_vec()).await));
+    let _plugin = connect.await.unwrap().expect("connected");
+
+    let pod = PodSandbox { name: "web".into(), ..Default::default() };
+    let c = Container { name: "slow".into(), ..Default::default() };
+    let ev = StateChangeEvent { event: Event::StartContainer as i32, pod: Some(pod), container: Some(c) };
+    let t0 = std::time::Instant::now();
+    let resp = rt.call("StateChange", ev.encode_to_vec()).await;
+    let answered = t0.elapsed();
+    let st = resp.status.expect("refused at the deadline");
+    assert!(st.message.contains("not handled within 300ms") && st.message.contains("fail closed"), "{}", st.message);
+    assert!(answered < Duration::from_millis(700), "answered at the deadline, not after the handler: {answered:?}");
+
+    let late = "late StartContainer slow".to_string();
+    for _ in 0..100 {
+        if handler.seen.lock().unwrap().contains(&late) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        handler.seen.lock().unwrap().clone(),
+        vec!["sync 0 0".to_string(), "start web/slow pid 0 ".into(), late],
+        "the undo comes after the handler's own work"
+    );
 }
