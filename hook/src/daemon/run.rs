@@ -139,11 +139,18 @@ fn spawn_tasks(daemon: &Arc<Daemon>, mut hup: tokio::signal::unix::Signal, metri
             n += 1;
             if n.is_multiple_of(10) {
                 // Node-wide hooks idle past hook_idle_detach_seconds are detached (off the
-                // runtime thread: a detach waits for the kernel's RCU grace periods).
+                // runtime thread: a detach waits for the kernel's RCU grace periods), one link
+                // per hold of the engine, with a pause between: a container start waits for one
+                // link's detach at most, not for every group's (Enforcer::detach_idle).
                 let d = d.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    if let Err(e) = d.enforcer.lock().unwrap().detach_idle() {
-                        tracing::warn!("detaching idle hooks: {e:#}");
+                let _ = tokio::task::spawn_blocking(move || loop {
+                    match d.enforcer.lock().unwrap().detach_idle() {
+                        Ok(true) => std::thread::sleep(Duration::from_millis(50)),
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::warn!("detaching idle hooks: {e:#}");
+                            break;
+                        }
                     }
                 })
                 .await;

@@ -60,20 +60,31 @@ impl Enforcer {
         self.link_pin(&format!("lsm_{hook}"))
     }
 
-    /// Attaches (`want`) or detaches the LSM programs of `group`.
-    pub(super) fn set_lsm_group(&mut self, group: LsmGroup, want: bool) -> Result<()> {
+    /// Detaches up to `budget` of the LSM programs of `group` (one link each), taking what it
+    /// spends from `budget`. Each detach is synchronous in the kernel (on 6.1 two RCU-tasks
+    /// grace periods per trampoline: see `detach_idle`).
+    pub(super) fn detach_lsm_group(&mut self, group: LsmGroup, budget: &mut usize) -> Result<()> {
+        for (_, hook, g, _) in LSM_PROGRAMS {
+            if *g != group || *budget == 0 {
+                continue;
+            }
+            let pin = self.lsm_pin(hook);
+            if pin.exists() {
+                std::fs::remove_file(&pin).with_context(|| format!("detaching lsm/{hook}"))?;
+                *budget -= 1;
+                info!(hook, "lsm program detached: no confined cgroup needs it");
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches the LSM programs of `group` that are not attached yet.
+    pub(super) fn attach_lsm_group(&mut self, group: LsmGroup) -> Result<()> {
         for (prog, hook, g, required) in LSM_PROGRAMS {
             if *g != group {
                 continue;
             }
             let pin = self.lsm_pin(hook);
-            if !want {
-                if pin.exists() {
-                    std::fs::remove_file(&pin).with_context(|| format!("detaching lsm/{hook}"))?;
-                    info!(hook, "lsm program detached: no confined cgroup needs it");
-                }
-                continue;
-            }
             if pin.exists() || self.lsm.is_err() {
                 continue;
             }
@@ -193,7 +204,9 @@ impl Enforcer {
     }
 
     /// Whether shared hook `h` should be attached: yes if `needed`; if not needed but still
-    /// `attached`, yes until it has been idle for `idle_grace`.
+    /// `attached`, yes until it has been idle for `idle_grace`. Past the grace the idle time
+    /// is kept until the hook is wholly detached (a group can take several calls: `gc_with`'s
+    /// budget), so a partly detached group stays due.
     pub(super) fn keep_while_idle(&mut self, h: SharedHook, needed: bool, attached: bool) -> bool {
         let since = &mut self.idle_since[h as usize];
         if needed || !attached {
@@ -205,7 +218,6 @@ impl Enforcer {
             debug!(hook = ?h, "kept attached while idle");
             return true;
         }
-        *since = None;
         false
     }
 
@@ -220,14 +232,25 @@ impl Enforcer {
         self.idle_grace = grace;
     }
 
-    /// Detaches the shared hooks that have been idle for the grace period. Cheap when nothing
-    /// is idle (no map is read).
-    pub fn detach_idle(&mut self) -> Result<()> {
-        let due = self.idle_since.iter().flatten().any(|t| t.elapsed() >= self.idle_grace);
-        if due {
-            self.gc()?;
+    /// Detaches ONE link of the shared hooks idle past the grace period; true while more are
+    /// due. Cheap when nothing is idle (no map is read).
+    ///
+    /// One link per call because a detach is synchronous in the kernel and the caller holds the
+    /// engine: on 6.1 each trampoline's detach waits for two RCU-tasks grace periods (ftrace
+    /// shutting down its dynamic ops), ~0.25 s per hook in the VMs, ~5 s for every group at
+    /// once. A StartContainer waiting that long for the engine misses containerd's deadline
+    /// and is refused. The daemon calls this in a loop, letting go of the engine between calls
+    /// (daemon/run.rs); apply and release never detach while a grace is set (`gc`).
+    pub fn detach_idle(&mut self) -> Result<bool> {
+        if self.idle_due() {
+            self.gc_with(1)?;
         }
-        Ok(())
+        Ok(self.idle_due())
+    }
+
+    /// Whether some shared hook is idle past the grace period (still attached, at least partly).
+    fn idle_due(&self) -> bool {
+        self.idle_since.iter().flatten().any(|t| t.elapsed() >= self.idle_grace)
     }
 
     /// Benchmark calibration: attaches the no-op sys_enter program (not pinned; detached when

@@ -89,7 +89,7 @@ impl Enforcer {
         let needed = lsm_groups_needed(kernel_header(profile).flags, mode.raw(), floor);
         for ((group, _), need) in LSM_GROUPS.iter().zip(needed) {
             if need {
-                self.set_lsm_group(*group, true)?;
+                self.attach_lsm_group(*group)?;
             }
         }
         self.attach_cgroup(path, cgid)?;
@@ -200,7 +200,7 @@ impl Enforcer {
                     lsm_groups_needed(kernel_header(profile).flags, pol.mode, pol.flags & cgroup_flags::FLOOR != 0);
                 for ((group, _), need) in LSM_GROUPS.iter().zip(needed) {
                     if need {
-                        self.set_lsm_group(*group, true)?;
+                        self.attach_lsm_group(*group)?;
                     }
                 }
                 self.maps.cgroups.insert(cgid, CgroupPolicy { profile_id: new_id, ..pol }, 0)?;
@@ -285,6 +285,14 @@ impl Enforcer {
 
     /// Drops profiles no cgroup uses, and attaches/detaches the syscall hook as needed.
     pub(super) fn gc(&mut self) -> Result<()> {
+        // With a grace (the daemon), idle hooks are detached by `detach_idle` only, one link at
+        // a time: never in apply or release, which run inside a container's start or stop.
+        let budget = if self.idle_grace.is_zero() { usize::MAX } else { 0 };
+        self.gc_with(budget)
+    }
+
+    /// `gc`, detaching at most `budget` links of idle shared hooks.
+    pub(super) fn gc_with(&mut self, mut budget: usize) -> Result<()> {
         let roots = self.maps.roots();
         let used: BTreeSet<u32> = roots.iter().map(|(_, p)| p.profile_id).collect();
         let mut ids: BTreeSet<u32> = self.maps.meta.keys().filter_map(|k| k.ok()).collect();
@@ -305,15 +313,22 @@ impl Enforcer {
             }
         }
         for ((group, hook), need) in LSM_GROUPS.iter().zip(needed) {
-            let keep = self.keep_while_idle(*hook, need, self.lsm_group_attached(*group));
-            self.set_lsm_group(*group, keep)?;
+            if self.keep_while_idle(*hook, need, self.lsm_group_attached(*group)) {
+                self.attach_lsm_group(*group)?;
+            } else {
+                self.detach_lsm_group(*group, &mut budget)?;
+                if !self.lsm_group_attached(*group) {
+                    self.idle_since[*hook as usize] = None;
+                }
+            }
         }
         let pin = self.link_pin("sys_enter");
         let need = self.keep_while_idle(SharedHook::SysEnter, need, pin.exists());
         if need && !pin.exists() {
             self.ensure_raw_tp("warden_sys_enter", "sys_enter")?;
-        } else if !need && pin.exists() {
+        } else if !need && pin.exists() && budget > 0 {
             std::fs::remove_file(&pin).context("detaching sys_enter")?;
+            self.idle_since[SharedHook::SysEnter as usize] = None;
             info!("sys_enter detached: no confined cgroup needs it");
         }
         Ok(())

@@ -743,8 +743,10 @@ fn files_and_execs_with_bpf_lsm() {
                         // The limit is for hangs, not for a slow machine.
                         .args(["--kernel", k, "--timeout", "3300", "--mem", "2048", "--append", append, "--"])
                         .arg(&exe)
-                        // Both tests in one boot: the cases and the hook attach/detach stress.
-                        .args(["--exact", "files_and_execs_with_bpf_lsm", "hook_attach_detach_stress", "--nocapture"])
+                        // The tests in one boot: the cases, the hook attach/detach stress, the
+                        // idle detach.
+                        .args(["--exact", "files_and_execs_with_bpf_lsm", "hook_attach_detach_stress"])
+                        .args(["idle_hooks_detach_one_link_per_call", "--nocapture"])
                         .arg("--test-threads=1")
                         .env(IN_VM, "1")
                         .env(VIA_EXPECTED, via)
@@ -879,6 +881,82 @@ fn hook_attach_detach_stress() {
     drop(enf);
     let trouble = kernel_trouble_since(&log_before);
     assert!(trouble.is_empty(), "the kernel log reports trouble during the stress:\n{}", trouble.join("\n"));
+}
+
+/// The daemon's idle detach, one link per hold of the engine (on 6.1 a detach waits for two
+/// RCU-tasks grace periods: every group at once held the engine for seconds, and a container
+/// start waiting behind it missed containerd's deadline). With a grace set: a release detaches
+/// nothing; past the grace each `detach_idle` detaches exactly one link until none is left; a
+/// policy applied while a group is half detached re-attaches it whole and still kills.
+#[test]
+fn idle_hooks_detach_one_link_per_call() {
+    if !skip_unless(KERNEL) {
+        return;
+    }
+    let lsm = bpf_lsm_status().is_ok();
+    if std::env::var_os(IN_VM).is_some() {
+        assert!(lsm, "inside the VM the bpf-lsm layer must work");
+    }
+    let w = Warden::new();
+    let cg = TestCgroup::new("idle");
+    let sc = all_syscalls_except("idle", &["unshare"]);
+    let json = if lsm { profile("idle-files", Some(&sc), Some(&[("/".to_string(), "rwx")])) } else { sc };
+    let p = warden::profile::compile(&warden::profile::Profile::from_json(&json).unwrap()).unwrap();
+    // The node-wide links (sys_enter, lsm_*); the cgroup tracepoints stay attached always.
+    let shared = || -> usize {
+        std::fs::read_dir(w.pin_dir.join("links"))
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n == "sys_enter" || n.starts_with("lsm_")
+            })
+            .count()
+    };
+    let grace = Duration::from_millis(300);
+    let mut enf = warden::enforcer::Enforcer::open(&w.pin_dir).unwrap();
+    enf.set_idle_grace(grace);
+    let id = enf.apply(&cg.path, &p, warden::enforcer::Mode::Enforce).unwrap();
+    let n0 = shared();
+    assert!(n0 >= if lsm { 3 } else { 1 }, "sys_enter (and the LSM groups) attached: {n0}");
+    assert!(enf.release(id).unwrap());
+    assert_eq!(shared(), n0, "a release detaches nothing while a grace is set");
+    assert!(!enf.detach_idle().unwrap(), "nothing is due within the grace");
+    assert_eq!(shared(), n0);
+
+    // Past the grace: one link per call. Half of them, then a policy comes back.
+    std::thread::sleep(grace + Duration::from_millis(100));
+    let half = n0.div_ceil(2);
+    for k in 1..=half {
+        assert!(enf.detach_idle().unwrap() || k == n0, "more due after {k} of {n0}");
+        assert_eq!(shared(), n0 - k, "exactly one link detached by call {k}");
+    }
+    let id = enf.apply(&cg.path, &p, warden::enforcer::Mode::Enforce).unwrap();
+    assert_eq!(shared(), n0, "re-applied: every link of the half-detached groups attached again");
+    assert!(!enf.detach_idle().unwrap(), "needed again: nothing due");
+    let mut a = Attempt::spawn_in(&cg.path);
+    check(&mut a, "unshare-uts", Outcome::Killed(SIGKILL));
+    assert!(enf.release(id).unwrap());
+
+    std::thread::sleep(grace + Duration::from_millis(100));
+    let (mut calls, mut longest, t0) = (0, Duration::ZERO, Instant::now());
+    loop {
+        let t = Instant::now();
+        let more = enf.detach_idle().unwrap();
+        longest = longest.max(t.elapsed());
+        calls += 1;
+        assert_eq!(shared(), n0 - calls, "exactly one link detached by call {calls}");
+        if !more {
+            break;
+        }
+    }
+    assert_eq!((calls, shared()), (n0, 0), "every idle link detached, one per call");
+    assert!(!enf.detach_idle().unwrap());
+    eprintln!(
+        "idle detach: {n0} links, one per call: longest call {:.0} ms, all {:.0} ms",
+        longest.as_secs_f64() * 1e3,
+        t0.elapsed().as_secs_f64() * 1e3
+    );
 }
 
 /// The kernel log as `dmesg` prints it (empty if it cannot be read).
