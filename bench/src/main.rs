@@ -610,17 +610,25 @@ fn syscalls_part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, iters: u64) -> 
         }
     );
     println!("|---|---:|---:|---:|{}", if fentry.is_some() { "---:|---:|---:|---:|" } else { "" });
+    let mut noise = false;
     for (oi, op) in syscall_ops.iter().enumerate() {
         let m = |ci: usize| median(&mut sys[ci][oi].clone());
         let base = m(0);
         let sec = m(5) - base;
         let se = m(4) - base;
-        let mut row = format!("| {} | {sec:+.0} | {se:+.0} | {:.1} |", op.label(), se / sec);
+        // Under 1 ns seccomp's cost is within the noise of a short or busy run (CI's smoke run
+        // saw -0): a ratio over it would be meaningless, or negative.
+        let ratio = |x: f64| if sec >= 1.0 { format!("{:.1}", x / sec) } else { "n/a".to_string() };
+        noise |= sec < 1.0;
+        let mut row = format!("| {} | {sec:+.0} | {se:+.0} | {} |", op.label(), ratio(se));
         if fentry.is_some() {
             let fj = m(10) - base;
-            row += &format!(" {fj:+.0} | {:.1} | {:+.0} | {:+.0} |", fj / sec, m(9) - base, m(11) - base);
+            row += &format!(" {fj:+.0} | {} | {:+.0} | {:+.0} |", ratio(fj), m(9) - base, m(11) - base);
         }
         println!("{row}");
+    }
+    if noise {
+        println!("\nn/a: seccomp's added cost was under 1 ns in this run (within its noise): no ratio.");
     }
     if let Some(c) = judge_check {
         println!("\nCheck: a confined getppid outside its profile, with only the fentry judge attached: {c}.");
