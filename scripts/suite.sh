@@ -51,9 +51,12 @@ _suite_run() {
     return "$(cat "$rcfile")"
 }
 
+# Sets SUITE_LOG to a new step's own log. Not `log=$(_suite_next_log)`: a command
+# substitution runs in a subshell, the counter never moved, and every step appended to one log
+# (a cargo step then counted the earlier steps' results as its own).
 _suite_next_log() {
     SUITE_STEP=$((SUITE_STEP + 1))
-    printf '%s/step-%03d.log' "$SUITE_DIR" "$SUITE_STEP"
+    SUITE_LOG=$(printf '%s/step-%03d.log' "$SUITE_DIR" "$SUITE_STEP")
 }
 
 _suite_fail() { # TITLE WHY
@@ -63,7 +66,8 @@ _suite_fail() { # TITLE WHY
 suite_build() {
     local title=$1 log rc=0 t0=$SECONDS
     shift
-    log=$(_suite_next_log)
+    _suite_next_log
+    log=$SUITE_LOG
     echo "== $title"
     _suite_run "$log" "$@" || rc=$?
     if [ "$rc" != 0 ]; then
@@ -78,7 +82,8 @@ suite_build() {
 suite_cmd() {
     local title=$1 log rc=0 t0=$SECONDS
     shift
-    log=$(_suite_next_log)
+    _suite_next_log
+    log=$SUITE_LOG
     echo "== $title"
     _suite_run "$log" "$@" || rc=$?
     if [ "$rc" = 0 ]; then
@@ -102,7 +107,8 @@ suite_cmd() {
 suite_cargo() {
     local title=$1 log rc=0 p f bin_failed res_failed t0=$SECONDS
     shift
-    log=$(_suite_next_log)
+    _suite_next_log
+    log=$SUITE_LOG
     echo "== $title"
     _suite_run "$log" cargo "$@" || rc=$?
     read -r p f res_failed bin_failed < <(awk '

@@ -57,6 +57,17 @@ case_ cargo-no-build  nonzero 'self: 0 passed, 1 failed' \
 case_ cargo-fail-then-pass nonzero 'self: 3 passed, 1 failed' \
     "WARDEN_CI_FIXTURE_FAIL=1 suite_cargo fixture test --locked --manifest-path '$FIXTURE'
      suite_cmd later true"
+# Each cargo step counts its own output only: a second step once read the first's log too
+# (the step counter was bumped in a subshell), so a failure was counted twice, a passing step
+# was reported failed, and the closing line's passed count was inflated.
+case_ cargo-fail-then-cargo-pass nonzero 'self: 5 passed, 1 failed' \
+    "WARDEN_CI_FIXTURE_FAIL=1 suite_cargo first test --locked --manifest-path '$FIXTURE'
+     suite_cargo second test --locked --manifest-path '$FIXTURE'"
+if grep -qx 'second: 3 passed, 0 failed (cargo exit 0)' "$WORK/cargo-fail-then-cargo-pass.out"; then
+    pass "the second cargo step reports its own counts"
+else
+    bad "cargo-fail-then-cargo-pass" "the second step's line: $(grep '^second:' "$WORK/cargo-fail-then-cargo-pass.out")"
+fi
 
 # Lint: a line reading PIPESTATUS right after a line (or on the same line) ending in
 # `|| true` / `|| :` reads the status of `true`, not of the pipeline.
