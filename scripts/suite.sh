@@ -56,7 +56,7 @@ _suite_run() {
 # (a cargo step then counted the earlier steps' results as its own).
 _suite_next_log() {
     SUITE_STEP=$((SUITE_STEP + 1))
-    SUITE_LOG=$(printf '%s/step-%03d.log' "$SUITE_DIR" "$SUITE_STEP")
+    printf -v SUITE_LOG '%s/step-%03d.log' "$SUITE_DIR" "$SUITE_STEP"
 }
 
 _suite_fail() { # TITLE WHY

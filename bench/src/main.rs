@@ -618,8 +618,9 @@ fn syscalls_part(enf: &mut Enforcer, cgs: &Cgroups, reps: usize, iters: u64) -> 
         let se = m(4) - base;
         // Under 1 ns seccomp's cost is within the noise of a short or busy run (CI's smoke run
         // saw -0): a ratio over it would be meaningless, or negative.
-        let ratio = |x: f64| if sec >= 1.0 { format!("{:.1}", x / sec) } else { "n/a".to_string() };
-        noise |= sec < 1.0;
+        let measurable = sec >= 1.0;
+        noise |= !measurable;
+        let ratio = |x: f64| if measurable { format!("{:.1}", x / sec) } else { "n/a".to_string() };
         let mut row = format!("| {} | {sec:+.0} | {se:+.0} | {} |", op.label(), ratio(se));
         if fentry.is_some() {
             let fj = m(10) - base;

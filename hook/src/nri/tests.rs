@@ -245,21 +245,28 @@ fn tempfile_dir() -> std::path::PathBuf {
     d
 }
 
-/// Pre-launched mode: the runtime's end of a socketpair, the plugin on the inherited fd.
-#[tokio::test]
-async fn prelaunched_plugin_uses_its_fd() {
+/// A plugin pre-launched on one end of a socketpair (index `idx`, a `Recorder` handler) and the
+/// fake runtime on the other; the plugin's connect runs in a task until the handshake is done.
+fn prelaunched(idx: &'static str) -> (FakeRuntime, Arc<Recorder>, tokio::task::JoinHandle<Result<Plugin, NriError>>) {
     use std::os::fd::IntoRawFd as _;
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     let fd = ours.into_raw_fd();
     theirs.set_nonblocking(true).unwrap();
-    let mut rt =
+    let rt =
         FakeRuntime { s: UnixStream::from_std(theirs).unwrap(), decoders: Default::default(), next_id: 1, frame: 4096 };
     let handler = Arc::new(Recorder::default());
     let h2 = handler.clone();
     let connect = tokio::spawn(async move {
-        let opts = PluginOptions::new("warden", "05").unwrap();
+        let opts = PluginOptions::new("warden", idx).unwrap();
         Plugin::connect(&Endpoint::Fd(fd), &opts, h2).await
     });
+    (rt, handler, connect)
+}
+
+/// Pre-launched mode: the runtime's end of a socketpair, the plugin on the inherited fd.
+#[tokio::test]
+async fn prelaunched_plugin_uses_its_fd() {
+    let (mut rt, handler, connect) = prelaunched("05");
     let reg = rt.expect_register().await;
     assert_eq!(reg.plugin_idx, "05");
     assert!(ok(&rt.call("Configure", ConfigureRequest::default().encode_to_vec()).await));
@@ -303,18 +310,7 @@ fn handlers_answer_before_the_runtime_gives_up() {
 /// first would be undone by the handler's own late work (a confined entry left pinned).
 #[tokio::test]
 async fn a_late_handler_is_refused_at_the_deadline_and_undone_after_it_ends() {
-    use std::os::fd::IntoRawFd as _;
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    let fd = ours.into_raw_fd();
-    theirs.set_nonblocking(true).unwrap();
-    let mut rt =
-        FakeRuntime { s: UnixStream::from_std(theirs).unwrap(), decoders: Default::default(), next_id: 1, frame: 4096 };
-    let handler = Arc::new(Recorder::default());
-    let h2 = handler.clone();
-    let connect = tokio::spawn(async move {
-        let opts = PluginOptions::new("warden", "10").unwrap();
-        Plugin::connect(&Endpoint::Fd(fd), &opts, h2).await
-    });
+    let (mut rt, handler, connect) = prelaunched("10");
     rt.expect_register().await;
     // 400 ms request timeout: 300 ms to answer (answer_deadline).
     let cfg = ConfigureRequest { request_timeout: 400, ..Default::default() };

@@ -800,10 +800,8 @@ fn hook_attach_detach_stress() {
     if !skip_unless(KERNEL) {
         return;
     }
-    let lsm = bpf_lsm_status().is_ok();
-    if std::env::var_os(IN_VM).is_some() {
-        assert!(lsm, "inside the VM the bpf-lsm layer must work");
-    } else if !lsm {
+    let lsm = lsm_here();
+    if !lsm {
         eprintln!("bpf-lsm unavailable here: this run attaches/detaches sys_enter only; the LSM groups are stressed in the VMs");
     }
     // Rounds: each one attaches and detaches; under TCG one round costs ~50-100x native.
@@ -893,10 +891,7 @@ fn idle_hooks_detach_one_link_per_call() {
     if !skip_unless(KERNEL) {
         return;
     }
-    let lsm = bpf_lsm_status().is_ok();
-    if std::env::var_os(IN_VM).is_some() {
-        assert!(lsm, "inside the VM the bpf-lsm layer must work");
-    }
+    let lsm = lsm_here();
     let w = Warden::new();
     let cg = TestCgroup::new("idle");
     let sc = all_syscalls_except("idle", &["unshare"]);
@@ -1010,6 +1005,15 @@ fn bpf_lsm_status() -> Result<(), String> {
             .collect::<Vec<_>>()
             .join("; "))
     }
+}
+
+/// Whether the BPF-LSM parts of a kernel test run here; inside the VM they must.
+fn lsm_here() -> bool {
+    let lsm = bpf_lsm_status().is_ok();
+    if std::env::var_os(IN_VM).is_some() {
+        assert!(lsm, "inside the VM the bpf-lsm layer must work");
+    }
+    lsm
 }
 
 /// On a kernel without a usable bpf-lsm layer, a profile with files rules is refused with a
